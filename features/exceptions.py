@@ -1,0 +1,15 @@
+"""Errors raised by the features package."""
+
+from __future__ import annotations
+
+
+class FeatureError(Exception):
+    """Base class: raised for any failure inside the features package."""
+
+
+class FeatureStoreUnavailableError(FeatureError):
+    """Raised when Redis can't be reached or answers with an error the store can't handle."""
+
+
+class EventFileError(FeatureError):
+    """Raised when an event history file can't be read (missing, unreadable, wrong format)."""

@@ -1,0 +1,129 @@
+"""Generates the Redis Lua script from the feature specs.
+
+The script body (``store.lua``) is generic; the tables it runs on (event kinds, feature list,
+bucket sizes, decay factors) are rendered here from :mod:`features.definitions`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from schemas import EVENT_TYPES
+
+from features.definitions import (
+    ACTIVITY_KINDS,
+    BUCKET_MS,
+    DAY_MS,
+    EMAIL_ENGAGEMENT_KINDS,
+    ENGAGEMENT_POINTS,
+    PROFILE_FIELDS,
+    RETENTION_MS,
+    Count,
+    Decayed,
+    Profile,
+    Rate,
+    Recency,
+    Spec,
+    counted_kinds,
+    decay_factors,
+    kept_buckets,
+)
+
+RECENCY_FIELD = {"web": "lw", "email": "le", "activity": "la", "created": "cr"}
+
+
+def all_kinds() -> list[str]:
+    return [f"{src}:{t}" for src, types in EVENT_TYPES.items() for t in types]
+
+
+def kind_codes() -> dict[str, str]:
+    """Short, stable field prefixes per event kind (keeps Redis hash fields small)."""
+    return {kind: f"k{i}" for i, kind in enumerate(all_kinds())}
+
+
+def kind_groups(kind: str) -> list[str]:
+    """The recency fields an event of ``kind`` updates."""
+    groups = []
+    if kind.startswith("web:"):
+        groups.append("lw")
+    if kind in EMAIL_ENGAGEMENT_KINDS:
+        groups.append("le")
+    if kind in ACTIVITY_KINDS:
+        groups.append("la")
+    if kind == "crm:lead_created":
+        groups.append("cr")
+    return groups
+
+
+def _lua_str(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _lua_float(x: float) -> str:
+    # %.17g round-trips a double exactly through Lua's strtod.
+    return format(x, ".17g")
+
+
+def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
+    codes = kind_codes()
+    res_by_kind = counted_kinds(specs)
+    keep = kept_buckets(specs)
+    index = {s.name: i + 1 for i, s in enumerate(specs)}
+    lines = [
+        f"local RES_MS = {{ m = {BUCKET_MS['m']}, h = {BUCKET_MS['h']}, d = {BUCKET_MS['d']} }}",
+        f"local KEEP = {{ m = {keep['m']}, h = {keep['h']}, d = {keep['d']} }}",
+        f"local DAY_MS = {DAY_MS}",
+        f"local RETENTION_MS = {RETENTION_MS}",
+        f"local TTL_S = {ttl_s}",
+        "local PROFILE = { " + ", ".join(_lua_str(p) for p in PROFILE_FIELDS) + " }",
+        "local KINDS = {",
+    ]
+    for kind in all_kinds():
+        res = ", ".join(_lua_str(r) for r in res_by_kind.get(kind, ()))
+        groups = ", ".join(_lua_str(g) for g in kind_groups(kind))
+        pts = ENGAGEMENT_POINTS.get(kind, 0)
+        lines.append(
+            f"  [{_lua_str(kind)}] = {{ code = {_lua_str(codes[kind])}, res = {{ {res} }}, "
+            f"pts = {pts}, groups = {{ {groups} }} }},"
+        )
+    lines.append("}")
+    features: list[str] = []
+    count_idx: list[str] = []
+    by_code_res: dict[str, list[str]] = {}
+    half_life = None
+    for s in specs:
+        i = index[s.name]
+        if isinstance(s, Count):
+            features.append("{ t = 'c' }")
+            count_idx.append(str(i))
+            key = codes[s.kind] + s.resolution
+            by_code_res.setdefault(key, []).append(f"{{ {i}, {s.n_buckets} }}")
+        elif isinstance(s, Rate):
+            features.append(f"{{ t = 'rate', a = {index[s.numerator]}, b = {index[s.denominator]} }}")
+        elif isinstance(s, Recency):
+            features.append(f"{{ t = 'rec', g = {_lua_str(RECENCY_FIELD[s.group])} }}")
+        elif isinstance(s, Decayed):
+            features.append("{ t = 'dec' }")
+            half_life = s.half_life_days
+        elif isinstance(s, Profile):
+            features.append(f"{{ t = 'prof', a = {_lua_str(s.key)} }}")
+    lines.append("local FEATURES = { " + ", ".join(features) + " }")
+    lines.append("local COUNT_FEATURES = { " + ", ".join(count_idx) + " }")
+    lines.append("local BY_CODE_RES = {")
+    for key, targets in by_code_res.items():
+        lines.append(f"  [{_lua_str(key)}] = {{ {', '.join(targets)} }},")
+    lines.append("}")
+    factors = decay_factors(half_life or 1.0, keep["d"])
+    lines.append(
+        "local DECAY = { [0] = "
+        + ", ".join(_lua_float(f) for f in factors[:1])
+        + (", " + ", ".join(_lua_float(f) for f in factors[1:]) if len(factors) > 1 else "")
+        + " }"
+    )
+    return "\n".join(lines)
+
+
+def render_script(specs: tuple[Spec, ...], ttl_s: int) -> str:
+    """The complete Lua source for ``specs``, with keys expiring ``ttl_s`` after their last update."""
+    body = resources.files("features").joinpath("store.lua").read_text(encoding="utf-8")
+    return body.replace("--@SPEC@", render_spec(specs, ttl_s), 1)

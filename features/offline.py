@@ -1,0 +1,235 @@
+"""The offline feature computation: replays an event history with the same rules as the Lua
+script, so training sets see exactly the features the live worker computes.
+
+:class:`LeadState` is the reference implementation of the per-lead state machine; it also
+serves as the in-memory feature store for unit tests and for point-in-time training sets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from schemas.validation import Event, Invalid, validate_event
+
+from features.definitions import (
+    BUCKET_MS,
+    DAY_MS,
+    PROFILE_FIELDS,
+    RETENTION_MS,
+    SPECS,
+    Count,
+    Decayed,
+    Profile,
+    Rate,
+    Recency,
+    Resolution,
+    Spec,
+    decay_factors,
+    kept_buckets,
+)
+from features.exceptions import EventFileError
+from features.lua import RECENCY_FIELD, kind_groups
+
+Outcome = Literal["ok", "dup", "late"]
+FeatureValue = int | float | str | None
+
+_RES: tuple[Resolution, ...] = ("m", "h", "d")
+
+
+def profile_updates(event: Event) -> dict[str, str | None]:
+    """Profile attributes carried by a CRM event, normalised to strings (None clears)."""
+    if event.source != "crm" or event.type not in ("lead_created", "lead_updated"):
+        return {}
+    out: dict[str, str | None] = {}
+    for attr in PROFILE_FIELDS:
+        if attr in event.attributes:
+            v = event.attributes[attr]
+            out[attr] = None if v is None else str(v)
+    return out
+
+
+@dataclass(slots=True)
+class _Compiled:
+    specs: tuple[Spec, ...]
+    keep: dict[Resolution, int]
+    res_by_kind: dict[str, tuple[Resolution, ...]]
+    decay: list[float]
+    points: dict[str, int]
+
+
+def _compile(specs: tuple[Spec, ...]) -> _Compiled:
+    from features.definitions import ENGAGEMENT_POINTS, counted_kinds
+
+    keep = kept_buckets(specs)
+    half_life = next((s.half_life_days for s in specs if isinstance(s, Decayed)), 1.0)
+    return _Compiled(specs, keep, counted_kinds(specs), decay_factors(half_life, keep["d"]),
+                     dict(ENGAGEMENT_POINTS))
+
+
+_DEFAULT = _compile(SPECS)
+
+
+@dataclass(slots=True)
+class LeadState:
+    """The state of one lead, updated event by event exactly as the Lua script does."""
+
+    compiled: _Compiled = field(default_factory=lambda: _DEFAULT)
+    max_ts: int | None = None
+    recency: dict[str, int] = field(default_factory=dict)
+    counters: dict[tuple[str, Resolution, int], int] = field(default_factory=dict)
+    engagement: dict[int, int] = field(default_factory=dict)
+    profile: dict[str, str] = field(default_factory=dict)
+    stamps: dict[str, tuple[int, str]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, ev: Event) -> Outcome:
+        """Apply one event; ``dup`` and ``late`` events change nothing."""
+        ts = ev.ts_ms
+        seen_ts = self.seen.get(ev.event_id)
+        # An id older than the retention is forgotten (as Redis drops it from the id set).
+        if seen_ts is not None and (self.max_ts is None or seen_ts >= self.max_ts - RETENTION_MS):
+            return "dup"
+        if self.max_ts is not None and ts < self.max_ts - RETENTION_MS:
+            return "late"
+        self.seen[ev.event_id] = ts
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        kind = f"{ev.source}:{ev.type}"
+        for grp in kind_groups(kind):
+            cur = self.recency.get(grp)
+            if grp == "cr":
+                if cur is None or ts < cur:
+                    self.recency[grp] = ts
+            elif cur is None or ts > cur:
+                self.recency[grp] = ts
+        for r in self.compiled.res_by_kind.get(kind, ()):
+            key = (kind, r, ts // BUCKET_MS[r])
+            self.counters[key] = self.counters.get(key, 0) + 1
+        pts = self.compiled.points.get(kind, 0)
+        if pts:
+            day = ts // DAY_MS
+            self.engagement[day] = self.engagement.get(day, 0) + pts
+        for attr, value in profile_updates(ev).items():
+            stamp = self.stamps.get(attr)
+            if stamp is None or (ts, ev.event_id) > stamp:
+                self.stamps[attr] = (ts, ev.event_id)
+                if value is None:
+                    self.profile.pop(attr, None)
+                else:
+                    self.profile[attr] = value
+        self._prune()
+        return "ok"
+
+    def _prune(self) -> None:
+        # Same retention as the Lua script; it keeps memory bounded on long histories and
+        # never touches a bucket that any window can still read.
+        assert self.max_ts is not None  # noqa: S101 - apply() sets it first
+        cutoff = self.max_ts - RETENTION_MS
+        if len(self.seen) > 64:
+            self.seen = {k: v for k, v in self.seen.items() if v >= cutoff}
+        keep = self.compiled.keep
+        limits = {r: self.max_ts // BUCKET_MS[r] - keep[r] for r in _RES}
+        stale = [k for k in self.counters if k[2] <= limits[k[1]]]
+        for k in stale:
+            del self.counters[k]
+        for day in [d for d in self.engagement if d <= limits["d"]]:
+            del self.engagement[day]
+
+    def features(self, ref_ms: int | None = None) -> dict[str, FeatureValue] | None:
+        """Feature values as of ``ref_ms`` (default: the lead's latest event); None if empty."""
+        if self.max_ts is None:
+            return None
+        ref = self.max_ts if ref_ms is None else ref_ms
+        refb = {r: ref // BUCKET_MS[r] for r in _RES}
+        counts: dict[str, int] = {}
+        out: dict[str, FeatureValue] = {}
+        for s in self.compiled.specs:
+            if isinstance(s, Count):
+                r, n, rb = s.resolution, s.n_buckets, refb[s.resolution]
+                counts[s.name] = sum(
+                    c for (k, res, b), c in self.counters.items()
+                    if k == s.kind and res == r and rb - n < b <= rb
+                )
+                out[s.name] = counts[s.name]
+            elif isinstance(s, Rate):
+                den = counts[s.denominator]
+                out[s.name] = counts[s.numerator] / den if den > 0 else None
+            elif isinstance(s, Recency):
+                last = self.recency.get(RECENCY_FIELD[s.group])
+                out[s.name] = (ref - last) / DAY_MS if last is not None and last <= ref else None
+            elif isinstance(s, Decayed):
+                total = 0.0
+                d_ref, keep_d = refb["d"], self.compiled.keep["d"]
+                for b in sorted(self.engagement):
+                    if d_ref - keep_d < b <= d_ref:
+                        total = total + self.engagement[b] * self.compiled.decay[d_ref - b]
+                out[s.name] = total
+            elif isinstance(s, Profile):
+                out[s.name] = self.profile.get(s.key)
+        return out
+
+
+def read_events(path: str | Path) -> Iterator[tuple[int, Event | Invalid]]:
+    """Yield ``(line_number, event or error)`` for each non-blank line of a JSONL history."""
+    p = Path(path)
+    if not p.exists():
+        raise EventFileError(f"event file {p} does not exist")
+    import time
+
+    now_ms = int(time.time() * 1000)
+    # Histories may be simulated into the future; the file reader accepts any timestamp.
+    far = 1000 * 365 * DAY_MS
+    try:
+        with p.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                line = line.strip()
+                if line:
+                    yield n, validate_event(line, topic_source=None, key=None, now_ms=now_ms,
+                                            max_future_ms=far)
+    except OSError as exc:
+        raise EventFileError(f"can't read {p}: {exc}") from exc
+
+
+def replay(events: Iterable[Event], at_ms: int | None = None) -> dict[str, LeadState]:
+    """Replay events in arrival order; with ``at_ms``, only events with ``ts <= at_ms`` count."""
+    leads: dict[str, LeadState] = {}
+    for ev in events:
+        if at_ms is not None and ev.ts_ms > at_ms:
+            continue
+        state = leads.get(ev.lead_id)
+        if state is None:
+            state = leads[ev.lead_id] = LeadState()
+        state.apply(ev)
+    return leads
+
+
+def features_as_of(leads: dict[str, LeadState], at_ms: int | None = None) -> Iterator[
+    tuple[str, dict[str, FeatureValue]]
+]:
+    """``(lead_id, features)`` for each lead, as of ``at_ms`` or of the lead's latest event."""
+    for lead_id, state in leads.items():
+        feats = state.features(at_ms)
+        if feats is not None:
+            yield lead_id, feats
+
+
+def parse_value(raw: str, spec: Spec) -> FeatureValue:
+    """Convert one field of the Lua script's output to its Python value."""
+    if raw == "":
+        return None
+    if isinstance(spec, Count):
+        return int(raw)
+    if isinstance(spec, Profile):
+        return raw
+    value = float(raw)
+    return value if math.isfinite(value) else None
+
+
+def parse_vector(raw: str, specs: tuple[Spec, ...] = SPECS) -> dict[str, FeatureValue]:
+    """The feature dict encoded by the Lua script (fields separated by the unit separator)."""
+    parts = raw.split("\x1f")
+    return {s.name: parse_value(v, s) for s, v in zip(specs, parts, strict=True)}

@@ -1,0 +1,154 @@
+-- leadscore feature store: one atomic call applies a batch of events and returns, for each
+-- event, the lead's feature vector right after it. The tables below the marker are generated
+-- from features/definitions.py (see features/lua.py); the offline replay in features/offline.py
+-- implements the same rules in Python and must agree with this script exactly.
+--
+-- Per lead (all keys share the {lead_id} hash tag, so a lead's keys sit in one cluster slot):
+--   ls:{id}:s    hash: max (latest event ts), lw/le/la/cr (last web, last email engagement,
+--                last activity, created), p:<attr> profile value, @<attr> "ts|event_id" stamp
+--   ls:{id}:c    hash: <code>:<res><bucket> -> count, e:d<day> -> engagement points
+--   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
+--@SPEC@
+
+local SEP = '\31'
+local floor = math.floor
+
+local function bucket(ts, r) return floor(ts / RES_MS[r]) end
+
+-- Stamps compare by ts, then by event_id, so the winner doesn't depend on arrival order.
+local function newer(ts, eid, stamp)
+  if not stamp then return true end
+  local sts, seid = string.match(stamp, '^(%-?%d+)|(.*)$')
+  sts = tonumber(sts)
+  if ts ~= sts then return ts > sts end
+  return eid > seid
+end
+
+local function compute(kS, kC, ref, prune_from)
+  local vals = {}
+  for i = 1, #FEATURES do vals[i] = false end
+  local refb = { m = bucket(ref, 'm'), h = bucket(ref, 'h'), d = bucket(ref, 'd') }
+  local limit = nil
+  if prune_from then
+    limit = { m = bucket(prune_from, 'm') - KEEP.m, h = bucket(prune_from, 'h') - KEEP.h,
+              d = bucket(prune_from, 'd') - KEEP.d }
+  end
+  local counts = {}
+  for _, fi in ipairs(COUNT_FEATURES) do counts[fi] = 0 end
+  local eng_days, eng_pts = {}, {}
+  local flat = redis.call('HGETALL', kC)
+  local stale = {}
+  for j = 1, #flat, 2 do
+    local code, r, b = string.match(flat[j], '^(%w+):(%a)(%-?%d+)$')
+    b = tonumber(b)
+    local c = tonumber(flat[j + 1])
+    if limit and b <= limit[r] then
+      stale[#stale + 1] = flat[j]
+    elseif code == 'e' then
+      if b > refb.d - KEEP.d and b <= refb.d then
+        eng_days[#eng_days + 1] = b
+        eng_pts[b] = c
+      end
+    else
+      local targets = BY_CODE_RES[code .. r]
+      if targets then
+        local rb = refb[r]
+        for _, t in ipairs(targets) do
+          if b > rb - t[2] and b <= rb then counts[t[1]] = counts[t[1]] + c end
+        end
+      end
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', kC, unpack(stale)) end
+  local state = {}
+  local sflat = redis.call('HGETALL', kS)
+  for j = 1, #sflat, 2 do state[sflat[j]] = sflat[j + 1] end
+  for i, f in ipairs(FEATURES) do
+    local t = f.t
+    if t == 'c' then
+      vals[i] = string.format('%d', counts[i])
+    elseif t == 'rate' then
+      local den = counts[f.b]
+      if den > 0 then vals[i] = string.format('%.17g', counts[f.a] / den) end
+    elseif t == 'rec' then
+      local last = tonumber(state[f.g])
+      if last and last <= ref then vals[i] = string.format('%.17g', (ref - last) / DAY_MS) end
+    elseif t == 'dec' then
+      -- Ascending day order, as in the Python replay: float sums depend on order.
+      table.sort(eng_days)
+      local total = 0.0
+      for _, b in ipairs(eng_days) do total = total + eng_pts[b] * DECAY[refb.d - b] end
+      vals[i] = string.format('%.17g', total)
+    elseif t == 'prof' then
+      vals[i] = state['p:' .. f.a] or false
+    end
+  end
+  local out = {}
+  for i = 1, #FEATURES do
+    if vals[i] then out[i] = vals[i] else out[i] = '' end
+  end
+  return table.concat(out, SEP)
+end
+
+local function apply(kS, kC, kI, eid, ts, kind, prof)
+  if redis.call('ZSCORE', kI, eid) then return 'D' end
+  local maxts = tonumber(redis.call('HGET', kS, 'max'))
+  if maxts and ts < maxts - RETENTION_MS then return 'L' end
+  redis.call('ZADD', kI, ts, eid)
+  if not maxts or ts > maxts then
+    maxts = ts
+    redis.call('HSET', kS, 'max', ts)
+  end
+  local k = KINDS[kind]
+  if k then
+    for _, grp in ipairs(k.groups) do
+      local cur = tonumber(redis.call('HGET', kS, grp))
+      if grp == 'cr' then
+        if not cur or ts < cur then redis.call('HSET', kS, grp, ts) end
+      elseif not cur or ts > cur then
+        redis.call('HSET', kS, grp, ts)
+      end
+    end
+    for _, r in ipairs(k.res) do
+      redis.call('HINCRBY', kC, k.code .. ':' .. r .. bucket(ts, r), 1)
+    end
+    if k.pts > 0 then redis.call('HINCRBY', kC, 'e:d' .. bucket(ts, 'd'), k.pts) end
+  end
+  if prof ~= '' then
+    local attrs = cjson.decode(prof)
+    for _, a in ipairs(PROFILE) do
+      local v = attrs[a]
+      if v ~= nil and newer(ts, eid, redis.call('HGET', kS, '@' .. a)) then
+        redis.call('HSET', kS, '@' .. a, ts .. '|' .. eid)
+        if v == cjson.null then redis.call('HDEL', kS, 'p:' .. a)
+        else redis.call('HSET', kS, 'p:' .. a, v) end
+      end
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', kI, '-inf', '(' .. (maxts - RETENTION_MS))
+  redis.call('EXPIRE', kS, TTL_S)
+  redis.call('EXPIRE', kC, TTL_S)
+  redis.call('EXPIRE', kI, TTL_S)
+  return compute(kS, kC, maxts, maxts)
+end
+
+local mode = ARGV[1]
+if mode == 'u' then
+  local out = {}
+  local n = (#ARGV - 1) / 4
+  for e = 0, n - 1 do
+    local a = 2 + e * 4
+    local k = 1 + e * 3
+    local res = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1]),
+                      ARGV[a + 2], ARGV[a + 3])
+    if res == 'D' or res == 'L' then out[e + 1] = res else out[e + 1] = 'F' .. res end
+  end
+  return out
+elseif mode == 'r' then
+  local maxts = tonumber(redis.call('HGET', KEYS[1], 'max'))
+  if not maxts then return false end
+  local ref = maxts
+  if ARGV[2] ~= '' then ref = tonumber(ARGV[2]) end
+  return compute(KEYS[1], KEYS[2], ref, nil)
+end
+return redis.error_reply('leadscore store: unknown mode ' .. tostring(mode))

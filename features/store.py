@@ -1,0 +1,184 @@
+"""The online feature store: per-lead state in Redis, updated by one Lua call per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.validation import Event
+
+from features.definitions import RETENTION_MS, SPECS, Spec
+from features.exceptions import FeatureStoreUnavailableError
+from features.lua import render_script
+from features.offline import FeatureValue, LeadState, Outcome, parse_vector, profile_updates
+
+log = logging.getLogger(__name__)
+
+# Keys outlive the longest window by a week, so an idle lead's state expires on its own.
+DEFAULT_TTL_S = (RETENTION_MS // 1000) + 7 * 86_400
+
+
+def lead_keys(lead_id: str) -> tuple[str, str, str, str]:
+    """State, counters, id-set and latest-score keys of a lead; all share the ``{lead_id}`` tag."""
+    tag = "{" + lead_id + "}"
+    return f"ls:{tag}:s", f"ls:{tag}:c", f"ls:{tag}:i", f"ls:{tag}:r"
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What applying one event did: ``ok`` with the lead's features after it, or dup/late."""
+
+    outcome: Outcome
+    features: dict[str, FeatureValue] | None
+
+
+class FeatureStore(Protocol):
+    """What the worker needs from a feature store (Redis in production, memory in unit tests)."""
+
+    async def apply_batch(self, events: Sequence[Event]) -> list[Update]: ...
+
+    async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None: ...
+
+    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+        """Keep each lead's latest record; return each lead's tier before this call."""
+        ...
+
+    async def latest_score(self, lead_id: str) -> dict[str, Any] | None: ...
+
+    async def forget(self, lead_id: str) -> int: ...
+
+
+class RedisFeatureStore:
+    """Feature store on Redis: one EVALSHA per batch, retried with backoff while Redis is away."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        specs: tuple[Spec, ...] = SPECS,
+        ttl_s: int = DEFAULT_TTL_S,
+        max_backoff_s: float = 5.0,
+        retry_for_s: float | None = None,
+    ) -> None:
+        self._client = client
+        self._specs = specs
+        self._ttl_s = ttl_s
+        self._script = client.register_script(render_script(specs, ttl_s))
+        self._max_backoff_s = max_backoff_s
+        self._retry_for_s = retry_for_s
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    async def _call(self, keys: list[str], args: list[Any]) -> Any:
+        delay = 0.05
+        waited = 0.0
+        while True:
+            try:
+                return await self._script(keys=keys, args=args)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if self._retry_for_s is not None and waited >= self._retry_for_s:
+                    raise FeatureStoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, self._max_backoff_s)
+
+    async def apply_batch(self, events: Sequence[Event]) -> list[Update]:
+        if not events:
+            return []
+        keys: list[str] = []
+        args: list[Any] = ["u"]
+        for ev in events:
+            s, c, i, _ = lead_keys(ev.lead_id)
+            keys += [s, c, i]
+            prof = profile_updates(ev)
+            args += [ev.event_id, ev.ts_ms, f"{ev.source}:{ev.type}",
+                     orjson.dumps(prof).decode() if prof else ""]
+        raw = await self._call(keys, args)
+        out: list[Update] = []
+        for item in raw:
+            text = item.decode() if isinstance(item, bytes) else item
+            if text == "D":
+                out.append(Update("dup", None))
+            elif text == "L":
+                out.append(Update("late", None))
+            else:
+                out.append(Update("ok", parse_vector(text[1:], self._specs)))
+        return out
+
+    async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
+        s, c, _, _ = lead_keys(lead_id)
+        raw = await self._call([s, c], ["r", "" if at_ms is None else at_ms])
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        return parse_vector(text, self._specs)
+
+    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+        # The latest record per lead wins; records arrive in per-lead order within a batch.
+        latest: dict[str, dict[str, Any]] = {r["lead_id"]: r for r in records}
+        if not latest:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for lead_id, rec in latest.items():
+            # SET ... GET returns the previous record in the same round trip (tier alerts).
+            pipe.set(lead_keys(lead_id)[3], orjson.dumps(rec), ex=self._ttl_s, get=True)
+        previous = await pipe.execute()
+        return {
+            lead_id: (orjson.loads(old)["tier"] if old else None)
+            for lead_id, old in zip(latest, previous, strict=True)
+        }
+
+    async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
+        raw = await self._client.get(lead_keys(lead_id)[3])
+        return None if raw is None else orjson.loads(raw)
+
+    async def forget(self, lead_id: str) -> int:
+        deleted: int = await self._client.delete(*lead_keys(lead_id))
+        return deleted
+
+
+class MemoryFeatureStore:
+    """In-memory store built on :class:`LeadState`; the same rules, for unit tests and replay."""
+
+    def __init__(self) -> None:
+        self.leads: dict[str, LeadState] = {}
+        self.scores: dict[str, dict[str, Any]] = {}
+
+    async def apply_batch(self, events: Sequence[Event]) -> list[Update]:
+        out: list[Update] = []
+        for ev in events:
+            state = self.leads.setdefault(ev.lead_id, LeadState())
+            outcome = state.apply(ev)
+            out.append(Update(outcome, state.features() if outcome == "ok" else None))
+        return out
+
+    async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
+        state = self.leads.get(lead_id)
+        return None if state is None else state.features(at_ms)
+
+    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+        previous: dict[str, str | None] = {}
+        for r in records:
+            if r["lead_id"] not in previous:
+                old = self.scores.get(r["lead_id"])
+                previous[r["lead_id"]] = old["tier"] if old else None
+            self.scores[r["lead_id"]] = r
+        return previous
+
+    async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
+        return self.scores.get(lead_id)
+
+    async def forget(self, lead_id: str) -> int:
+        n = int(self.leads.pop(lead_id, None) is not None)
+        return n + int(self.scores.pop(lead_id, None) is not None)

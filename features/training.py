@@ -1,0 +1,100 @@
+"""Point-in-time training sets from an event history.
+
+A *scoring moment* is the time of one of a lead's events (when the live worker would score
+it). Its features use only events up to that moment (the replay has not seen later ones);
+its label is whether the lead converts within ``horizon`` after it. Moments after a lead's
+outcome, and moments whose horizon runs past the end of the history without a conversion
+(label unknown), are left out.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from schemas.validation import Event
+
+from features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from features.offline import LeadState
+
+OUTCOME_TYPES = ("converted", "disqualified")
+
+
+@dataclass(slots=True)
+class TrainingSet:
+    x: pd.DataFrame
+    y: np.ndarray
+    time_ms: np.ndarray
+    lead_id: np.ndarray
+    categorical: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _outcomes(events: list[Event]) -> tuple[int | None, int | None]:
+    conv = min((e.ts_ms for e in events if e.source == "crm" and e.type == "converted"),
+               default=None)
+    disq = min((e.ts_ms for e in events if e.source == "crm" and e.type == "disqualified"),
+               default=None)
+    return conv, disq
+
+
+def build_training_set(
+    events: Iterable[Event],
+    *,
+    horizon_ms: int,
+    moments_per_lead: int = 6,
+    seed: int = 7,
+) -> TrainingSet:
+    """Sample up to ``moments_per_lead`` moments per lead and compute point-in-time rows."""
+    by_lead: dict[str, list[Event]] = defaultdict(list)
+    end_ms = 0
+    for ev in events:
+        by_lead[ev.lead_id].append(ev)
+        end_ms = max(end_ms, ev.ts_ms)
+    rng = random.Random(seed)  # noqa: S311 - sampling, not security
+    rows: list[dict[str, object]] = []
+    labels: list[int] = []
+    times: list[int] = []
+    leads: list[str] = []
+    for lead_id in sorted(by_lead):
+        evs = sorted(by_lead[lead_id], key=lambda e: (e.ts_ms, e.event_id))
+        conv, disq = _outcomes(evs)
+        stop = min(t for t in (conv, disq, end_ms + 1) if t is not None)
+        eligible = []
+        for i, ev in enumerate(evs):
+            if ev.source == "crm" and ev.type in OUTCOME_TYPES:
+                continue
+            t = ev.ts_ms
+            if t >= stop:
+                break
+            converts = conv is not None and t < conv <= t + horizon_ms
+            if not converts and t + horizon_ms > end_ms:
+                continue  # label not observable yet
+            eligible.append(i)
+        if not eligible:
+            continue
+        chosen = set(rng.sample(eligible, min(moments_per_lead, len(eligible))))
+        state = LeadState()
+        for i, ev in enumerate(evs):
+            state.apply(ev)
+            if i in chosen:
+                feats = state.features(ev.ts_ms)
+                if feats is None:
+                    continue
+                rows.append(feats)
+                t = ev.ts_ms
+                labels.append(int(conv is not None and t < conv <= t + horizon_ms))
+                times.append(t)
+                leads.append(lead_id)
+    x = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
+    for c in CATEGORICAL_FEATURES:
+        x[c] = x[c].astype(object)
+    return TrainingSet(x, np.asarray(labels, dtype=int), np.asarray(times, dtype=np.int64),
+                       np.asarray(leads), list(CATEGORICAL_FEATURES))

@@ -1,0 +1,1 @@
+"""Training, evaluation, calibration, the model registry, explanations and the rule baseline."""

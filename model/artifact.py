@@ -1,0 +1,223 @@
+"""A trained model as stored in the registry, and the batch scorer built on it.
+
+A version directory holds ``model.txt`` (the LightGBM booster) and ``meta.json`` (feature
+list and dtypes, category levels, calibrator, tier thresholds, metrics, data hash). Rows
+are encoded to a float matrix here, once per batch: categories become their level index
+(unseen or missing -> NaN, which LightGBM routes like a missing value).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+
+from model.exceptions import ModelNotFoundError, RegistryError
+from model.scoring import Reason, Row, Scored, Thresholds, top_reasons
+
+FeatureKind = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureInfo:
+    name: str
+    kind: FeatureKind
+    levels: tuple[str, ...] = ()
+    source_column: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "categorical":
+            d["levels"] = list(self.levels)
+        if self.source_column is not None:
+            d["source_column"] = self.source_column
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureInfo:
+        return cls(d["name"], d["kind"], tuple(d.get("levels", ())), d.get("source_column"))
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrator:
+    """Monotone map from raw model probability to calibrated probability.
+
+    Isotonic regression is stored as its breakpoints and applied with ``np.interp`` (fast,
+    no pickles); Platt scaling as ``sigmoid(a * logit(p) + b)``.
+    """
+
+    method: Literal["isotonic", "platt", "none"]
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
+        if self.method == "platt":
+            q = np.clip(p, 1e-12, 1 - 1e-12)
+            z = self.a * np.log(q / (1 - q)) + self.b
+            return 1.0 / (1.0 + np.exp(-z))
+        return p
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a, "b": self.b}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Calibrator:
+        if not d:
+            return cls("none")
+        return cls(d["method"], tuple(d.get("x", ())), tuple(d.get("y", ())),
+                   float(d.get("a", 1.0)), float(d.get("b", 0.0)))
+
+
+@dataclass(slots=True)
+class ModelMeta:
+    version: str
+    features: list[FeatureInfo]
+    calibrator: Calibrator
+    thresholds: Thresholds
+    created_at: str
+    target: str = ""
+    horizon_days: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    data_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": "lightgbm",
+            "created_at": self.created_at,
+            "target": self.target,
+            "horizon_days": self.horizon_days,
+            "features": [f.as_dict() for f in self.features],
+            "calibration": self.calibrator.as_dict(),
+            "thresholds": {"hot": self.thresholds.hot, "warm": self.thresholds.warm},
+            "metrics": self.metrics,
+            "params": self.params,
+            "data_hash": self.data_hash,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
+        known = {"version", "kind", "created_at", "target", "horizon_days", "features",
+                 "calibration", "thresholds", "metrics", "params", "data_hash"}
+        return cls(
+            version=d["version"],
+            features=[FeatureInfo.from_dict(f) for f in d["features"]],
+            calibrator=Calibrator.from_dict(d.get("calibration")),
+            thresholds=Thresholds(float(d["thresholds"]["hot"]), float(d["thresholds"]["warm"])),
+            created_at=d.get("created_at", ""),
+            target=d.get("target", ""),
+            horizon_days=d.get("horizon_days"),
+            metrics=d.get("metrics", {}),
+            params=d.get("params", {}),
+            data_hash=d.get("data_hash", ""),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+class LightGBMScorer:
+    """Batch scorer: one ``predict`` and one ``pred_contrib`` call per batch."""
+
+    def __init__(self, booster: lgb.Booster, meta: ModelMeta, *, max_reasons: int = 5) -> None:
+        self.booster = booster
+        self.meta = meta
+        self._names = [f.name for f in meta.features]
+        self._codes: list[dict[str, int] | None] = [
+            {lv: i for i, lv in enumerate(f.levels)} if f.kind == "categorical" else None
+            for f in meta.features
+        ]
+        self._max_reasons = max_reasons
+        if booster.num_feature() != len(self._names):
+            raise RegistryError(
+                f"model {meta.version}: booster has {booster.num_feature()} features, "
+                f"meta.json lists {len(self._names)}"
+            )
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.meta.thresholds
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LightGBMScorer:
+        d = Path(directory)
+        try:
+            meta = ModelMeta.from_dict(json.loads((d / "meta.json").read_text(encoding="utf-8")))
+            booster = lgb.Booster(model_file=str(d / "model.txt"))
+        except FileNotFoundError as exc:
+            raise ModelNotFoundError(f"no model in {d}: {exc.filename} is missing") from exc
+        except (json.JSONDecodeError, KeyError, lgb.basic.LightGBMError) as exc:
+            raise RegistryError(f"model in {d} is unreadable: {exc}") from exc
+        return cls(booster, meta)
+
+    def encode(self, rows: Sequence[Row]) -> np.ndarray:
+        """Rows (dicts by feature name) to the float matrix the booster expects."""
+        x = np.full((len(rows), len(self._names)), np.nan, dtype=np.float64)
+        for i, row in enumerate(rows):
+            for j, name in enumerate(self._names):
+                v = row.get(name)
+                if v is None:
+                    continue
+                codes = self._codes[j]
+                if codes is not None:
+                    code = codes.get(str(v))
+                    if code is not None:
+                        x[i, j] = code
+                elif not isinstance(v, str):
+                    x[i, j] = v
+                else:
+                    try:
+                        x[i, j] = float(v)
+                    except ValueError:
+                        continue
+        return x
+
+    def predict_raw(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x, num_threads=1))
+
+    def score_batch(self, rows: Sequence[Row], *, explain: bool = True) -> list[Scored]:
+        if not rows:
+            return []
+        x = self.encode(rows)
+        raw = self.predict_raw(x)
+        cal = self.meta.calibrator.apply(raw)
+        contrib = (
+            np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1)) if explain else None
+        )
+        out = []
+        th = self.meta.thresholds
+        for i, row in enumerate(rows):
+            score = float(min(1.0, max(0.0, cal[i])))
+            reasons: tuple[Reason, ...] = ()
+            if contrib is not None:
+                c = contrib[i]
+                items = [
+                    Reason(name, _json_value(row.get(name)), round(float(c[j]), 4))
+                    for j, name in enumerate(self._names)
+                ]
+                reasons = top_reasons(items, self._max_reasons)
+            out.append(Scored(score, th.tier(score), reasons))
+        return out
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

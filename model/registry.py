@@ -1,0 +1,117 @@
+"""The model registry: immutable version directories under ``MODEL_DIR`` and a champion pointer.
+
+Layout::
+
+    MODEL_DIR/
+      CHAMPION                 the champion's version id (replaced atomically)
+      lgbm-20261127-1a2b3c/    one immutable directory per version
+        model.txt  meta.json  report.html ...
+
+A version directory is written under a temporary name and renamed into place, so a reader
+never sees half a model; the champion pointer is swapped with ``os.replace`` for the same
+reason. Workers poll the pointer and hot-swap (see ``streamer.models``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.exceptions import ModelNotFoundError, RegistryError
+
+CHAMPION_FILE = "CHAMPION"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: str
+    path: Path
+    meta: dict[str, Any]
+    champion: bool
+
+
+class Registry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"can't create model directory {self.root}: {exc}") from exc
+
+    def path(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise ModelNotFoundError(f"{version!r} is not a valid model version")
+        return self.root / version
+
+    def save(self, version: str, write: Callable[[Path], None], *, promote: bool = False) -> Path:
+        """Create version ``version`` by calling ``write(tmp_dir)``, then rename it into place."""
+        self._ensure_root()
+        final = self.path(version)
+        if final.exists():
+            raise RegistryError(f"model version {version} already exists in {self.root}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
+        try:
+            write(tmp)
+            if not (tmp / "meta.json").exists() or not (tmp / "model.txt").exists():
+                raise RegistryError("a model version needs model.txt and meta.json")
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if promote:
+            self.promote(version)
+        return final
+
+    def champion(self) -> str | None:
+        """The champion's version, or None when nothing was promoted yet."""
+        try:
+            text = (self.root / CHAMPION_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(f"can't read {self.root / CHAMPION_FILE}: {exc}") from exc
+        return text or None
+
+    def promote(self, version: str) -> None:
+        if not (self.path(version) / "meta.json").exists():
+            raise ModelNotFoundError(
+                f"model version {version} is not in {self.root}; see `leadscore models list`"
+            )
+        self._ensure_root()
+        fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(version + "\n")
+        os.replace(tmp, self.root / CHAMPION_FILE)
+
+    def meta(self, version: str) -> dict[str, Any]:
+        p = self.path(version) / "meta.json"
+        try:
+            meta: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelNotFoundError(
+                f"model version {version} is not in {self.root}; see `leadscore models list`"
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{p} is not valid JSON: {exc}") from exc
+        return meta
+
+    def list(self) -> list[VersionInfo]:
+        """All versions, oldest first."""
+        if not self.root.exists():
+            return []
+        champ = self.champion()
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and not d.name.startswith(".") and (d / "meta.json").exists():
+                meta = self.meta(d.name)
+                out.append(VersionInfo(d.name, d, meta, d.name == champ))
+        out.sort(key=lambda v: (v.meta.get("created_at", ""), v.version))
+        return out

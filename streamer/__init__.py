@@ -1,0 +1,1 @@
+"""The streaming worker, CLI and services of leadscore."""

@@ -1,0 +1,222 @@
+"""The Faust app: topics, the scoring agent, the model-refresh timer and the web views.
+
+``create_app(settings)`` builds a fresh app (tests build several with unique ids); the
+worker CLI builds one from the environment. The agent body is deliberately thin: take a
+micro-batch -> ``Pipeline.process`` -> send the records -> wait for delivery, so offsets
+are committed only for events whose results are on the broker (at-least-once), and the
+feature store's dedupe makes the redelivery after a crash harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+import redis.asyncio as aioredis
+from aiohttp.web import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from features.store import RedisFeatureStore
+from schemas.validation import parse_ts_ms
+from streamer.metrics import Metrics
+from streamer.models import ModelHolder
+from streamer.pipeline import Message, Pipeline, topic_sources
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the agent and the views share: the store, the model holder, metrics, readiness."""
+
+    settings: Settings
+    store: RedisFeatureStore
+    models: ModelHolder
+    metrics: Metrics
+    pipeline: Pipeline
+    ready: bool = False
+    processed: int = 0
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0,
+                              "health_check_interval": 30}
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_tls:
+        kwargs["ssl"] = True
+        if settings.redis_tls_cafile:
+            kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
+    return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        ssl_context = faust.auth.ssl.create_default_context(
+            purpose=faust.auth.ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        )
+        if settings.kafka_ssl_certfile:
+            ssl_context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                        str(settings.kafka_ssl_keyfile or ""))
+        if settings.kafka_security_protocol == "SSL":
+            return faust.SSLCredentials(ssl_context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=ssl_context,
+    )
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, Runtime]:
+    bootstrap = settings.require_kafka()
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_in_thread=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+    )
+    metrics = metrics or Metrics.create()
+    models = ModelHolder(settings.model_dir, rules_file=settings.rules_file)
+    models.refresh()
+    metrics.set_model(models.current.version)
+    store = RedisFeatureStore(redis_client(settings))
+    pipeline = Pipeline(
+        store, lambda: models.current, metrics,
+        topic_sources=topic_sources(settings.topic),
+        max_future_ms=settings.max_future_skew_s * 1000,
+    )
+    rt = Runtime(settings, store, models, metrics, pipeline)
+
+    events = app.topic(
+        settings.topic("web"), settings.topic("email"), settings.topic("crm"),
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )
+    scores_topic = settings.topic("scores")
+    dlq_topic = settings.topic("dlq")
+    alerts_topic = settings.topic("alerts")
+
+    @app.agent(events, name="score_leads")
+    async def score_leads(stream: faust.StreamT) -> None:
+        producer = await app.maybe_start_producer()
+        batch_wait = settings.batch_wait_ms / 1000
+        async for batch in stream.take_events(settings.batch_max, within=batch_wait):
+            started = time.perf_counter()
+            msgs = [
+                Message(e.message.topic, e.message.partition, e.message.offset,
+                        e.message.key, e.message.value, e.message.timestamp)
+                for e in batch
+            ]
+            out = await rt.pipeline.process(msgs)
+            pending = []
+            for key, value in out.dlq:
+                pending.append(await producer.send(dlq_topic, key, value, None, None, None))
+            for lead, value in out.scores:
+                pending.append(
+                    await producer.send(scores_topic, lead.encode(), value, None, None, None)
+                )
+            for lead, value in out.alerts:
+                pending.append(
+                    await producer.send(alerts_topic, lead.encode(), value, None, None, None)
+                )
+            # Delivery before the next take: only then are this batch's offsets acked.
+            await asyncio.gather(*pending)
+            rt.processed += len(msgs)
+            rt.metrics.score_latency.observe(time.perf_counter() - started)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        rt.ready = True
+
+    @app.timer(interval=settings.model_poll_s)
+    async def refresh_model() -> None:
+        if rt.models.refresh():
+            rt.metrics.set_model(rt.models.current.version)
+            rt.metrics.model_swaps.inc()
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Response:
+        ok = rt.ready and not app.rebalancing
+        return web.json({"ready": ok, "model_version": rt.models.current.version},
+                        status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Response:
+        body = generate_latest(rt.metrics.registry)
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/leads/{lead_id}")
+    async def lead_view(web: Any, request: Any, lead_id: str) -> Response:
+        at = request.query.get("at")
+        at_ms: int | None = None
+        if at == "now":
+            at_ms = int(time.time() * 1000)
+        elif at:
+            at_ms = parse_ts_ms(at)
+            if at_ms is None:
+                return web.json({"error": "at must be 'now' or an RFC 3339 timestamp"}, status=400)
+        feats = await rt.store.read(lead_id, at_ms)
+        if feats is None:
+            return web.json({"error": f"unknown lead {lead_id}"}, status=404)
+        score = await rt.store.latest_score(lead_id)
+        return web.json({"lead_id": lead_id, "features": feats, "score": score})
+
+    @app.page("/score")
+    async def score_view(web: Any, request: Any) -> Response:
+        if request.method != "POST":
+            return web.json({"error": "use POST with {\"features\": {...}} or {\"lead_id\": ...}"},
+                            status=405)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.json({"error": "body must be JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json({"error": "body must be a JSON object"}, status=400)
+        if "lead_id" in body:
+            feats = await rt.store.read(str(body["lead_id"]), None)
+            if feats is None:
+                return web.json({"error": f"unknown lead {body['lead_id']}"}, status=404)
+        elif isinstance(body.get("features"), dict):
+            feats = body["features"]
+        else:
+            return web.json({"error": "give {\"features\": {...}} or {\"lead_id\": ...}"},
+                            status=400)
+        scorer = rt.models.current
+        s = scorer.score_batch([feats])[0]
+        return web.json({
+            "score": round(s.score, 6), "score_100": int(round(s.score * 100)), "tier": s.tier,
+            "model_version": scorer.version, "reasons": [r.as_dict() for r in s.reasons],
+            "features": feats,
+        })
+
+    return app, rt

@@ -1,0 +1,332 @@
+"""The ``leadscore`` command line. Results go to stdout, progress and errors to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.exceptions import LeadscoreError
+from streamer.settings import Settings, load_settings
+
+log = logging.getLogger("leadscore")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s`` -> milliseconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30d, 12h or 90m")
+    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    sys.stdout.flush()
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streamer.app import create_app
+    from streamer.topics import ensure_topics
+
+    ensure_topics(settings)
+    app, _rt = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.demo import run_demo
+
+    return run_demo(settings, events=args.events, rate=args.rate, as_json=args.json,
+                    leads=args.leads, seed=args.seed)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.simulator import SimConfig, simulate
+
+    t0 = time.perf_counter()
+    events = simulate(SimConfig(leads=args.leads, events=args.events, seed=args.seed))
+    say(f"simulated {len(events)} events for {args.leads} leads in {time.perf_counter()-t0:.1f} s")
+    if args.out:
+        out = Path(args.out)
+        with out.open("wb") as fh:
+            for ev in events:
+                fh.write(orjson.dumps(ev) + b"\n")
+        say(f"wrote {out}")
+        return 0
+    from streamer.produce import EventProducer
+    from streamer.topics import ensure_topics
+
+    ensure_topics(settings)
+    producer = EventProducer(settings)
+    producer.send_all(events, rate=args.rate, progress=lambda n: say(f"  sent {n}"))
+    producer.flush()
+    if producer.errors:
+        raise LeadscoreError(f"{len(producer.errors)} events not delivered: {producer.errors[0]}")
+    say(f"sent {producer.sent} events to {settings.kafka_bootstrap}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.produce import EventProducer
+    from streamer.topics import ensure_topics
+
+    path = Path(args.file)
+    if not path.exists():
+        raise LeadscoreError(f"{path} does not exist")
+    ensure_topics(settings)
+    producer = EventProducer(settings)
+    bad = 0
+
+    def lines() -> Any:
+        nonlocal bad
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    ev = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    ev = None
+                if not isinstance(ev, dict) or "lead_id" not in ev or "source" not in ev:
+                    # Unroutable lines still reach the worker, whose DLQ records why.
+                    bad += 1
+                    producer.send_raw(settings.topic("web"), None, line)
+                    say(f"  line {n}: no lead_id/source; sent to leads.web for the DLQ")
+                    continue
+                yield ev
+
+    producer.send_all(lines(), rate=args.rate, progress=lambda n: say(f"  sent {n}"))
+    producer.flush()
+    if producer.errors:
+        raise LeadscoreError(f"{len(producer.errors)} events not delivered: {producer.errors[0]}")
+    say(f"replayed {producer.sent} events from {path} ({bad} unroutable)")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    from features.offline import features_as_of, read_events, replay
+    from schemas.validation import Event, parse_ts_ms
+
+    at_ms = None
+    if args.at:
+        at_ms = parse_ts_ms(args.at)
+        if at_ms is None:
+            raise LeadscoreError(f"--at {args.at!r} is not an RFC 3339 timestamp with offset")
+    events: list[Event] = []
+    invalid = 0
+    for n, res in read_events(args.events):
+        if isinstance(res, Event):
+            events.append(res)
+        else:
+            invalid += 1
+            say(f"  line {n}: skipped ({res.code}: {res.message})")
+    leads = replay(events, at_ms)
+    for lead_id, feats in features_as_of(leads, at_ms):
+        _emit({"lead_id": lead_id, "features": feats})
+    say(f"{len(leads)} leads from {len(events)} events ({invalid} invalid lines skipped)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    out_dir = Path(args.out) if args.out else settings.model_dir
+    if args.events:
+        from streamer.training import train_from_events
+
+        report = train_from_events(
+            Path(args.events), horizon_ms=args.horizon, out_dir=out_dir,
+            promote=not args.no_promote, progress=say,
+        )
+    else:
+        if not args.data or not args.target:
+            raise LeadscoreError("give --events FILE, or --data FILE with --target COLUMN")
+        from model.tabular import train_from_table
+
+        report = train_from_table(
+            Path(args.data), args.target, out_dir=out_dir, keep_columns=tuple(args.keep or ()),
+            segment_column=args.segment, promote=not args.no_promote,
+            time_budget_s=args.time_budget, progress=say,
+        )
+    if args.json:
+        _emit(report)
+    else:
+        say(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from model.tabular import predict_table
+
+    n = predict_table(Path(args.model), Path(args.data), Path(args.out))
+    say(f"scored {n} rows -> {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from model.registry import Registry
+
+    reg = Registry(Path(args.model_dir) if args.model_dir else settings.model_dir)
+    if args.action == "list":
+        versions = reg.list()
+        if not versions:
+            say(f"no models in {reg.root}; train one with `leadscore train`")
+        for v in versions:
+            auc = (v.meta.get("metrics", {}).get("test") or {}).get("auc")
+            auc_s = f"{auc:.4f}" if isinstance(auc, float) else "-"
+            mark = "*" if v.champion else " "
+            print(f"{mark} {v.version}  created {v.meta.get('created_at', '?')}  auc {auc_s}")
+        return 0
+    if not args.version:
+        raise LeadscoreError(f"`leadscore models {args.action}` needs a VERSION")
+    if args.action == "show":
+        _emit(reg.meta(args.version))
+        return 0
+    reg.promote(args.version)
+    say(f"{args.version} is now the champion in {reg.root}")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from streamer.erase import forget_lead
+
+    result = asyncio.run(forget_lead(settings, args.lead_id))
+    _emit(result)
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="leadscore",
+        description="Real-time lead scoring: Kafka events -> Redis features -> LightGBM scores. "
+        "Settings come from LEADSCORE_* environment variables (see README).",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="everything on this machine: broker, Redis, model, live table",
+                       description="Starts a broker and Redis (unless LEADSCORE_KAFKA_BOOTSTRAP / "
+                       "LEADSCORE_REDIS_URL are set), trains a model on simulated history, runs a "
+                       "worker and streams simulated events while showing the hottest leads.")
+    d.add_argument("--events", type=int, default=None, help="stop after N events are scored")
+    d.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
+    d.add_argument("--leads", type=int, default=300, help="live leads to simulate (default 300)")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--json", action="store_true", help="print a one-line JSON summary at the end")
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("worker", help="the Faust worker (agents + web server)",
+                       description="Consumes leads.web/email/crm, scores every event, publishes to "
+                       "leads.scores. Web: /health /ready /metrics POST /score GET /leads/{id}.")
+    w.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulate", help="synthetic lead histories, to Kafka or a JSONL file")
+    s.add_argument("--leads", type=int, required=True)
+    s.add_argument("--events", type=int, required=True, help="approximate number of events")
+    s.add_argument("--rate", type=float, default=None, help="events/s when producing to Kafka")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--out", help="write JSONL here instead of producing to Kafka")
+    s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("replay", help="produce the events of a JSONL file to their topics")
+    r.add_argument("file")
+    r.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    r.set_defaults(func=cmd_replay)
+
+    t = sub.add_parser("train", help="train a model from an event history or a CRM table",
+                       description="--events FILE: point-in-time features, labels from CRM outcomes."
+                       " --data FILE --target COL: a CSV/Parquet export with a yes/no-like target.")
+    t.add_argument("--events", help="JSONL event history")
+    t.add_argument("--horizon", type=parse_duration_ms, default=parse_duration_ms("30d"),
+                   help="label = converts within this time after the scoring moment (default 30d)")
+    t.add_argument("--data", help="CSV or Parquet table")
+    t.add_argument("--target", help="target column of --data")
+    t.add_argument("--keep", action="append", metavar="COLUMN",
+                   help="keep a column flagged as leakage (repeatable)")
+    t.add_argument("--segment", help="report metrics per value of this column")
+    t.add_argument("--time-budget", type=float, default=60.0,
+                   help="seconds for the hyper-parameter search (default 60)")
+    t.add_argument("--out", help="model registry directory (default LEADSCORE_MODEL_DIR)")
+    t.add_argument("--no-promote", action="store_true", help="don't make it the champion")
+    t.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="batch scoring of a table: one score per row, same order")
+    pr.add_argument("--model", required=True, help="a registry directory or a version directory")
+    pr.add_argument("--data", required=True)
+    pr.add_argument("--out", required=True, help="output CSV or Parquet")
+    pr.set_defaults(func=cmd_predict)
+
+    f = sub.add_parser("features", help="offline features from an event history (JSON lines)")
+    f.add_argument("--events", required=True)
+    f.add_argument("--at", help="RFC 3339 moment (default: each lead's latest event)")
+    f.set_defaults(func=cmd_features)
+
+    m = sub.add_parser("models", help="the model registry: list, show VERSION, promote VERSION")
+    m.add_argument("action", choices=("list", "show", "promote"))
+    m.add_argument("version", nargs="?")
+    m.add_argument("--model-dir", help="registry directory (default LEADSCORE_MODEL_DIR)")
+    m.set_defaults(func=cmd_models)
+
+    fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")
+    fg.add_argument("lead_id")
+    fg.set_defaults(func=cmd_forget)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        settings = load_settings()
+        return func(args, settings)
+    except LeadscoreError as exc:
+        say(f"leadscore: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        say("leadscore: interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - domain errors of features/model packages
+        from features.exceptions import FeatureError
+        from model.exceptions import ModelError
+
+        if isinstance(exc, FeatureError | ModelError):
+            say(f"leadscore: error: {exc}")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

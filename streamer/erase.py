@@ -1,0 +1,30 @@
+"""Erasing a lead (right to be forgotten) everywhere leadscore can erase it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Producer
+
+from features.store import RedisFeatureStore
+from streamer.app import redis_client
+from streamer.settings import Settings
+
+
+async def forget_lead(settings: Settings, lead_id: str) -> dict[str, Any]:
+    """Delete the lead's Redis state and publish a tombstone for it on ``leads.scores``.
+
+    The input topics are append-only logs owned by their producers; compaction of
+    ``leads.scores`` removes the lead's score records once the tombstone is compacted.
+    """
+    client = redis_client(settings)
+    try:
+        deleted = await RedisFeatureStore(client).forget(lead_id)
+    finally:
+        await client.aclose()
+    tombstoned = False
+    if settings.kafka_bootstrap:
+        producer = Producer(settings.kafka_client_config())
+        producer.produce(settings.topic("scores"), key=lead_id.encode(), value=None)
+        tombstoned = producer.flush(15.0) == 0
+    return {"lead_id": lead_id, "redis_keys_deleted": deleted, "tombstone_sent": tombstoned}

@@ -1,0 +1,76 @@
+"""Prometheus metrics, created in one place from a registry that tests can replace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events: Counter
+    dlq: Counter
+    score_latency: Histogram
+    event_to_score: Histogram
+    stage_seconds: Histogram
+    batch_size: Histogram
+    model_info: Gauge
+    model_swaps: Counter
+    scores: Counter
+    alerts: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        reg = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=reg,
+            events=Counter(
+                "leadscore_events_total",
+                "Events consumed, by source and outcome (scored, duplicate, late, invalid)",
+                ["source", "outcome"], registry=reg,
+            ),
+            dlq=Counter(
+                "leadscore_dlq_total", "Messages sent to the dead-letter topic, by error code",
+                ["code"], registry=reg,
+            ),
+            score_latency=Histogram(
+                "leadscore_score_latency_seconds",
+                "Time from a batch reaching the worker to its score records being sent",
+                buckets=_LATENCY_BUCKETS, registry=reg,
+            ),
+            event_to_score=Histogram(
+                "leadscore_event_to_score_seconds",
+                "Time from an event's Kafka timestamp (produce time) to its score being sent",
+                buckets=_LATENCY_BUCKETS, registry=reg,
+            ),
+            stage_seconds=Histogram(
+                "leadscore_stage_seconds", "Time per batch in each stage of the hot path",
+                ["stage"], buckets=_LATENCY_BUCKETS, registry=reg,
+            ),
+            batch_size=Histogram(
+                "leadscore_batch_events", "Events per micro-batch",
+                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=reg,
+            ),
+            model_info=Gauge(
+                "leadscore_model_info", "The model scoring events (value 1 for the active version)",
+                ["version"], registry=reg,
+            ),
+            model_swaps=Counter(
+                "leadscore_model_swaps_total", "Times a newly promoted model was hot-swapped in",
+                registry=reg,
+            ),
+            scores=Counter(
+                "leadscore_scores_total", "Score records published, by tier", ["tier"], registry=reg,
+            ),
+            alerts=Counter(
+                "leadscore_alerts_total", "Tier-change alerts published", ["to_tier"], registry=reg,
+            ),
+        )
+
+    def set_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version).set(1)

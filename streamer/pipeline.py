@@ -1,0 +1,155 @@
+"""The hot path, without Kafka: a batch of raw messages in, score/DLQ/alert records out.
+
+The Faust agent stays thin (take a batch -> ``Pipeline.process`` -> send); everything here
+is plain code that unit tests drive with an in-memory feature store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from features.store import FeatureStore
+from model.scoring import Scorer
+from schemas import SOURCES, Source
+from schemas.validation import Event, Invalid, dlq_record, validate_event
+from streamer.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka message; ``timestamp`` is the broker/producer time in seconds."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    scores: list[tuple[str, bytes]] = field(default_factory=list)
+    dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    alerts: list[tuple[str, bytes]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def iso_now(now: float) -> str:
+    return datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: FeatureStore,
+        scorer: Callable[[], Scorer],
+        metrics: Metrics,
+        *,
+        topic_sources: dict[str, Source],
+        max_future_ms: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._scorer = scorer
+        self._metrics = metrics
+        self._topic_sources = topic_sources
+        self._max_future_ms = max_future_ms
+        self._clock = clock
+
+    async def process(self, messages: Sequence[Message]) -> BatchOutput:
+        out = BatchOutput()
+        if not messages:
+            return out
+        m = self._metrics
+        m.batch_size.observe(len(messages))
+        t0 = time.perf_counter()
+        now_ms = int(self._clock() * 1000)
+        valid: list[tuple[Message, Event]] = []
+        for msg in messages:
+            source = self._topic_sources.get(msg.topic)
+            res: Event | Invalid = validate_event(
+                msg.value, topic_source=source, key=msg.key, now_ms=now_ms,
+                max_future_ms=self._max_future_ms,
+            )
+            if isinstance(res, Invalid):
+                rec = dlq_record(msg.value, topic=msg.topic, partition=msg.partition,
+                                 offset=msg.offset, key=msg.key, error=res)
+                out.dlq.append((msg.key, orjson.dumps(rec)))
+                m.dlq.labels(code=res.code).inc()
+                m.events.labels(source=source or "unknown", outcome="invalid").inc()
+            else:
+                valid.append((msg, res))
+        t1 = time.perf_counter()
+        updates = await self._store.apply_batch([ev for _, ev in valid])
+        t2 = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        scored_events: list[tuple[Message, Event]] = []
+        for (msg, ev), upd in zip(valid, updates, strict=True):
+            if upd.outcome == "ok" and upd.features is not None:
+                rows.append(upd.features)
+                scored_events.append((msg, ev))
+            else:
+                outcome = "duplicate" if upd.outcome == "dup" else "late"
+                m.events.labels(source=ev.source, outcome=outcome).inc()
+        scorer = self._scorer()
+        results = scorer.score_batch(rows) if rows else []
+        t3 = time.perf_counter()
+        now = self._clock()
+        scored_at = iso_now(now)
+        for (msg, ev), s in zip(scored_events, results, strict=True):
+            rec = {
+                "lead_id": ev.lead_id,
+                "score": round(s.score, 6),
+                "score_100": int(round(s.score * 100)),
+                "tier": s.tier,
+                "model_version": scorer.version,
+                "reasons": [r.as_dict() for r in s.reasons],
+                "event_id": ev.event_id,
+                "event_ts": ev.ts,
+                "scored_at": scored_at,
+            }
+            out.records.append(rec)
+            out.scores.append((ev.lead_id, orjson.dumps(rec)))
+            m.events.labels(source=ev.source, outcome="scored").inc()
+            m.scores.labels(tier=s.tier).inc()
+            if msg.timestamp is not None:
+                m.event_to_score.observe(max(0.0, now - msg.timestamp))
+        if out.records:
+            previous = await self._store.save_scores(out.records)
+            self._alerts(out, previous)
+        t4 = time.perf_counter()
+        out.stage_seconds = {"validate": t1 - t0, "redis": t2 - t1 + (t4 - t3), "model": t3 - t2}
+        for stage, secs in out.stage_seconds.items():
+            m.stage_seconds.labels(stage=stage).observe(secs)
+        return out
+
+    def _alerts(self, out: BatchOutput, previous: dict[str, str | None]) -> None:
+        tiers = dict(previous)
+        for rec in out.records:
+            lead = rec["lead_id"]
+            before = tiers.get(lead)
+            tiers[lead] = rec["tier"]
+            if before is not None and before != rec["tier"]:
+                alert = {
+                    "lead_id": lead, "from_tier": before, "to_tier": rec["tier"],
+                    "score": rec["score"], "model_version": rec["model_version"],
+                    "event_id": rec["event_id"], "event_ts": rec["event_ts"],
+                    "scored_at": rec["scored_at"],
+                }
+                out.alerts.append((lead, orjson.dumps(alert)))
+                self._metrics.alerts.labels(to_tier=rec["tier"]).inc()
+
+
+def topic_sources(topic: Callable[[str], str]) -> dict[str, Source]:
+    """Map each input topic's full name to the source it carries."""
+    return {topic(s): s for s in SOURCES}

@@ -1,0 +1,98 @@
+"""Settings: one frozen object, read once from ``LEADSCORE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker and CLI. Credentials are ``SecretStr`` and never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means the demo starts its own broker"
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_dir: Path = Path("./models")
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"  # noqa: S104 - the worker serves /metrics to Prometheus in compose
+    topic_partitions: int = 4
+    topic_replication: int = 1
+    topic_prefix: str = Field(default="", description="prepended to every topic (test isolation)")
+    app_id: str = "leadscore"
+
+    # Group membership: a brand-new group's first join waits out the rebalance timeout on
+    # some brokers, so a short one makes start-up and failover fast.
+    kafka_session_timeout_s: float = 10.0
+    kafka_rebalance_timeout_s: float = 3.0
+    kafka_heartbeat_interval_s: float = 1.0
+
+    batch_max: int = 500
+    batch_wait_ms: int = 10
+    max_future_skew_s: int = 86_400
+    model_poll_s: float = 2.0
+    max_reasons: int = 5
+    half_life_days: float = 7.0
+    rules_file: Path | None = None
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    redis_tls_cafile: Path | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def topic(self, name: str) -> str:
+        """The full name of topic ``name`` (``web``, ``scores``, ...): ``leads.<name>``."""
+        return f"{self.topic_prefix}leads.{name}"
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ConfigError(
+                "LEADSCORE_KAFKA_BOOTSTRAP is not set: point it at your Kafka (host:port), "
+                "or run `leadscore demo`, which starts its own broker"
+            )
+        return self.kafka_bootstrap
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""
+        cfg = {"bootstrap.servers": self.require_kafka(),
+               "security.protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            cfg["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            cfg["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            cfg["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            cfg["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile:
+            cfg["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        return cfg
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad value becomes a :class:`ConfigError` that says which."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "LEADSCORE_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"{field}: {first['msg']}") from exc

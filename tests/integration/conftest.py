@@ -1,0 +1,217 @@
+"""Real services for integration tests.
+
+Kafka: ``LEADSCORE_KAFKA_BOOTSTRAP`` if set, else the embedded Tansu broker, else a
+testcontainers Kafka where a Docker engine answers. Redis: ``LEADSCORE_REDIS_URL`` if it
+answers, else the local one (127.0.0.1:6379), else an embedded redis-server, else
+testcontainers. If none can be had the tests fail: they never pass without the services.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streamer.embedded import Service, free_port, redis_answers, start_broker, start_redis
+from streamer.exceptions import ServiceStartError
+from streamer.settings import Settings
+from streamer.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+
+
+@pytest.fixture(scope="session")
+def service_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="leadscore-it-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(service_dir: Path) -> Iterator[str]:
+    env = os.environ.get("LEADSCORE_KAFKA_BOOTSTRAP")
+    if env:
+        yield env
+        return
+    errors = []
+    svc: Service | None = None
+    try:
+        svc = start_broker(service_dir)
+    except ServiceStartError as exc:
+        errors.append(f"embedded broker: {exc}")
+    if svc is not None:
+        try:
+            yield svc.url
+        finally:
+            svc.stop()
+        return
+    if _docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    pytest.fail("no Kafka-protocol broker: " + "; ".join(errors) + "; and no Docker engine")
+
+
+@pytest.fixture(scope="session")
+def redis_url(service_dir: Path) -> Iterator[str]:
+    for url in (os.environ.get("LEADSCORE_REDIS_URL"), "redis://127.0.0.1:6379/0"):
+        if url and redis_answers(url):
+            yield url
+            return
+    try:
+        svc = start_redis(service_dir)
+    except ServiceStartError as exc:
+        if _docker_available():
+            from testcontainers.redis import RedisContainer
+
+            with RedisContainer() as r:
+                yield f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0"
+            return
+        pytest.fail(f"no Redis: {exc}; and no Docker engine")
+    try:
+        yield svc.url
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str, redis_url: str, tmp_path: Path):
+    """Settings with a unique topic prefix and app id, so tests never see each other's data."""
+
+    def make(**overrides: object) -> Settings:
+        uid = uuid.uuid4().hex[:8]
+        base: dict[str, object] = {
+            "kafka_bootstrap": kafka_bootstrap, "redis_url": redis_url,
+            "topic_prefix": f"t{uid}.", "app_id": f"leadscore-test-{uid}",
+            "model_dir": tmp_path / "models", "web_port": free_port(), "web_host": "127.0.0.1",
+        }
+        base.update(overrides)
+        s = Settings(**base)  # type: ignore[arg-type]
+        ensure_topics(s)
+        return s
+
+    return make
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:  # noqa: S310
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in s.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"LEADSCORE_{name.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path):
+    workers: list[WorkerProcess] = []
+
+    def start(s: Settings, *, wait_ready: bool = True, timeout: float = 90.0) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(workers)}.log"
+        with log_path.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "worker"], env=settings_env(s),
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        w = WorkerProcess(s, proc, log_path)
+        workers.append(w)
+        if wait_ready:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"worker exited with {proc.returncode}:\n{w.log_tail()}")
+                try:
+                    if w.get("/ready")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"worker not ready in {timeout} s:\n{w.log_tail()}")
+                time.sleep(0.3)
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+def read_topic(s: Settings, name: str, *, until: int, timeout: float = 60.0) -> list[dict]:
+    """Read ``leads.<name>`` from the beginning (manual assignment) until ``until`` records."""
+    c = Consumer({**s.kafka_client_config(), "group.id": f"reader-{uuid.uuid4()}",
+                  "enable.auto.commit": False})
+    topic = s.topic(name)
+    c.assign([TopicPartition(topic, p, 0) for p in range(s.topic_partitions)])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < until and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            out.append({"key": m.key(), "value": None if m.value() is None else orjson.loads(m.value()),
+                        "partition": m.partition(), "offset": m.offset()})
+        # Anything beyond ``until`` (a duplicate, say) must show up too: drain a little longer.
+        quiet_until = time.monotonic() + 2.0
+        while time.monotonic() < quiet_until:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                out.append({"key": m.key(), "value": None if m.value() is None else orjson.loads(m.value()),
+                            "partition": m.partition(), "offset": m.offset()})
+                quiet_until = time.monotonic() + 2.0
+    finally:
+        c.close()
+    return out
