@@ -87,25 +87,21 @@ class LeadState:
     seen: dict[str, int] = field(default_factory=dict)
 
     def apply(self, ev: Event) -> Outcome:
-        """Apply one event; ``dup`` and ``late`` events change nothing."""
+        """Apply one event. ``dup`` changes nothing; ``late`` (older than the retention before
+        the lead's latest event) updates only recency and profile, whose buckets no window
+        could read anyway."""
         ts = ev.ts_ms
         seen_ts = self.seen.get(ev.event_id)
         # An id older than the retention is forgotten (as Redis drops it from the id set).
         if seen_ts is not None and (self.max_ts is None or seen_ts >= self.max_ts - RETENTION_MS):
             return "dup"
+        kind = f"{ev.source}:{ev.type}"
+        self._update_stamps(ev, kind)
         if self.max_ts is not None and ts < self.max_ts - RETENTION_MS:
             return "late"
         self.seen[ev.event_id] = ts
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
-        kind = f"{ev.source}:{ev.type}"
-        for grp in kind_groups(kind):
-            cur = self.recency.get(grp)
-            if grp == "cr":
-                if cur is None or ts < cur:
-                    self.recency[grp] = ts
-            elif cur is None or ts > cur:
-                self.recency[grp] = ts
         for r in self.compiled.res_by_kind.get(kind, ()):
             key = (kind, r, ts // BUCKET_MS[r])
             self.counters[key] = self.counters.get(key, 0) + 1
@@ -113,6 +109,20 @@ class LeadState:
         if pts:
             day = ts // DAY_MS
             self.engagement[day] = self.engagement.get(day, 0) + pts
+        self._prune()
+        return "ok"
+
+    def _update_stamps(self, ev: Event, kind: str) -> None:
+        # Order-independent and idempotent (max/min and newest-stamp-wins), so late events
+        # apply them too and the final state doesn't depend on arrival order.
+        ts = ev.ts_ms
+        for grp in kind_groups(kind):
+            cur = self.recency.get(grp)
+            if grp == "cr":
+                if cur is None or ts < cur:
+                    self.recency[grp] = ts
+            elif cur is None or ts > cur:
+                self.recency[grp] = ts
         for attr, value in profile_updates(ev).items():
             stamp = self.stamps.get(attr)
             if stamp is None or (ts, ev.event_id) > stamp:
@@ -121,8 +131,6 @@ class LeadState:
                     self.profile.pop(attr, None)
                 else:
                     self.profile[attr] = value
-        self._prune()
-        return "ok"
 
     def _prune(self) -> None:
         # Same retention as the Lua script; it keeps memory bounded on long histories and

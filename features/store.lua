@@ -90,16 +90,16 @@ local function compute(kS, kC, ref, prune_from)
   return table.concat(out, SEP)
 end
 
-local function apply(kS, kC, kI, eid, ts, kind, prof)
-  if redis.call('ZSCORE', kI, eid) then return 'D' end
-  local maxts = tonumber(redis.call('HGET', kS, 'max'))
-  if maxts and ts < maxts - RETENTION_MS then return 'L' end
-  redis.call('ZADD', kI, ts, eid)
-  if not maxts or ts > maxts then
-    maxts = ts
-    redis.call('HSET', kS, 'max', ts)
-  end
-  local k = KINDS[kind]
+local function expire_all(kS, kC, kI)
+  redis.call('EXPIRE', kS, TTL_S)
+  redis.call('EXPIRE', kC, TTL_S)
+  redis.call('EXPIRE', kI, TTL_S)
+end
+
+-- Recency (max/min of a timestamp) and profile stamps are order-independent and idempotent,
+-- so every non-duplicate event updates them, late ones included: a lead's final state then
+-- doesn't depend on the order its events arrive in across the three input topics.
+local function update_stamps(kS, eid, ts, k, prof)
   if k then
     for _, grp in ipairs(k.groups) do
       local cur = tonumber(redis.call('HGET', kS, grp))
@@ -109,10 +109,6 @@ local function apply(kS, kC, kI, eid, ts, kind, prof)
         redis.call('HSET', kS, grp, ts)
       end
     end
-    for _, r in ipairs(k.res) do
-      redis.call('HINCRBY', kC, k.code .. ':' .. r .. bucket(ts, r), 1)
-    end
-    if k.pts > 0 then redis.call('HINCRBY', kC, 'e:d' .. bucket(ts, 'd'), k.pts) end
   end
   if prof ~= '' then
     local attrs = cjson.decode(prof)
@@ -125,10 +121,32 @@ local function apply(kS, kC, kI, eid, ts, kind, prof)
       end
     end
   end
+end
+
+local function apply(kS, kC, kI, eid, ts, kind, prof)
+  if redis.call('ZSCORE', kI, eid) then return 'D' end
+  local k = KINDS[kind]
+  local maxts = tonumber(redis.call('HGET', kS, 'max'))
+  update_stamps(kS, eid, ts, k, prof)
+  -- A late event's buckets lie outside every window (retention >= the longest window), so
+  -- its counts could never be read: skip them and keep no id for it.
+  if maxts and ts < maxts - RETENTION_MS then
+    expire_all(kS, kC, kI)
+    return 'L'
+  end
+  redis.call('ZADD', kI, ts, eid)
+  if not maxts or ts > maxts then
+    maxts = ts
+    redis.call('HSET', kS, 'max', ts)
+  end
+  if k then
+    for _, r in ipairs(k.res) do
+      redis.call('HINCRBY', kC, k.code .. ':' .. r .. bucket(ts, r), 1)
+    end
+    if k.pts > 0 then redis.call('HINCRBY', kC, 'e:d' .. bucket(ts, 'd'), k.pts) end
+  end
   redis.call('ZREMRANGEBYSCORE', kI, '-inf', '(' .. (maxts - RETENTION_MS))
-  redis.call('EXPIRE', kS, TTL_S)
-  redis.call('EXPIRE', kC, TTL_S)
-  redis.call('EXPIRE', kI, TTL_S)
+  expire_all(kS, kC, kI)
   return compute(kS, kC, maxts, maxts)
 end
 

@@ -201,6 +201,7 @@ def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bo
             )
         stop = threading.Event()
         board = Board()
+        reader: threading.Thread | None = None
         try:
             _wait_ready(port, worker, log_path, timeout=120)
             offsets = _end_offsets(live, [live.topic("scores"), live.topic("dlq")])
@@ -225,6 +226,8 @@ def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bo
             }
         finally:
             stop.set()
+            if reader is not None:
+                reader.join(5)
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
                 try:

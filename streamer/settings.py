@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""
         cfg = {"bootstrap.servers": self.require_kafka(),
-               "security.protocol": self.kafka_security_protocol}
+               "security.protocol": self.kafka_security_protocol,
+               # A broker going away on shutdown is normal; don't print it as an error.
+               "log.connection.close": "false"}
         if self.kafka_sasl_mechanism:
             cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
         if self.kafka_sasl_username:

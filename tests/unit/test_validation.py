@@ -1,0 +1,120 @@
+"""Every DLQ reason in DESIGN.md, one case each, plus the happy path."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from schemas import EVENT_TYPES, load_schema
+from schemas.validation import (
+    ERROR_CODES,
+    Event,
+    Invalid,
+    InvalidScoreError,
+    dlq_record,
+    format_ts_ms,
+    parse_ts_ms,
+    validate_event,
+    validate_score,
+)
+
+NOW = parse_ts_ms("2026-11-27T12:00:00Z") or 0
+DAY = 86_400_000
+GOOD = {"event_id": "e1", "lead_id": "L-1", "source": "web", "type": "page_view",
+        "ts": "2026-11-27T11:59:00.250+00:00", "attributes": {"url": "/pricing", "duration_s": 4}}
+
+
+def check(value: bytes | None, *, topic: str | None = "web", key: bytes | None = b"L-1"):
+    return validate_event(value, topic_source=topic, key=key, now_ms=NOW, max_future_ms=DAY)
+
+
+def with_(**kw: object) -> bytes:
+    return orjson.dumps({**GOOD, **kw})
+
+
+def test_valid_event_is_decoded_with_event_time_in_ms():
+    ev = check(orjson.dumps(GOOD))
+    assert isinstance(ev, Event)
+    assert ev.ts_ms == NOW - 60_000 + 250
+    assert ev.attributes == {"url": "/pricing", "duration_s": 4}
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "code"),
+    [
+        (b"\xff\xfe\x00", {}, "not_utf8"),
+        (b"{oops", {}, "not_json"),
+        (None, {}, "not_json"),
+        (b'"a string"', {}, "not_object"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "ts"}), {}, "missing_field"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "source"}), {}, "missing_field"),
+        (with_(lead_id=7), {}, "wrong_type"),
+        (with_(attributes=[1]), {}, "wrong_type"),
+        (with_(event_id=""), {}, "invalid_value"),
+        (with_(lead_id="x" * 129), {}, "invalid_value"),
+        (with_(source="fax"), {}, "unknown_source"),
+        (with_(), {"topic": "email"}, "source_mismatch"),
+        (with_(type="email_open"), {}, "unknown_type"),
+        (with_(ts="2026-11-27T11:59:00"), {}, "bad_timestamp"),
+        (with_(ts="2026-02-30T11:59:00Z"), {}, "bad_timestamp"),
+        (with_(ts="2026-11-29T12:00:00Z"), {}, "ts_in_future"),
+        (with_(attributes={"pad": "x" * 66_000}), {}, "oversized"),
+        (with_(), {"key": b"L-2"}, "key_mismatch"),
+        (with_(), {"key": None, "topic": "web"}, None),
+    ],
+)
+def test_each_bad_input_gets_its_error_code(value, kwargs, code):
+    res = check(value, **kwargs)
+    if code is None:
+        assert isinstance(res, Event)
+    else:
+        assert isinstance(res, Invalid), res
+        assert res.code == code
+        assert res.code in ERROR_CODES
+        assert res.message
+
+
+def test_file_reading_accepts_any_source_without_key():
+    ev = validate_event(with_(source="email", type="email_open"), topic_source=None, key=None,
+                        now_ms=NOW, max_future_ms=DAY)
+    assert isinstance(ev, Event) and ev.source == "email"
+
+
+def test_schema_event_types_match_design():
+    assert "pricing_view" in EVENT_TYPES["web"]
+    assert "email_click" in EVENT_TYPES["email"]
+    assert {"converted", "disqualified", "lead_updated"} <= set(EVENT_TYPES["crm"])
+    assert load_schema("event.crm")["properties"]["source"]["enum"] == ["crm"]
+
+
+def test_dlq_record_keeps_original_bytes_base64_when_not_utf8():
+    raw = b"\x00\xffbinary"
+    rec = dlq_record(raw, topic="leads.web", partition=2, offset=9, key=b"k",
+                     error=Invalid("not_utf8", "message is not valid UTF-8"))
+    assert rec["value_encoding"] == "base64"
+    assert base64.b64decode(rec["value"]) == raw
+    assert (rec["topic"], rec["partition"], rec["offset"], rec["key"]) == ("leads.web", 2, 9, "k")
+    assert rec["error_code"] == "not_utf8"
+    text = dlq_record(b"{bad", topic="t", partition=0, offset=1, key=None,
+                      error=Invalid("not_json", "m"))
+    assert text["value"] == "{bad" and text["value_encoding"] == "utf-8"
+
+
+def test_timestamps_round_trip_through_epoch_ms():
+    ms = parse_ts_ms("2026-11-27T14:03:11.512+02:00")
+    assert ms is not None
+    assert format_ts_ms(ms) == "2026-11-27T12:03:11.512Z"
+    assert parse_ts_ms("not a time") is None
+    assert parse_ts_ms("2026-11-27T14:03:11") is None
+
+
+def test_score_schema_rejects_out_of_range_score():
+    rec = {"lead_id": "L", "score": 0.5, "score_100": 50, "tier": "warm", "model_version": "rules-v1",
+           "reasons": [], "event_id": "e", "event_ts": "t", "scored_at": "t"}
+    validate_score(rec)
+    with pytest.raises(InvalidScoreError):
+        validate_score({**rec, "score": 1.5})
+    with pytest.raises(InvalidScoreError):
+        validate_score({**rec, "tier": "lukewarm"})
