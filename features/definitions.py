@@ -23,7 +23,12 @@ from typing import Literal
 Resolution = Literal["m", "h", "d"]
 BUCKET_MS: dict[Resolution, int] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DAY_MS = 86_400_000
-WINDOW_MS: dict[str, int] = {"1h": 3_600_000, "24h": 86_400_000, "7d": 7 * DAY_MS, "30d": 30 * DAY_MS}
+WINDOW_MS: dict[str, int] = {
+    "1h": 3_600_000,
+    "24h": 86_400_000,
+    "7d": 7 * DAY_MS,
+    "30d": 30 * DAY_MS,
+}
 # The resolution used for each window: fine enough to be meaningful, coarse enough to keep
 # at most a few dozen buckets per counter.
 WINDOW_RESOLUTION: dict[str, Resolution] = {"1h": "m", "24h": "h", "7d": "h", "30d": "d"}
@@ -57,7 +62,13 @@ ENGAGEMENT_POINTS: dict[str, int] = {
 }
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
-PROFILE_FIELDS: tuple[str, ...] = ("company_size", "industry", "job_title", "country", "lead_source")
+PROFILE_FIELDS: tuple[str, ...] = (
+    "company_size",
+    "industry",
+    "job_title",
+    "country",
+    "lead_source",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +99,7 @@ class Rate:
 
 @dataclass(frozen=True, slots=True)
 class Recency:
-    """Days from the last event of a group (``web``, ``email``, ``activity``, ``created``) to ref."""
+    """Days from the last event of a group (web, email, activity, created) to ref."""
 
     name: str
     group: Literal["web", "email", "activity", "created"]

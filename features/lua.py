@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-from schemas import EVENT_TYPES
-
 from features.definitions import (
     ACTIVITY_KINDS,
     BUCKET_MS,
@@ -28,6 +26,7 @@ from features.definitions import (
     decay_factors,
     kept_buckets,
 )
+from schemas import EVENT_TYPES
 
 RECENCY_FIELD = {"web": "lw", "email": "le", "activity": "la", "created": "cr"}
 
@@ -99,7 +98,9 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
             key = codes[s.kind] + s.resolution
             by_code_res.setdefault(key, []).append(f"{{ {i}, {s.n_buckets} }}")
         elif isinstance(s, Rate):
-            features.append(f"{{ t = 'rate', a = {index[s.numerator]}, b = {index[s.denominator]} }}")
+            features.append(
+                f"{{ t = 'rate', a = {index[s.numerator]}, b = {index[s.denominator]} }}"
+            )
         elif isinstance(s, Recency):
             features.append(f"{{ t = 'rec', g = {_lua_str(RECENCY_FIELD[s.group])} }}")
         elif isinstance(s, Decayed):
@@ -124,6 +125,6 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
 
 
 def render_script(specs: tuple[Spec, ...], ttl_s: int) -> str:
-    """The complete Lua source for ``specs``, with keys expiring ``ttl_s`` after their last update."""
+    """The complete Lua source for ``specs``; keys expire ``ttl_s`` after their last update."""
     body = resources.files("features").joinpath("store.lua").read_text(encoding="utf-8")
     return body.replace("--@SPEC@", render_spec(specs, ttl_s), 1)

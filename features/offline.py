@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from schemas.validation import Event, Invalid, validate_event
-
 from features.definitions import (
     BUCKET_MS,
     DAY_MS,
@@ -33,6 +31,7 @@ from features.definitions import (
 )
 from features.exceptions import EventFileError
 from features.lua import RECENCY_FIELD, kind_groups
+from schemas.validation import Event, Invalid, validate_event
 
 Outcome = Literal["ok", "dup", "late"]
 FeatureValue = int | float | str | None
@@ -66,8 +65,13 @@ def _compile(specs: tuple[Spec, ...]) -> _Compiled:
 
     keep = kept_buckets(specs)
     half_life = next((s.half_life_days for s in specs if isinstance(s, Decayed)), 1.0)
-    return _Compiled(specs, keep, counted_kinds(specs), decay_factors(half_life, keep["d"]),
-                     dict(ENGAGEMENT_POINTS))
+    return _Compiled(
+        specs,
+        keep,
+        counted_kinds(specs),
+        decay_factors(half_life, keep["d"]),
+        dict(ENGAGEMENT_POINTS),
+    )
 
 
 _DEFAULT = _compile(SPECS)
@@ -159,7 +163,8 @@ class LeadState:
             if isinstance(s, Count):
                 r, n, rb = s.resolution, s.n_buckets, refb[s.resolution]
                 counts[s.name] = sum(
-                    c for (k, res, b), c in self.counters.items()
+                    c
+                    for (k, res, b), c in self.counters.items()
                     if k == s.kind and res == r and rb - n < b <= rb
                 )
                 out[s.name] = counts[s.name]
@@ -196,8 +201,12 @@ def read_events(path: str | Path) -> Iterator[tuple[int, Event | Invalid]]:
             for n, line in enumerate(fh, start=1):
                 line = line.strip()
                 if line:
-                    yield n, validate_event(line, topic_source=None, key=None, now_ms=now_ms,
-                                            max_future_ms=far)
+                    yield (
+                        n,
+                        validate_event(
+                            line, topic_source=None, key=None, now_ms=now_ms, max_future_ms=far
+                        ),
+                    )
     except OSError as exc:
         raise EventFileError(f"can't read {p}: {exc}") from exc
 
@@ -215,9 +224,9 @@ def replay(events: Iterable[Event], at_ms: int | None = None) -> dict[str, LeadS
     return leads
 
 
-def features_as_of(leads: dict[str, LeadState], at_ms: int | None = None) -> Iterator[
-    tuple[str, dict[str, FeatureValue]]
-]:
+def features_as_of(
+    leads: dict[str, LeadState], at_ms: int | None = None
+) -> Iterator[tuple[str, dict[str, FeatureValue]]]:
     """``(lead_id, features)`` for each lead, as of ``at_ms`` or of the lead's latest event."""
     for lead_id, state in leads.items():
         feats = state.features(at_ms)

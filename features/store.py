@@ -13,12 +13,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.validation import Event
-
 from features.definitions import RETENTION_MS, SPECS, Spec
 from features.exceptions import FeatureStoreUnavailableError
 from features.lua import render_script
 from features.offline import FeatureValue, LeadState, Outcome, parse_vector, profile_updates
+from schemas.validation import Event
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,9 @@ class FeatureStore(Protocol):
 
     async def apply_batch(self, events: Sequence[Event]) -> list[Update]: ...
 
-    async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None: ...
+    async def read(
+        self, lead_id: str, at_ms: int | None = None
+    ) -> dict[str, FeatureValue] | None: ...
 
     async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
         """Keep each lead's latest record; return each lead's tier before this call."""
@@ -102,8 +103,12 @@ class RedisFeatureStore:
             s, c, i, _ = lead_keys(ev.lead_id)
             keys += [s, c, i]
             prof = profile_updates(ev)
-            args += [ev.event_id, ev.ts_ms, f"{ev.source}:{ev.type}",
-                     orjson.dumps(prof).decode() if prof else ""]
+            args += [
+                ev.event_id,
+                ev.ts_ms,
+                f"{ev.source}:{ev.type}",
+                orjson.dumps(prof).decode() if prof else "",
+            ]
         raw = await self._call(keys, args)
         out: list[Update] = []
         for item in raw:

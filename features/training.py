@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from schemas.validation import Event
-
 from features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
-from features.offline import LeadState
+from features.offline import FeatureValue, LeadState
+from schemas.validation import Event
 
 OUTCOME_TYPES = ("converted", "disqualified")
 
@@ -38,10 +37,12 @@ class TrainingSet:
 
 
 def _outcomes(events: list[Event]) -> tuple[int | None, int | None]:
-    conv = min((e.ts_ms for e in events if e.source == "crm" and e.type == "converted"),
-               default=None)
-    disq = min((e.ts_ms for e in events if e.source == "crm" and e.type == "disqualified"),
-               default=None)
+    conv = min(
+        (e.ts_ms for e in events if e.source == "crm" and e.type == "converted"), default=None
+    )
+    disq = min(
+        (e.ts_ms for e in events if e.source == "crm" and e.type == "disqualified"), default=None
+    )
     return conv, disq
 
 
@@ -59,7 +60,7 @@ def build_training_set(
         by_lead[ev.lead_id].append(ev)
         end_ms = max(end_ms, ev.ts_ms)
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, FeatureValue]] = []
     labels: list[int] = []
     times: list[int] = []
     leads: list[str] = []
@@ -96,5 +97,10 @@ def build_training_set(
     x = pd.DataFrame(rows, columns=list(FEATURE_NAMES))
     for c in CATEGORICAL_FEATURES:
         x[c] = x[c].astype(object)
-    return TrainingSet(x, np.asarray(labels, dtype=int), np.asarray(times, dtype=np.int64),
-                       np.asarray(leads), list(CATEGORICAL_FEATURES))
+    return TrainingSet(
+        x,
+        np.asarray(labels, dtype=int),
+        np.asarray(times, dtype=np.int64),
+        np.asarray(leads),
+        list(CATEGORICAL_FEATURES),
+    )

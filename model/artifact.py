@@ -68,14 +68,25 @@ class Calibrator:
         return p
 
     def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a, "b": self.b}
+        return {
+            "method": self.method,
+            "x": list(self.x),
+            "y": list(self.y),
+            "a": self.a,
+            "b": self.b,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Calibrator:
         if not d:
             return cls("none")
-        return cls(d["method"], tuple(d.get("x", ())), tuple(d.get("y", ())),
-                   float(d.get("a", 1.0)), float(d.get("b", 0.0)))
+        return cls(
+            d["method"],
+            tuple(d.get("x", ())),
+            tuple(d.get("y", ())),
+            float(d.get("a", 1.0)),
+            float(d.get("b", 0.0)),
+        )
 
 
 @dataclass(slots=True)
@@ -110,8 +121,19 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
-        known = {"version", "kind", "created_at", "target", "horizon_days", "features",
-                 "calibration", "thresholds", "metrics", "params", "data_hash"}
+        known = {
+            "version",
+            "kind",
+            "created_at",
+            "target",
+            "horizon_days",
+            "features",
+            "calibration",
+            "thresholds",
+            "metrics",
+            "params",
+            "data_hash",
+        }
         return cls(
             version=d["version"],
             features=[FeatureInfo.from_dict(f) for f in d["features"]],
@@ -197,7 +219,9 @@ class LightGBMScorer:
         raw = self.predict_raw(x)
         cal = self.meta.calibrator.apply(raw)
         contrib = (
-            np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1)) if explain else None
+            np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
+            if explain
+            else None
         )
         out = []
         th = self.meta.thresholds

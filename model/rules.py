@@ -85,14 +85,18 @@ class RuleScorer:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> RuleScorer:
         try:
-            rules = [Rule(r["feature"], r["op"], r["value"], float(r["points"])) for r in cfg["rules"]]
+            rules = [
+                Rule(r["feature"], r["op"], r["value"], float(r["points"])) for r in cfg["rules"]
+            ]
             th = Thresholds(float(cfg["thresholds"]["hot"]), float(cfg["thresholds"]["warm"]))
             version = str(cfg["version"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RulesConfigError(f"rule file is missing or has a bad field: {exc}") from exc
         for r in rules:
             if r.op not in _OPS:
-                raise RulesConfigError(f"rule on {r.feature}: unknown op {r.op!r}; use one of {_OPS}")
+                raise RulesConfigError(
+                    f"rule on {r.feature}: unknown op {r.op!r}; use one of {_OPS}"
+                )
         return cls(
             rules,
             version=version,

@@ -18,7 +18,7 @@ MAX_EVENT_BYTES = 64 * 1024
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """Return the parsed schema ``name`` (``event.web``, ``event.email``, ``event.crm``, ``score``)."""
+    """The parsed schema ``name``: ``event.web``, ``event.email``, ``event.crm`` or ``score``."""
     text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -98,7 +98,9 @@ def _schema_error(source: str, exc: fastjsonschema.JsonSchemaValueException) -> 
     if rule == "enum" and field == "type":
         return Invalid("unknown_type", f"type is not a known {source} event type ({exc.message})")
     if field == "ts":
-        return Invalid("bad_timestamp", f"ts must be an RFC 3339 timestamp with offset ({exc.message})")
+        return Invalid(
+            "bad_timestamp", f"ts must be an RFC 3339 timestamp with offset ({exc.message})"
+        )
     return Invalid("invalid_value", f"{field}: {exc.message}")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 import orjson
 import redis.asyncio as aioredis
-from aiohttp.web import Response
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from features.store import RedisFeatureStore
@@ -45,8 +45,11 @@ class Runtime:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0,
-                              "health_check_interval": 30}
+    kwargs: dict[str, Any] = {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
     if settings.redis_password is not None:
         kwargs["password"] = settings.redis_password.get_secret_value()
     if settings.redis_tls:
@@ -66,11 +69,14 @@ def _broker_credentials(settings: Settings) -> Any:
             cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         )
         if settings.kafka_ssl_certfile:
-            ssl_context.load_cert_chain(str(settings.kafka_ssl_certfile),
-                                        str(settings.kafka_ssl_keyfile or ""))
+            ssl_context.load_cert_chain(
+                str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile or "")
+            )
         if settings.kafka_security_protocol == "SSL":
             return faust.SSLCredentials(ssl_context)
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    password = (
+        settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    )
     return faust.SASLCredentials(
         username=settings.kafka_sasl_username or "",
         password=password,
@@ -108,15 +114,22 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
     metrics.set_model(models.current.version)
     store = RedisFeatureStore(redis_client(settings))
     pipeline = Pipeline(
-        store, lambda: models.current, metrics,
+        store,
+        lambda: models.current,
+        metrics,
         topic_sources=topic_sources(settings.topic),
         max_future_ms=settings.max_future_skew_s * 1000,
     )
     rt = Runtime(settings, store, models, metrics, pipeline)
 
     events = app.topic(
-        settings.topic("web"), settings.topic("email"), settings.topic("crm"),
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        settings.topic("web"),
+        settings.topic("email"),
+        settings.topic("crm"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     scores_topic = settings.topic("scores")
     dlq_topic = settings.topic("dlq")
@@ -126,11 +139,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
     async def score_leads(stream: faust.StreamT) -> None:
         producer = await app.maybe_start_producer()
         batch_wait = settings.batch_wait_ms / 1000
-        async for batch in stream.take_events(settings.batch_max, within=batch_wait):
+        take = stream.take_events  # type: ignore[attr-defined]
+        async for batch in take(settings.batch_max, within=batch_wait):
             started = time.perf_counter()
             msgs = [
-                Message(e.message.topic, e.message.partition, e.message.offset,
-                        e.message.key, e.message.value, e.message.timestamp)
+                Message(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    e.message.timestamp,
+                )
                 for e in batch
             ]
             out = await rt.pipeline.process(msgs)
@@ -151,7 +171,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
             rt.metrics.score_latency.observe(time.perf_counter() - started)
 
     @app.on_partitions_assigned.connect
-    async def _assigned(sender: Any, assigned: Any, **_: Any) -> None:
+    def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         rt.ready = True
 
     @app.timer(interval=settings.model_poll_s)
@@ -161,22 +181,22 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
             rt.metrics.model_swaps.inc()
 
     @app.page("/health")
-    async def health(web: Any, request: Any) -> Response:
+    async def health(web: View, request: Request) -> Response:
         return web.json({"status": "ok"})
 
     @app.page("/ready")
-    async def ready(web: Any, request: Any) -> Response:
+    async def ready(web: View, request: Request) -> Response:
         ok = rt.ready and not app.rebalancing
-        return web.json({"ready": ok, "model_version": rt.models.current.version},
-                        status=200 if ok else 503)
+        return web.json(
+            {"ready": ok, "model_version": rt.models.current.version}, status=200 if ok else 503
+        )
 
     @app.page("/metrics")
-    async def metrics_view(web: Any, request: Any) -> Response:
-        body = generate_latest(rt.metrics.registry)
-        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics_view(web: View, request: Request) -> Response:
+        return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/leads/{lead_id}")
-    async def lead_view(web: Any, request: Any, lead_id: str) -> Response:
+    async def lead_view(web: View, request: Request, lead_id: str) -> Response:
         at = request.query.get("at")
         at_ms: int | None = None
         if at == "now":
@@ -192,10 +212,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         return web.json({"lead_id": lead_id, "features": feats, "score": score})
 
     @app.page("/score")
-    async def score_view(web: Any, request: Any) -> Response:
+    async def score_view(web: View, request: Request) -> Response:
         if request.method != "POST":
-            return web.json({"error": "use POST with {\"features\": {...}} or {\"lead_id\": ...}"},
-                            status=405)
+            return web.json(
+                {"error": 'use POST with {"features": {...}} or {"lead_id": ...}'}, status=405
+            )
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -209,14 +230,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         elif isinstance(body.get("features"), dict):
             feats = body["features"]
         else:
-            return web.json({"error": "give {\"features\": {...}} or {\"lead_id\": ...}"},
-                            status=400)
+            return web.json({"error": 'give {"features": {...}} or {"lead_id": ...}'}, status=400)
         scorer = rt.models.current
         s = scorer.score_batch([feats])[0]
-        return web.json({
-            "score": round(s.score, 6), "score_100": int(round(s.score * 100)), "tier": s.tier,
-            "model_version": scorer.version, "reasons": [r.as_dict() for r in s.reasons],
-            "features": feats,
-        })
+        return web.json(
+            {
+                "score": round(s.score, 6),
+                "score_100": int(round(s.score * 100)),
+                "tier": s.tier,
+                "model_version": scorer.version,
+                "reasons": [r.as_dict() for r in s.reasons],
+                "features": feats,
+            }
+        )
 
     return app, rt

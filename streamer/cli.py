@@ -59,8 +59,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.demo import run_demo
 
-    return run_demo(settings, events=args.events, rate=args.rate, as_json=args.json,
-                    leads=args.leads, seed=args.seed)
+    return run_demo(
+        settings,
+        events=args.events,
+        rate=args.rate,
+        as_json=args.json,
+        leads=args.leads,
+        seed=args.seed,
+    )
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,7 +74,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     t0 = time.perf_counter()
     events = simulate(SimConfig(leads=args.leads, events=args.events, seed=args.seed))
-    say(f"simulated {len(events)} events for {args.leads} leads in {time.perf_counter()-t0:.1f} s")
+    say(
+        f"simulated {len(events)} events for {args.leads} leads in {time.perf_counter() - t0:.1f} s"
+    )
     if args.out:
         out = Path(args.out)
         with out.open("wb") as fh:
@@ -157,8 +165,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         from streamer.training import train_from_events
 
         report = train_from_events(
-            Path(args.events), horizon_ms=args.horizon, out_dir=out_dir,
-            promote=not args.no_promote, progress=say,
+            Path(args.events),
+            horizon_ms=args.horizon,
+            out_dir=out_dir,
+            promote=not args.no_promote,
+            progress=say,
         )
     else:
         if not args.data or not args.target:
@@ -166,9 +177,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         from model.tabular import train_from_table
 
         report = train_from_table(
-            Path(args.data), args.target, out_dir=out_dir, keep_columns=tuple(args.keep or ()),
-            segment_column=args.segment, promote=not args.no_promote,
-            time_budget_s=args.time_budget, progress=say,
+            Path(args.data),
+            args.target,
+            out_dir=out_dir,
+            keep_columns=tuple(args.keep or ()),
+            segment_column=args.segment,
+            promote=not args.no_promote,
+            time_budget_s=args.time_budget,
+            progress=say,
         )
     if args.json:
         _emit(report)
@@ -231,10 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="everything on this machine: broker, Redis, model, live table",
-                       description="Starts a broker and Redis (unless LEADSCORE_KAFKA_BOOTSTRAP / "
-                       "LEADSCORE_REDIS_URL are set), trains a model on simulated history, runs a "
-                       "worker and streams simulated events while showing the hottest leads.")
+    d = sub.add_parser(
+        "demo",
+        help="everything on this machine: broker, Redis, model, live table",
+        description="Starts a broker and Redis (unless LEADSCORE_KAFKA_BOOTSTRAP / "
+        "LEADSCORE_REDIS_URL are set), trains a model on simulated history, runs a "
+        "worker and streams simulated events while showing the hottest leads.",
+    )
     d.add_argument("--events", type=int, default=None, help="stop after N events are scored")
     d.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     d.add_argument("--leads", type=int, default=300, help="live leads to simulate (default 300)")
@@ -242,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print a one-line JSON summary at the end")
     d.set_defaults(func=cmd_demo)
 
-    w = sub.add_parser("worker", help="the Faust worker (agents + web server)",
-                       description="Consumes leads.web/email/crm, scores every event, publishes to "
-                       "leads.scores. Web: /health /ready /metrics POST /score GET /leads/{id}.")
+    w = sub.add_parser(
+        "worker",
+        help="the Faust worker (agents + web server)",
+        description="Consumes leads.web/email/crm, scores every event, publishes to "
+        "leads.scores. Web: /health /ready /metrics POST /score GET /leads/{id}.",
+    )
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("simulate", help="synthetic lead histories, to Kafka or a JSONL file")
@@ -257,22 +279,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="produce the events of a JSONL file to their topics")
     r.add_argument("file")
-    r.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    r.add_argument(
+        "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
+    )
     r.set_defaults(func=cmd_replay)
 
-    t = sub.add_parser("train", help="train a model from an event history or a CRM table",
-                       description="--events FILE: point-in-time features, labels from CRM outcomes."
-                       " --data FILE --target COL: a CSV/Parquet export with a yes/no-like target.")
+    t = sub.add_parser(
+        "train",
+        help="train a model from an event history or a CRM table",
+        description="--events FILE: point-in-time features, labels from CRM outcomes."
+        " --data FILE --target COL: a CSV/Parquet export with a yes/no-like target.",
+    )
     t.add_argument("--events", help="JSONL event history")
-    t.add_argument("--horizon", type=parse_duration_ms, default=parse_duration_ms("30d"),
-                   help="label = converts within this time after the scoring moment (default 30d)")
+    t.add_argument(
+        "--horizon",
+        type=parse_duration_ms,
+        default=parse_duration_ms("30d"),
+        help="label = converts within this time after the scoring moment (default 30d)",
+    )
     t.add_argument("--data", help="CSV or Parquet table")
     t.add_argument("--target", help="target column of --data")
-    t.add_argument("--keep", action="append", metavar="COLUMN",
-                   help="keep a column flagged as leakage (repeatable)")
+    t.add_argument(
+        "--keep",
+        action="append",
+        metavar="COLUMN",
+        help="keep a column flagged as leakage (repeatable)",
+    )
     t.add_argument("--segment", help="report metrics per value of this column")
-    t.add_argument("--time-budget", type=float, default=60.0,
-                   help="seconds for the hyper-parameter search (default 60)")
+    t.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="seconds for the hyper-parameter search (default 60)",
+    )
     t.add_argument("--out", help="model registry directory (default LEADSCORE_MODEL_DIR)")
     t.add_argument("--no-promote", action="store_true", help="don't make it the champion")
     t.add_argument("--json", action="store_true", help="print the report as one JSON line")

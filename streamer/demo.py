@@ -71,20 +71,30 @@ class Board:
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def _read_scores(settings: Settings, board: Board, stop: threading.Event,
-                 start_offsets: dict[tuple[str, int], int]) -> None:
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"demo-{uuid.uuid4()}",
-                         "enable.auto.commit": False})
+def _read_scores(
+    settings: Settings,
+    board: Board,
+    stop: threading.Event,
+    start_offsets: dict[tuple[str, int], int],
+) -> None:
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"demo-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     # Manual assignment reads at once; a consumer group would wait for a join first.
     consumer.assign([TopicPartition(t, p, off) for (t, p), off in start_offsets.items()])
     scores_topic = settings.topic("scores")
     try:
         while not stop.is_set():
             msg = consumer.poll(0.2)
-            if msg is None or msg.error() or msg.value() is None:
+            value = None if msg is None or msg.error() else msg.value()
+            if msg is None or value is None:
                 continue
             if msg.topic() == scores_topic:
-                rec = orjson.loads(msg.value())
+                rec = orjson.loads(value)
                 board.add(rec, _produced_at(rec))
             else:
                 with board.lock:
@@ -144,15 +154,24 @@ def _table(board: Board, started: float, sent: int) -> Any:
     colors = {"hot": "bold red", "warm": "yellow", "cold": "cyan"}
     for rec in board.hottest():
         reason = rec["reasons"][0] if rec["reasons"] else None
-        why = f"{reason['feature']}={reason['value']} ({reason['contribution']:+.2f})" if reason else ""
-        table.add_row(rec["lead_id"], f"{rec['score']:.3f}",
-                      f"[{colors[rec['tier']]}]{rec['tier']}[/]",
-                      str(board.counts.get(rec["lead_id"], 0)), why)
+        why = (
+            f"{reason['feature']}={reason['value']} ({reason['contribution']:+.2f})"
+            if reason
+            else ""
+        )
+        table.add_row(
+            rec["lead_id"],
+            f"{rec['score']:.3f}",
+            f"[{colors[rec['tier']]}]{rec['tier']}[/]",
+            str(board.counts.get(rec["lead_id"], 0)),
+            why,
+        )
     return table
 
 
-def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bool,
-             leads: int, seed: int) -> int:
+def run_demo(
+    settings: Settings, *, events: int | None, rate: float, as_json: bool, leads: int, seed: int
+) -> int:
     from streamer.simulator import SimConfig, iter_live, simulate
 
     if events is not None and events <= 0:
@@ -161,43 +180,71 @@ def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bo
         raise LeadscoreError("--rate must be positive")
     t_start = time.monotonic()
     redis_env = os.environ.get("LEADSCORE_REDIS_URL")
-    say("starting broker and Redis ..." if not settings.kafka_bootstrap else
-        f"using Kafka at {settings.kafka_bootstrap}")
-    with services(settings.kafka_bootstrap, redis_env) as svc, \
-            tempfile.TemporaryDirectory(prefix="leadscore-demo-") as tmp:
+    say(
+        "starting broker and Redis ..."
+        if not settings.kafka_bootstrap
+        else f"using Kafka at {settings.kafka_bootstrap}"
+    )
+    with (
+        services(settings.kafka_bootstrap, redis_env) as svc,
+        tempfile.TemporaryDirectory(prefix="leadscore-demo-") as tmp,
+    ):
         tmpdir = Path(tmp)
         demo_id = f"leadscore-demo-{uuid.uuid4().hex[:8]}"
-        live = settings.model_copy(update={"kafka_bootstrap": svc.kafka_bootstrap,
-                                           "redis_url": svc.redis_url, "model_dir": tmpdir / "models",
-                                           "app_id": demo_id})
+        live = settings.model_copy(
+            update={
+                "kafka_bootstrap": svc.kafka_bootstrap,
+                "redis_url": svc.redis_url,
+                "model_dir": tmpdir / "models",
+                "app_id": demo_id,
+            }
+        )
         ensure_topics(live)
         say(f"broker {svc.kafka_bootstrap}, Redis {svc.redis_url}")
 
         now_ms = int(time.time() * 1000)
         say("simulating 90 days of history for 1,500 leads ...")
-        history = simulate(SimConfig(leads=1500, events=60_000, seed=seed,
-                                     start_ms=now_ms - 90 * 86_400_000, days=90.0))
+        history = simulate(
+            SimConfig(
+                leads=1500, events=60_000, seed=seed, start_ms=now_ms - 90 * 86_400_000, days=90.0
+            )
+        )
         from schemas.validation import Event, validate_event
 
         evs = []
         for ev in history:
-            res = validate_event(orjson.dumps(ev), topic_source=None, key=None, now_ms=now_ms,
-                                 max_future_ms=86_400_000)
+            res = validate_event(
+                orjson.dumps(ev),
+                topic_source=None,
+                key=None,
+                now_ms=now_ms,
+                max_future_ms=86_400_000,
+            )
             if isinstance(res, Event):
                 evs.append(res)
-        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000,
-                                       out_dir=live.model_dir, progress=say)
+        report = train_from_event_list(
+            evs, horizon_ms=30 * 86_400_000, out_dir=live.model_dir, progress=say
+        )
 
         port = free_port()
         log_path = tmpdir / "worker.log"
-        env = env_with(svc.kafka_bootstrap, svc.redis_url, LEADSCORE_WEB_PORT=str(port),
-                       LEADSCORE_WEB_HOST="127.0.0.1", LEADSCORE_MODEL_DIR=str(live.model_dir),
-                       LEADSCORE_APP_ID=demo_id, LEADSCORE_TOPIC_PREFIX=live.topic_prefix)
+        env = env_with(
+            svc.kafka_bootstrap,
+            svc.redis_url,
+            LEADSCORE_WEB_PORT=str(port),
+            LEADSCORE_WEB_HOST="127.0.0.1",
+            LEADSCORE_MODEL_DIR=str(live.model_dir),
+            LEADSCORE_APP_ID=demo_id,
+            LEADSCORE_TOPIC_PREFIX=live.topic_prefix,
+        )
         say(f"starting the worker (web on http://127.0.0.1:{port}) ...")
         with log_path.open("wb") as log_fh:
             worker = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "streamer.cli", "worker"], env=env, stdout=log_fh,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "streamer.cli", "worker"],
+                env=env,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         stop = threading.Event()
         board = Board()
@@ -205,19 +252,30 @@ def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bo
         try:
             _wait_ready(port, worker, log_path, timeout=120)
             offsets = _end_offsets(live, [live.topic("scores"), live.topic("dlq")])
-            reader = threading.Thread(target=_read_scores, args=(live, board, stop, offsets),
-                                      daemon=True)
+            reader = threading.Thread(
+                target=_read_scores, args=(live, board, stop, offsets), daemon=True
+            )
             reader.start()
             producer = EventProducer(live, linger_ms=2)
-            sent = _stream(live, producer, iter_live(SimConfig(leads=leads, seed=seed + 1),
-                                                     int(time.time() * 1000)),
-                           board, events, rate, as_json, t_start)
+            sent = _stream(
+                live,
+                producer,
+                iter_live(SimConfig(leads=leads, seed=seed + 1), int(time.time() * 1000)),
+                board,
+                events,
+                rate,
+                as_json,
+                t_start,
+            )
             summary = {
-                "scored": board.scored, "events_sent": sent, "dlq": board.dlq,
+                "scored": board.scored,
+                "events_sent": sent,
+                "dlq": board.dlq,
                 "leads": len(board.latest),
                 "hot_leads": sum(1 for r in board.latest.values() if r["tier"] == "hot"),
                 "model_version": sorted(board.models)[-1] if board.models else None,
-                "model_auc": report["auc"], "baseline_auc": report["baseline_auc"],
+                "model_auc": report["auc"],
+                "baseline_auc": report["baseline_auc"],
                 "latency_ms": {
                     "p50": round((board.percentile(0.5) or 0) * 1000, 1),
                     "p99": round((board.percentile(0.99) or 0) * 1000, 1),
@@ -237,13 +295,23 @@ def run_demo(settings: Settings, *, events: int | None, rate: float, as_json: bo
     if as_json:
         print(orjson.dumps(summary).decode(), flush=True)
     else:
-        say(f"scored {summary['scored']} events for {summary['leads']} leads in "
-            f"{summary['seconds']} s; stopped the worker, broker and Redis")
+        say(
+            f"scored {summary['scored']} events for {summary['leads']} leads in "
+            f"{summary['seconds']} s; stopped the worker, broker and Redis"
+        )
     return 0
 
 
-def _stream(settings: Settings, producer: EventProducer, source: Any, board: Board,
-            events: int | None, rate: float, quiet: bool, t_start: float) -> int:
+def _stream(
+    settings: Settings,
+    producer: EventProducer,
+    source: Any,
+    board: Board,
+    events: int | None,
+    rate: float,
+    quiet: bool,
+    t_start: float,
+) -> int:
     """Produce paced live events until ``events`` are scored (or Ctrl-C); return how many sent."""
     from rich.console import Console
     from rich.live import Live

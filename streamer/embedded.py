@@ -80,8 +80,12 @@ def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[
     fh = log_path.open("wb")
     try:
         proc = subprocess.Popen(  # noqa: S603 - fixed binaries, arguments built here
-            args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            args,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
     except OSError as exc:
         raise ServiceStartError(f"can't start {name} ({args[0]}): {exc}") from exc
@@ -163,8 +167,21 @@ def redis_binary() -> str:
 def start_redis(log_dir: Path, timeout: float = 15.0) -> Service:
     """Start a throwaway Redis (no persistence) on a free port."""
     port = free_port()
-    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(log_dir), "--daemonize", "no"]
+    args = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(log_dir),
+        "--daemonize",
+        "no",
+    ]
     proc, log_path = _spawn("redis", args, log_dir)
     svc = Service("redis", f"redis://127.0.0.1:{port}/0", proc, log_path)
     _wait_port(svc, "127.0.0.1", port, timeout)

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 class ModelHolder:
     def __init__(self, model_dir: Path, *, rules_file: Path | None = None) -> None:
         self.registry = Registry(model_dir)
-        self.rules: Scorer = RuleScorer.from_file(rules_file) if rules_file else RuleScorer.default()
+        self.rules: Scorer = (
+            RuleScorer.from_file(rules_file) if rules_file else RuleScorer.default()
+        )
         self.current: Scorer = self.rules
         self._loaded: str | None = None
 

@@ -43,8 +43,10 @@ class BatchOutput:
 
 
 def iso_now(now: float) -> str:
-    return datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(now, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -78,12 +80,21 @@ class Pipeline:
         for msg in messages:
             source = self._topic_sources.get(msg.topic)
             res: Event | Invalid = validate_event(
-                msg.value, topic_source=source, key=msg.key, now_ms=now_ms,
+                msg.value,
+                topic_source=source,
+                key=msg.key,
+                now_ms=now_ms,
                 max_future_ms=self._max_future_ms,
             )
             if isinstance(res, Invalid):
-                rec = dlq_record(msg.value, topic=msg.topic, partition=msg.partition,
-                                 offset=msg.offset, key=msg.key, error=res)
+                rec = dlq_record(
+                    msg.value,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    key=msg.key,
+                    error=res,
+                )
                 out.dlq.append((msg.key, orjson.dumps(rec)))
                 m.dlq.labels(code=res.code).inc()
                 m.events.labels(source=source or "unknown", outcome="invalid").inc()
@@ -141,9 +152,13 @@ class Pipeline:
             tiers[lead] = rec["tier"]
             if before is not None and before != rec["tier"]:
                 alert = {
-                    "lead_id": lead, "from_tier": before, "to_tier": rec["tier"],
-                    "score": rec["score"], "model_version": rec["model_version"],
-                    "event_id": rec["event_id"], "event_ts": rec["event_ts"],
+                    "lead_id": lead,
+                    "from_tier": before,
+                    "to_tier": rec["tier"],
+                    "score": rec["score"],
+                    "model_version": rec["model_version"],
+                    "event_id": rec["event_id"],
+                    "event_ts": rec["event_ts"],
                     "scored_at": rec["scored_at"],
                 }
                 out.alerts.append((lead, orjson.dumps(alert)))

@@ -16,9 +16,13 @@ class EventProducer:
     """Sends event envelopes to ``leads.<source>`` keyed by ``lead_id``, optionally paced."""
 
     def __init__(self, settings: Settings, *, linger_ms: int = 5) -> None:
-        cfg: dict[str, Any] = {**settings.kafka_client_config(), "linger.ms": linger_ms,
-                               "queue.buffering.max.messages": 1_000_000, "acks": "all",
-                               "enable.idempotence": False}
+        cfg: dict[str, Any] = {
+            **settings.kafka_client_config(),
+            "linger.ms": linger_ms,
+            "queue.buffering.max.messages": 1_000_000,
+            "acks": "all",
+            "enable.idempotence": False,
+        }
         self._producer = Producer(cfg)
         self._settings = settings
         self.sent = 0

@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADSCORE_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str | None = Field(
-        default=None, description="host:port[,host:port]; unset means the demo starts its own broker"
+        default=None,
+        description="host:port[,host:port]; unset means the demo starts its own broker",
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     model_dir: Path = Path("./models")
@@ -67,12 +68,14 @@ class Settings(BaseSettings):
             )
         return self.kafka_bootstrap
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""
-        cfg = {"bootstrap.servers": self.require_kafka(),
-               "security.protocol": self.kafka_security_protocol,
-               # A broker going away on shutdown is normal; don't print it as an error.
-               "log.connection.close": "false"}
+        cfg: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.require_kafka(),
+            "security.protocol": self.kafka_security_protocol,
+            # A broker going away on shutdown is normal; don't print it as an error.
+            "log.connection.close": "false",
+        }
         if self.kafka_sasl_mechanism:
             cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
         if self.kafka_sasl_username:

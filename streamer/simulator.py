@@ -152,8 +152,30 @@ LEAD_SOURCES: tuple[_Source, ...] = (
 
 # Local-time activity by hour: office hours, a lunch dip, some evening browsing.
 _HOUR_WEIGHTS = (
-    0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 1.2, 2.5, 3.5, 3.8, 3.6,
-    3.0, 3.4, 3.6, 3.4, 3.0, 2.4, 1.6, 1.2, 1.0, 0.9, 0.6, 0.4,
+    0.2,
+    0.1,
+    0.1,
+    0.1,
+    0.1,
+    0.2,
+    0.5,
+    1.2,
+    2.5,
+    3.5,
+    3.8,
+    3.6,
+    3.0,
+    3.4,
+    3.6,
+    3.4,
+    3.0,
+    2.4,
+    1.6,
+    1.2,
+    1.0,
+    0.9,
+    0.6,
+    0.4,
 )
 # Monday..Sunday; the mean is 1 so the weekly volume does not depend on the factors.
 _WEEKDAY_FACTOR = (1.18, 1.18, 1.18, 1.18, 1.18, 0.55, 0.55)
@@ -162,21 +184,40 @@ _CAMPAIGN_HOUR_UTC = 14
 _THEMES = ("nurture", "newsletter", "product-update", "case-study", "webinar-invite")
 
 _PAGES = (
-    "/", "/product", "/product/features", "/product/integrations", "/customers", "/about",
-    "/security", "/careers", "/docs/getting-started", "/docs/api", "/blog/lead-scoring-101",
-    "/blog/revops-metrics", "/blog/attribution-models", "/blog/intent-data",
-    "/blog/pipeline-hygiene", "/changelog",
+    "/",
+    "/product",
+    "/product/features",
+    "/product/integrations",
+    "/customers",
+    "/about",
+    "/security",
+    "/careers",
+    "/docs/getting-started",
+    "/docs/api",
+    "/blog/lead-scoring-101",
+    "/blog/revops-metrics",
+    "/blog/attribution-models",
+    "/blog/intent-data",
+    "/blog/pipeline-hygiene",
+    "/changelog",
 )
 _PRICING = ("/pricing", "/pricing", "/pricing/enterprise", "/pricing/compare")
 _ASSETS = (
-    "/resources/state-of-revops-2026.pdf", "/resources/buyers-guide.pdf",
-    "/resources/roi-calculator.xlsx", "/resources/case-study-fintech.pdf",
+    "/resources/state-of-revops-2026.pdf",
+    "/resources/buyers-guide.pdf",
+    "/resources/roi-calculator.xlsx",
+    "/resources/case-study-fintech.pdf",
     "/resources/security-whitepaper.pdf",
 )
 _FORMS = ("/contact", "/trial/signup", "/webinar/register", "/newsletter/subscribe")
 _EMAIL_LINKS = (
-    "/blog/lead-scoring-101", "/blog/revops-metrics", "/customers", "/product/features",
-    "/webinar/register", "/changelog", "/resources/buyers-guide.pdf",
+    "/blog/lead-scoring-101",
+    "/blog/revops-metrics",
+    "/customers",
+    "/product/features",
+    "/webinar/register",
+    "/changelog",
+    "/resources/buyers-guide.pdf",
 )
 
 # Hidden-process constants. The conversion intercept is tuned so that about 15-20 % of the
@@ -292,9 +333,9 @@ def _pick(rng: random.Random, table: tuple[tuple[Any, ...], ...]) -> tuple[Any, 
     return rng.choices(table, weights=[row[1] for row in table])[0]
 
 
-def _session_plan(intent: float, researcher: bool, demo_done: int, landing: bool) -> tuple[
-    float, float, float, float, float
-]:
+def _session_plan(
+    intent: float, researcher: bool, demo_done: int, landing: bool
+) -> tuple[float, float, float, float, float]:
     """Mean extra page views and the probabilities of pricing, download, form and demo.
 
     This is the heart of the behavioural signal: high-intent sessions look at pricing and ask
@@ -589,7 +630,9 @@ class _World:
                     frac = min(frac, (end - day * DAY_MS) / DAY_MS)
                 wk = _WEEKDAY_FACTOR[(day + 3) % 7]
                 web += (
-                    self._session_rate(lead, intent, status) * wk * frac
+                    self._session_rate(lead, intent, status)
+                    * wk
+                    * frac
                     * _session_expect(intent, lead.researcher)
                 )
                 if (day + 3) % 7 in _CAMPAIGN_WEEKDAYS and not lead.bad_email:
@@ -628,8 +671,9 @@ class _World:
             else:
                 etype, url = "content_download", rng.choice(_ASSETS)
             dur = round(rng.uniform(15.0, 90.0), 1)
-            self._push(t, lead, "web", etype, {"url": SITE + url, "duration_s": dur,
-                                               "session_id": sid})
+            self._push(
+                t, lead, "web", etype, {"url": SITE + url, "duration_s": dur, "session_id": sid}
+            )
         send = t0 + rng.randint(120_000, 1_200_000)
         self._send_email(lead, send, "cmp-welcome-series", lead.intents[0])
 
@@ -706,8 +750,9 @@ class _World:
             if rng.random() < 0.8:
                 self._session(lead, clicked + rng.randint(1000, 5000), intent, landing=link)
         if rng.random() < p_unsub:
-            self._push(opened + rng.randint(10_000, 300_000), lead, "email", "email_unsubscribe",
-                       cid)
+            self._push(
+                opened + rng.randint(10_000, 300_000), lead, "email", "email_unsubscribe", cid
+            )
             lead.unsubscribed = True
 
     def _live_day(self, day: int) -> None:

@@ -34,9 +34,12 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         return []
     cfg = {"cleanup.policy": "compact"}
     new = [
-        NewTopic(t, num_partitions=settings.topic_partitions,
-                 replication_factor=settings.topic_replication,
-                 config=cfg if t == settings.topic("scores") else {})
+        NewTopic(
+            t,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+            config=cfg if t == settings.topic("scores") else {},
+        )
         for t in wanted
     ]
     created = []

@@ -32,8 +32,10 @@ def train_from_event_list(
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     ts = build_training_set(events, horizon_ms=horizon_ms)
-    say(f"built {len(ts)} point-in-time rows ({ts.y.mean():.1%} positive) "
-        f"in {time.perf_counter() - t0:.1f} s")
+    say(
+        f"built {len(ts)} point-in-time rows ({ts.y.mean():.1%} positive) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     if len(ts) < 50 or len(np.unique(ts.y)) < 2:
         raise TrainingError(
             f"only {len(ts)} labelled scoring moments ({int(ts.y.sum())} converting): the history "
@@ -41,13 +43,19 @@ def train_from_event_list(
         )
     ds = Dataset(ts.x, ts.y, ts.categorical, time=ts.time_ms, target="converted_within_horizon")
     result = train(
-        ds, Registry(out_dir), config, promote=promote, progress=say,
+        ds,
+        Registry(out_dir),
+        config,
+        promote=promote,
+        progress=say,
         extra_meta={"horizon_days": horizon_ms / 86_400_000, "trained_from": "events"},
     )
     te = result.test_index
     rows = ts.x.iloc[te].to_dict(orient="records")
-    clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-             for r in rows]
+    clean: list[dict[str, Any]] = [
+        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in rows
+    ]
     baseline = np.array([s.score for s in RuleScorer.default().score_batch(clean, explain=False)])
     y_te = ts.y[te]
     both = len(np.unique(y_te)) == 2
@@ -62,7 +70,9 @@ def train_from_event_list(
         "horizon_days": horizon_ms / 86_400_000,
         "auc": auc,
         "baseline_auc": baseline_auc,
-        "auc_gain_over_baseline": (auc - baseline_auc) if auc is not None and baseline_auc else None,
+        "auc_gain_over_baseline": (auc - baseline_auc)
+        if auc is not None and baseline_auc
+        else None,
         "metrics": result.metrics,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -80,5 +90,6 @@ def train_from_events(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     events = [e for _, e in read_events(path) if isinstance(e, Event)]
-    return train_from_event_list(events, horizon_ms=horizon_ms, out_dir=out_dir, promote=promote,
-                                 progress=progress)
+    return train_from_event_list(
+        events, horizon_ms=horizon_ms, out_dir=out_dir, promote=promote, progress=progress
+    )

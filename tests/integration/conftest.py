@@ -103,9 +103,13 @@ def settings_factory(kafka_bootstrap: str, redis_url: str, tmp_path: Path):
     def make(**overrides: object) -> Settings:
         uid = uuid.uuid4().hex[:8]
         base: dict[str, object] = {
-            "kafka_bootstrap": kafka_bootstrap, "redis_url": redis_url,
-            "topic_prefix": f"t{uid}.", "app_id": f"leadscore-test-{uid}",
-            "model_dir": tmp_path / "models", "web_port": free_port(), "web_host": "127.0.0.1",
+            "kafka_bootstrap": kafka_bootstrap,
+            "redis_url": redis_url,
+            "topic_prefix": f"t{uid}.",
+            "app_id": f"leadscore-test-{uid}",
+            "model_dir": tmp_path / "models",
+            "web_port": free_port(),
+            "web_host": "127.0.0.1",
         }
         base.update(overrides)
         s = Settings(**base)  # type: ignore[arg-type]
@@ -164,8 +168,11 @@ def worker_factory(tmp_path: Path):
         log_path = tmp_path / f"worker-{len(workers)}.log"
         with log_path.open("wb") as fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "worker"], env=settings_env(s),
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "streamer.cli", "worker"],
+                env=settings_env(s),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         w = WorkerProcess(s, proc, log_path)
         workers.append(w)
@@ -191,8 +198,13 @@ def worker_factory(tmp_path: Path):
 
 def read_topic(s: Settings, name: str, *, until: int, timeout: float = 60.0) -> list[dict]:
     """Read ``leads.<name>`` from the beginning (manual assignment) until ``until`` records."""
-    c = Consumer({**s.kafka_client_config(), "group.id": f"reader-{uuid.uuid4()}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **s.kafka_client_config(),
+            "group.id": f"reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     topic = s.topic(name)
     c.assign([TopicPartition(topic, p, 0) for p in range(s.topic_partitions)])
     out: list[dict] = []
@@ -202,15 +214,27 @@ def read_topic(s: Settings, name: str, *, until: int, timeout: float = 60.0) -> 
             m = c.poll(0.2)
             if m is None or m.error():
                 continue
-            out.append({"key": m.key(), "value": None if m.value() is None else orjson.loads(m.value()),
-                        "partition": m.partition(), "offset": m.offset()})
+            out.append(
+                {
+                    "key": m.key(),
+                    "value": None if m.value() is None else orjson.loads(m.value()),
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                }
+            )
         # Anything beyond ``until`` (a duplicate, say) must show up too: drain a little longer.
         quiet_until = time.monotonic() + 2.0
         while time.monotonic() < quiet_until:
             m = c.poll(0.2)
             if m is not None and not m.error():
-                out.append({"key": m.key(), "value": None if m.value() is None else orjson.loads(m.value()),
-                            "partition": m.partition(), "offset": m.offset()})
+                out.append(
+                    {
+                        "key": m.key(),
+                        "value": None if m.value() is None else orjson.loads(m.value()),
+                        "partition": m.partition(),
+                        "offset": m.offset(),
+                    }
+                )
                 quiet_until = time.monotonic() + 2.0
     finally:
         c.close()

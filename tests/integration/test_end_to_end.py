@@ -40,9 +40,16 @@ def valid_events(n_leads: int, per_lead: int, seed: int) -> list[dict]:
     events = []
     for i in range(n_leads):
         lead = f"L-{seed}-{i:04d}"
-        events.append({"event_id": f"{lead}-c", "lead_id": lead, "source": "crm",
-                       "type": "lead_created", "ts": format_ts_ms(now - 10 * 86_400_000),
-                       "attributes": {"industry": "software", "company_size": "51-200"}})
+        events.append(
+            {
+                "event_id": f"{lead}-c",
+                "lead_id": lead,
+                "source": "crm",
+                "type": "lead_created",
+                "ts": format_ts_ms(now - 10 * 86_400_000),
+                "attributes": {"industry": "software", "company_size": "51-200"},
+            }
+        )
         for j in range(per_lead - 1):
             src, typ = rng.choice(KINDS)
             ts = now - rng.randint(0, 9 * 86_400_000)
@@ -51,16 +58,30 @@ def valid_events(n_leads: int, per_lead: int, seed: int) -> list[dict]:
                 attrs = {"job_title": "VP Sales"}
             elif typ == "stage_changed":
                 attrs = {"stage": "mql"}
-            events.append({"event_id": f"{lead}-{j}", "lead_id": lead, "source": src,
-                           "type": typ, "ts": format_ts_ms(ts), "attributes": attrs})
+            events.append(
+                {
+                    "event_id": f"{lead}-{j}",
+                    "lead_id": lead,
+                    "source": src,
+                    "type": typ,
+                    "ts": format_ts_ms(ts),
+                    "attributes": attrs,
+                }
+            )
     rng.shuffle(events)
     return events
 
 
 def malformed(prefix: str) -> list[tuple[str, bytes | None, bytes | None, str]]:
     """(topic suffix, key, value, expected error code): one per DLQ case in DESIGN.md."""
-    ok = {"event_id": "bad-1", "lead_id": "L-bad", "source": "web", "type": "page_view",
-          "ts": "2026-01-01T00:00:00Z", "attributes": {}}
+    ok = {
+        "event_id": "bad-1",
+        "lead_id": "L-bad",
+        "source": "web",
+        "type": "page_view",
+        "ts": "2026-01-01T00:00:00Z",
+        "attributes": {},
+    }
 
     def with_(**kw: object) -> bytes:
         return orjson.dumps({**ok, **kw})
@@ -148,11 +169,13 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
     assert status == 200
     assert 'leadscore_dlq_total{code="ts_in_future"} 1.0' in text
     scored = sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
         if line.startswith("leadscore_events_total{") and 'outcome="scored"' in line
     )
     dup = sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
         if line.startswith("leadscore_events_total{") and 'outcome="duplicate"' in line
     )
     assert (scored, dup) == (3000.0, 50.0)

@@ -37,10 +37,22 @@ def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
         ts = start + rng.randint(0, 45 * DAY_MS)
         attrs: dict[str, object] = {}
         if typ in ("lead_created", "lead_updated"):
-            attrs = {"industry": rng.choice(["saas", "retail", None]),
-                     "company_size": rng.choice(["1-10", 500]), "country": rng.choice(["DE", "US"])}
-        events.append(Event(f"{tag}-{i}", f"P-{tag}-{rng.randint(0, n_leads - 1)}", src, typ,
-                            format_ts_ms(ts), ts, attrs))
+            attrs = {
+                "industry": rng.choice(["saas", "retail", None]),
+                "company_size": rng.choice(["1-10", 500]),
+                "country": rng.choice(["DE", "US"]),
+            }
+        events.append(
+            Event(
+                f"{tag}-{i}",
+                f"P-{tag}-{rng.randint(0, n_leads - 1)}",
+                src,
+                typ,
+                format_ts_ms(ts),
+                ts,
+                attrs,
+            )
+        )
     events += rng.sample(events, n_events // 20)
     rng.shuffle(events)
     return events
@@ -56,7 +68,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url):
         try:
             updates = []
             for k in range(0, len(events), 250):
-                updates += await store.apply_batch(events[k:k + 250])
+                updates += await store.apply_batch(events[k : k + 250])
             finals = {lead: await store.read(lead) for lead in expected}
         finally:
             await client.aclose()
@@ -89,8 +101,16 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     events = shuffled_history(60, 2500, seed=9)
     producer = EventProducer(s)
     for e in events:
-        producer.send({"event_id": e.event_id, "lead_id": e.lead_id, "source": e.source,
-                       "type": e.type, "ts": e.ts, "attributes": e.attributes})
+        producer.send(
+            {
+                "event_id": e.event_id,
+                "lead_id": e.lead_id,
+                "source": e.source,
+                "type": e.type,
+                "ts": e.ts,
+                "attributes": e.attributes,
+            }
+        )
     producer.flush()
     offline = replay(events)
     # Events of one lead arrive through three topics, so the worker's interleaving differs

@@ -131,9 +131,13 @@ def _random_stream(seed: int, n: int) -> list[Event]:
 def test_every_window_count_matches_pandas_on_every_prefix(seed):
     """Oracle: each count equals a pandas count over the same bucket-aligned window."""
     events = _random_stream(seed, 300)
-    df = pd.DataFrame({"lead": [e.lead_id for e in events],
-                       "kind": [f"{e.source}:{e.type}" for e in events],
-                       "ts": [e.ts_ms for e in events]})
+    df = pd.DataFrame(
+        {
+            "lead": [e.lead_id for e in events],
+            "kind": [f"{e.source}:{e.type}" for e in events],
+            "ts": [e.ts_ms for e in events],
+        }
+    )
     counts = [s for s in SPECS if isinstance(s, Count)]
     states: dict[str, LeadState] = {}
     for i, e in enumerate(events):
@@ -148,8 +152,9 @@ def test_every_window_count_matches_pandas_on_every_prefix(seed):
             b = BUCKET_MS[spec.resolution]
             rb = ref // b
             bucket = mine.ts // b
-            want = int(((mine.kind == spec.kind) & (bucket > rb - spec.n_buckets)
-                        & (bucket <= rb)).sum())
+            want = int(
+                ((mine.kind == spec.kind) & (bucket > rb - spec.n_buckets) & (bucket <= rb)).sum()
+            )
             assert feats[spec.name] == want, (i, spec.name)
 
 

@@ -33,8 +33,9 @@ def history(config: SimConfig) -> Events:
 
 
 def _validate(ev: dict[str, Any]) -> Event:
-    res = validate_event(orjson.dumps(ev), topic_source=None, key=None, now_ms=FAR_FUTURE,
-                         max_future_ms=0)
+    res = validate_event(
+        orjson.dumps(ev), topic_source=None, key=None, now_ms=FAR_FUTURE, max_future_ms=0
+    )
     assert isinstance(res, Event), (res, ev)
     return res
 
@@ -110,9 +111,21 @@ def test_every_lead_starts_with_lead_created(history: Events, config: SimConfig)
 def test_mix_of_event_types(history: Events) -> None:
     counts = Counter(e["type"] for e in history)
     every_type = {
-        "page_view", "pricing_view", "form_submit", "content_download", "demo_request",
-        "email_sent", "email_open", "email_click", "email_unsubscribe", "email_bounce",
-        "lead_created", "lead_updated", "stage_changed", "converted", "disqualified",
+        "page_view",
+        "pricing_view",
+        "form_submit",
+        "content_download",
+        "demo_request",
+        "email_sent",
+        "email_open",
+        "email_click",
+        "email_unsubscribe",
+        "email_bounce",
+        "lead_created",
+        "lead_updated",
+        "stage_changed",
+        "converted",
+        "disqualified",
     }
     assert every_type <= set(counts)
     # Page views dominate the web, opens are a fraction of sends, clicks a fraction of opens.

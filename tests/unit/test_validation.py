@@ -22,8 +22,14 @@ from schemas.validation import (
 
 NOW = parse_ts_ms("2026-11-27T12:00:00Z") or 0
 DAY = 86_400_000
-GOOD = {"event_id": "e1", "lead_id": "L-1", "source": "web", "type": "page_view",
-        "ts": "2026-11-27T11:59:00.250+00:00", "attributes": {"url": "/pricing", "duration_s": 4}}
+GOOD = {
+    "event_id": "e1",
+    "lead_id": "L-1",
+    "source": "web",
+    "type": "page_view",
+    "ts": "2026-11-27T11:59:00.250+00:00",
+    "attributes": {"url": "/pricing", "duration_s": 4},
+}
 
 
 def check(value: bytes | None, *, topic: str | None = "web", key: bytes | None = b"L-1"):
@@ -77,8 +83,13 @@ def test_each_bad_input_gets_its_error_code(value, kwargs, code):
 
 
 def test_file_reading_accepts_any_source_without_key():
-    ev = validate_event(with_(source="email", type="email_open"), topic_source=None, key=None,
-                        now_ms=NOW, max_future_ms=DAY)
+    ev = validate_event(
+        with_(source="email", type="email_open"),
+        topic_source=None,
+        key=None,
+        now_ms=NOW,
+        max_future_ms=DAY,
+    )
     assert isinstance(ev, Event) and ev.source == "email"
 
 
@@ -91,14 +102,21 @@ def test_schema_event_types_match_design():
 
 def test_dlq_record_keeps_original_bytes_base64_when_not_utf8():
     raw = b"\x00\xffbinary"
-    rec = dlq_record(raw, topic="leads.web", partition=2, offset=9, key=b"k",
-                     error=Invalid("not_utf8", "message is not valid UTF-8"))
+    rec = dlq_record(
+        raw,
+        topic="leads.web",
+        partition=2,
+        offset=9,
+        key=b"k",
+        error=Invalid("not_utf8", "message is not valid UTF-8"),
+    )
     assert rec["value_encoding"] == "base64"
     assert base64.b64decode(rec["value"]) == raw
     assert (rec["topic"], rec["partition"], rec["offset"], rec["key"]) == ("leads.web", 2, 9, "k")
     assert rec["error_code"] == "not_utf8"
-    text = dlq_record(b"{bad", topic="t", partition=0, offset=1, key=None,
-                      error=Invalid("not_json", "m"))
+    text = dlq_record(
+        b"{bad", topic="t", partition=0, offset=1, key=None, error=Invalid("not_json", "m")
+    )
     assert text["value"] == "{bad" and text["value_encoding"] == "utf-8"
 
 
@@ -111,8 +129,17 @@ def test_timestamps_round_trip_through_epoch_ms():
 
 
 def test_score_schema_rejects_out_of_range_score():
-    rec = {"lead_id": "L", "score": 0.5, "score_100": 50, "tier": "warm", "model_version": "rules-v1",
-           "reasons": [], "event_id": "e", "event_ts": "t", "scored_at": "t"}
+    rec = {
+        "lead_id": "L",
+        "score": 0.5,
+        "score_100": 50,
+        "tier": "warm",
+        "model_version": "rules-v1",
+        "reasons": [],
+        "event_id": "e",
+        "event_ts": "t",
+        "scored_at": "t",
+    }
     validate_score(rec)
     with pytest.raises(InvalidScoreError):
         validate_score({**rec, "score": 1.5})
