@@ -3,8 +3,8 @@
 A *scoring moment* is the time of one of a lead's events (when the live worker would score
 it). Its features use only events up to that moment (the replay has not seen later ones);
 its label is whether the lead converts within ``horizon`` after it. Moments after a lead's
-outcome, and moments whose horizon runs past the end of the history without a conversion
-(label unknown), are left out.
+outcome, and moments whose horizon runs past the end of the history, are left out (keeping
+the ones that happened to convert would bias the late, held-out moments towards positives).
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def build_training_set(
             t = ev.ts_ms
             if t >= stop:
                 break
-            converts = conv is not None and t < conv <= t + horizon_ms
-            if not converts and t + horizon_ms > end_ms:
-                continue  # label not observable yet
+            if t + horizon_ms > end_ms:
+                # The horizon runs past the history: keeping only the moments that already
+                # converted would bias the label towards positives near the end.
+                break
             eligible.append(i)
         if not eligible:
             continue

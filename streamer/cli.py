@@ -235,6 +235,22 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.sync import make_sink, run_sync
+
+    settings.require_kafka()
+    n = run_sync(
+        settings,
+        make_sink(args.sink),
+        group_id=args.group,
+        max_records=args.max_records,
+        idle_exit_s=args.idle_exit,
+        progress=say,
+    )
+    say(f"synced {n} score records to {args.sink}")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -333,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("version", nargs="?")
     m.add_argument("--model-dir", help="registry directory (default LEADSCORE_MODEL_DIR)")
     m.set_defaults(func=cmd_models)
+
+    sy = sub.add_parser(
+        "sync",
+        help="CRM sync consumer: leads.scores -> PostgreSQL/webhook/JSONL",
+        description="Upserts the latest score per lead. Sinks: "
+        "postgresql://user@host/db (table lead_scores), http(s)://... (POST JSON "
+        "batches), jsonl:///path/file.jsonl. At-least-once; idempotent per lead.",
+    )
+    sy.add_argument("--sink", required=True, help="where scores go (see above)")
+    sy.add_argument("--group", help="consumer group (default: <app id>-crm-sync)")
+    sy.add_argument("--max-records", type=int, help="stop after this many records")
+    sy.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    sy.set_defaults(func=cmd_sync)
 
     fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")
     fg.add_argument("lead_id")

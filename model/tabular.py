@@ -1,0 +1,640 @@
+"""Training and batch scoring from CRM tables (CSV with any delimiter, or Parquet).
+
+``train_from_table`` reads a table, cleans it (placeholders such as ``Select`` become missing,
+numbers stored as text become numbers), sets aside ID-like and constant columns, screens for
+target leakage (``model.leakage``), trains a calibrated LightGBM model with a time-boxed
+cross-validated search (``model.train``) and saves it with ``report.json``/``report.html``.
+``predict_table`` scores another table with a saved model, keeping the row order and mapping
+each reason back to the original column name and value.
+
+Feature names inside the model are LightGBM-safe versions of the column names (LightGBM
+refuses JSON punctuation such as ``:`` or ``"``); ``FeatureInfo.source_column`` keeps the
+original name so nothing user-facing shows the mangled one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.artifact import FeatureInfo, LightGBMScorer
+from model.evaluate import evaluate, logistic_baseline, segment_metrics
+from model.exceptions import DataError, ModelNotFoundError
+from model.leakage import scan
+from model.registry import Registry
+from model.report import charts, importance_summary, write_report
+from model.train import Dataset, TrainConfig, encode_frame, fit, new_version, save_fitted
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLACEHOLDERS: tuple[str, ...] = ("", "select", "na", "n/a", "null", "none", "-", "?", "nan")
+"""Cell values (compared stripped and case-insensitively) that mean "missing"."""
+
+ID_UNIQUE_RATIO = 0.95
+"""A text or integer column whose filled values are this unique identifies rows, not leads'
+properties: it can't generalise to new rows, so it is not used as a feature."""
+
+POSITIVE = frozenset(
+    {"yes", "y", "true", "t", "1", "1.0", "converted", "won", "positive", "pos", "win"}
+)
+NEGATIVE = frozenset(
+    {"no", "n", "false", "f", "0", "0.0", "lost", "negative", "neg", "not converted", "loss"}
+)
+
+_PARQUET_MAGIC = b"PAR1"
+_SAFE = re.compile(r"[^0-9A-Za-z_]+")
+
+Say = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        return True
+    with path.open("rb") as fh:
+        return fh.read(4) == _PARQUET_MAGIC
+
+
+def _sniff_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        # The sniffer gives up on one-column files and some heavily quoted ones; for those a
+        # comma is both the common case and harmless.
+        return ","
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (delimiter sniffed, BOM tolerated) or Parquet file.
+
+    CSV cells are read as text, exactly as written; ``clean_table`` interprets them.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, empty or can't be parsed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"no such file: {p}")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty")
+    try:
+        if _is_parquet(p):
+            df = pd.read_parquet(p)
+        else:
+            with p.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+                sample = fh.read(64 * 1024)
+            if not sample.strip():
+                raise DataError(f"{p} is empty")
+            sep = _sniff_delimiter(sample)
+            df = pd.read_csv(
+                p,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                encoding_errors="replace",
+                quotechar='"',
+            )
+    except DataError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"can't read {p} as CSV or Parquet: {exc}") from exc
+    if df.shape[1] == 0 or df.shape[0] == 0:
+        raise DataError(f"{p} has no data rows")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _placeholder_set(placeholders: Sequence[str]) -> frozenset[str]:
+    return frozenset(s.strip().lower() for s in placeholders)
+
+
+def normalise_text(
+    df: pd.DataFrame, placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS
+) -> pd.DataFrame:
+    """Strip text cells and turn placeholders into missing values; types are left alone."""
+    ph = _placeholder_set(placeholders)
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col):
+            col = (
+                col.astype(object)
+                .where(col.notna(), None)
+                .map(lambda v: None if v is None else str(bool(v)))
+            )
+        if pd.api.types.is_numeric_dtype(col):
+            out[c] = col
+            continue
+        vals = [
+            None
+            if (
+                v is None
+                or (isinstance(v, float) and math.isnan(v))
+                or str(v).strip().lower() in ph
+            )
+            else str(v).strip()
+            for v in col.astype(object).tolist()
+        ]
+        out[c] = pd.Series(vals, index=df.index, dtype=object)
+    return pd.DataFrame(out, index=df.index)
+
+
+def clean_table(
+    df: pd.DataFrame, placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS
+) -> pd.DataFrame:
+    """``normalise_text`` plus numeric-looking text columns converted to numbers."""
+    out = normalise_text(df, placeholders)
+    for c in out.columns:
+        col = out[c]
+        if pd.api.types.is_numeric_dtype(col):
+            out[c] = col.astype(float) if not pd.api.types.is_integer_dtype(col) else col
+            continue
+        filled = col.notna()
+        if not filled.any():
+            continue
+        num = pd.to_numeric(col, errors="coerce")
+        if bool(num[filled].notna().all()):
+            out[c] = num.astype(float)
+    return out
+
+
+# --------------------------------------------------------------------------- target
+
+
+def parse_target(
+    col: pd.Series, placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Binary labels (float, NaN where missing) and the value -> label mapping used.
+
+    Raises
+    ------
+    DataError
+        When a filled value is not a recognised yes/no-like token.
+    """
+    ph = _placeholder_set(placeholders)
+    y = np.full(len(col), np.nan)
+    mapping: dict[str, int] = {}
+    unknown: set[str] = set()
+    for i, v in enumerate(col.astype(object).tolist()):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, bool | np.bool_):
+            token = "true" if v else "false"
+        elif isinstance(v, int | float | np.integer | np.floating):
+            token = "1" if float(v) == 1.0 else "0" if float(v) == 0.0 else str(v)
+        else:
+            token = str(v).strip().lower()
+        if token in ph:
+            continue
+        if token in POSITIVE:
+            y[i] = 1.0
+            mapping[str(v).strip()] = 1
+        elif token in NEGATIVE:
+            y[i] = 0.0
+            mapping[str(v).strip()] = 0
+        else:
+            unknown.add(str(v).strip())
+    if unknown:
+        seen = sorted(unknown | set(mapping))[:20]
+        raise DataError(
+            f"target column {col.name!r} is not binary: can't map {sorted(unknown)[:10]} "
+            f"to yes/no (distinct values: {seen}); expected yes/no, true/false, 1/0, "
+            "converted/lost, won/lost or positive/negative"
+        )
+    return y, mapping
+
+
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPlan:
+    column: str
+    feature: str
+    kind: str
+    """``numeric`` or ``categorical``."""
+
+
+def safe_names(columns: Sequence[str]) -> dict[str, str]:
+    """Original column name -> unique LightGBM-safe feature name (ASCII word characters)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for c in columns:
+        base = _SAFE.sub("_", c).strip("_") or "column"
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        out[c] = name
+    return out
+
+
+def id_like(col: pd.Series) -> bool:
+    """Near-unique text or integer values: a row identifier, not a lead property."""
+    filled = col.dropna()
+    if len(filled) < 20 or len(filled) < 0.5 * len(col):
+        return False
+    if pd.api.types.is_numeric_dtype(filled) and not bool(
+        np.all(np.mod(filled.to_numpy(dtype=float), 1) == 0)
+    ):
+        return False
+    return filled.nunique() / len(filled) > ID_UNIQUE_RATIO
+
+
+def plan_columns(
+    df: pd.DataFrame, target: str, keep_columns: Sequence[str] = ()
+) -> tuple[list[ColumnPlan], list[dict[str, str]]]:
+    """Feature columns and the dropped ones with the reason (ID-like, constant)."""
+    names = safe_names([c for c in df.columns if c != target])
+    plans: list[ColumnPlan] = []
+    dropped: list[dict[str, str]] = []
+    for c in df.columns:
+        if c == target:
+            continue
+        col = df[c]
+        nunique = col.nunique(dropna=True)
+        if nunique <= 1:
+            why = "empty" if nunique == 0 else f"constant (only {col.dropna().iloc[0]!r})"
+            dropped.append({"column": c, "why": why})
+            continue
+        if id_like(col) and c not in keep_columns:
+            dropped.append(
+                {
+                    "column": c,
+                    "why": f"ID-like: {nunique} distinct values in "
+                    f"{int(col.notna().sum())} filled rows",
+                }
+            )
+            continue
+        kind = "numeric" if pd.api.types.is_numeric_dtype(col) else "categorical"
+        plans.append(ColumnPlan(c, names[c], kind))
+    return plans, dropped
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_from_table(
+    path: str | Path,
+    target: str,
+    *,
+    out_dir: str | Path,
+    keep_columns: Sequence[str] = (),
+    segment_column: str | None = None,
+    hot_share: float = 0.10,
+    warm_share: float = 0.30,
+    time_budget_s: float = 60.0,
+    seed: int = 7,
+    promote: bool = True,
+    progress: Say | None = None,
+    placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS,
+    cv_folds: int = 5,
+    test_fraction: float = 0.15,
+    max_trials: int = 40,
+) -> dict[str, Any]:
+    """Train a calibrated lead scorer from a CSV/Parquet table and save it in the registry.
+
+    Parameters
+    ----------
+    path
+        The table; one row per lead, one column holding the outcome.
+    target
+        The outcome column (yes/no, true/false, 1/0, converted/lost, won/lost, ...).
+    out_dir
+        Registry root (``MODEL_DIR``); the model becomes a new version directory in it.
+    keep_columns
+        Columns to use even though they look ID-like or leaky (the leakage warning stays).
+    segment_column
+        Column whose values get their own held-out metrics in the report.
+    hot_share, warm_share
+        Shares of leads put in the hot tier and (next) in the warm tier.
+    time_budget_s
+        Wall-clock budget of the hyper-parameter search.
+    max_trials
+        Upper bound on search trials; with a generous ``time_budget_s`` this makes the search,
+        and so the model, reproducible for a given ``seed``.
+    promote
+        Make the new version the champion.
+
+    Returns
+    -------
+    dict
+        The JSON report (also written as ``report.json`` next to the model).
+
+    Raises
+    ------
+    DataError
+        Unreadable table, unknown target/keep/segment column, non-binary target.
+    TrainingError
+        Too few labelled rows, a single class.
+    """
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    raw = read_table(path)
+    df = clean_table(raw, placeholders)
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} is not in {path}; columns: {list(df.columns)}")
+    for c in [*keep_columns, *([segment_column] if segment_column else [])]:
+        if c not in df.columns:
+            raise DataError(f"column {c!r} is not in {path}")
+    y_all, mapping = parse_target(df[target], placeholders)
+    labelled = ~np.isnan(y_all)
+    n_missing = int((~labelled).sum())
+    if n_missing:
+        say(f"dropping {n_missing} rows with a missing target")
+    df = df.loc[labelled].reset_index(drop=True)
+    y = y_all[labelled].astype(int)
+    plans, dropped = plan_columns(df, target, keep_columns)
+    say(f"{len(df)} labelled rows ({y.mean():.1%} positive), {len(plans)} candidate columns")
+    warnings = scan(df[[p.column for p in plans]], y, keep_columns=keep_columns, seed=seed)
+    excluded = {w.column for w in warnings if w.action == "excluded"}
+    for w in warnings:
+        say(f"leakage {w.action}: {w.column}: {w.reason}")
+        if w.action == "excluded":
+            dropped.append({"column": w.column, "why": f"leakage: {w.reason}"})
+    plans = [p for p in plans if p.column not in excluded]
+    if not plans:
+        raise DataError(
+            "no usable feature columns left after dropping IDs, constants and leaky columns"
+        )
+    x = pd.DataFrame({p.feature: df[p.column] for p in plans})
+    ds = Dataset(
+        x,
+        y.astype(float),
+        [p.feature for p in plans if p.kind == "categorical"],
+        target=target,
+        source_columns={p.feature: p.column for p in plans},
+    )
+    cfg = TrainConfig(
+        hot_share=hot_share,
+        warm_share=warm_share,
+        seed=seed,
+        cv_folds=cv_folds,
+        search_time_s=time_budget_s,
+        refit_full=True,
+        calibration="auto",
+        test_fraction=test_fraction,
+        search_max_trials=max_trials,
+    )
+    cfg.params["seed"] = seed
+    fitted = fit(ds, cfg, progress=say)
+    te, dev = fitted.test_index, fitted.train_index
+    y_te, p_te = fitted.y[te], fitted.test_scores
+    metrics = evaluate(y_te, p_te, hot_threshold=fitted.thresholds.hot)
+    base_p = logistic_baseline(x.iloc[dev], y[dev], x.iloc[te], ds.categorical)
+    base_auc = evaluate(y_te, base_p, hot_threshold=0.5)["auc"]
+    names = [p.column for p in plans]
+    contrib = np.asarray(fitted.eval_booster.predict(fitted.x[te], pred_contrib=True))
+    importance = importance_summary(
+        names, np.asarray(fitted.booster.feature_importance("gain"), dtype=float), contrib
+    )
+    train_s = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "version": "",
+        "path": "",
+        "target": target,
+        "target_mapping": mapping,
+        "source": str(path),
+        "rows": {
+            "input": int(len(raw)),
+            "labelled": int(len(df)),
+            "dropped_missing_target": n_missing,
+            "development": int(len(dev)),
+            "test": int(len(te)),
+        },
+        "positive_rate": float(y.mean()),
+        "features": names,
+        "feature_names": {p.column: p.feature for p in plans},
+        "dropped_columns": dropped,
+        "leakage_warnings": [w.as_dict() for w in warnings],
+        "metrics": metrics,
+        "metrics_uncalibrated": {k: v for k, v in fitted.metrics["test_uncalibrated"].items()},
+        "decision_threshold": {
+            "value": fitted.thresholds.hot,
+            "kind": "hot",
+            "note": "precision/recall/F1 and the confusion matrix in metrics.at_hot_threshold "
+            "use the hot-tier threshold; metrics.at_0_5 uses 0.5",
+        },
+        "thresholds": {"hot": fitted.thresholds.hot, "warm": fitted.thresholds.warm},
+        "calibration_error": metrics["calibration_error"],
+        "calibration_method": fitted.calibrator.method,
+        "cv": fitted.metrics.get("cv"),
+        "baseline": "logistic regression, one-hot categories, standardised numbers, same "
+        "features and split",
+        "baseline_auc": base_auc,
+        "segment_column": segment_column,
+        "segments": segment_metrics(y_te, p_te, df[segment_column].iloc[te])
+        if segment_column
+        else [],
+        "feature_importance": importance,
+        "hyper_parameters": {**fitted.params, "num_boost_round": fitted.rounds},
+        "search": [
+            {"auc_mean": t.auc_mean, "auc_std": t.auc_std, "rounds": t.rounds, "seconds": t.seconds}
+            for t in fitted.trials
+        ],
+        "evaluation": "held-out metrics come from a model trained on the development rows "
+        "only; the saved model is then refit on all labelled rows with the same "
+        "hyper-parameters and calibrator",
+        "train_seconds": round(train_s, 3),
+        "placeholders": list(placeholders),
+    }
+    images = charts(
+        y_te, p_te, report, contrib=contrib, x=fitted.x[te], names=names, baseline=base_p
+    )
+    extra = {
+        "tabular": {
+            "placeholders": list(placeholders),
+            "target_mapping": mapping,
+            "dropped_columns": dropped,
+            "leakage_warnings": report["leakage_warnings"],
+            "baseline_auc": base_auc,
+        }
+    }
+    fitted.metrics["baseline_auc"] = base_auc
+
+    registry = Registry(out_dir)
+    version = new_version(fitted.data_hash)
+    report["version"] = version
+    report["path"] = str(registry.path(version))
+
+    def write_extra(d: Path, _scorer: LightGBMScorer) -> None:
+        write_report(d, report, images)
+
+    save_fitted(
+        fitted,
+        registry,
+        target=target,
+        promote=promote,
+        extra_meta=extra,
+        write_extra=write_extra,
+        version=version,
+    )
+    say(
+        f"saved {version} (held-out AUC {metrics['auc']:.4f}, calibration error "
+        f"{metrics['calibration_error']:.4f}) to {report['path']}"
+    )
+    return report
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def resolve_model_dir(model_dir: str | Path, version: str | None = None) -> Path:
+    """A version directory: ``model_dir`` itself, or ``version``/the champion of a registry."""
+    p = Path(model_dir)
+    if version is None and (p / "meta.json").is_file():
+        return p
+    reg = Registry(p)
+    chosen = version or reg.champion()
+    if chosen is None:
+        raise ModelNotFoundError(
+            f"{p} is neither a model version directory nor a registry "
+            "with a champion; train one with `leadscore train`"
+        )
+    d = reg.path(chosen)
+    if not (d / "meta.json").is_file():
+        raise ModelNotFoundError(f"model version {chosen} is not in {p}")
+    return d
+
+
+def _write_table(df: pd.DataFrame, out: Path) -> None:
+    """Write CSV or Parquet (by extension) via a temporary file, so a crash leaves no half file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        if out.suffix.lower() in {".parquet", ".pq"}:
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def predict_table(
+    model_dir: str | Path,
+    data_path: str | Path,
+    out_path: str | Path,
+    *,
+    version: str | None = None,
+    max_reasons: int = 5,
+    warn: Say | None = None,
+) -> int:
+    """Score every row of a table; write it back with ``score``, ``tier`` and ``reasons``.
+
+    Parameters
+    ----------
+    model_dir
+        A version directory, or a registry root (its champion, or ``version``).
+    data_path
+        CSV or Parquet table with (some of) the training columns; others are ignored.
+    out_path
+        Output file: Parquet for ``.parquet``/``.pq``, else CSV. Rows keep the input order and
+        all input columns; ``reasons`` is a JSON list of ``{feature, value, contribution}`` with
+        the original column names and values.
+
+    Returns
+    -------
+    int
+        Number of rows scored.
+
+    Missing feature columns and category values never seen in training are scored as missing
+    (LightGBM's missing-value branch) and reported through ``warn``, not raised.
+    """
+    say = warn or log.warning
+    d = resolve_model_dir(model_dir, version)
+    scorer = LightGBMScorer.load(d)
+    meta = scorer.meta
+    placeholders = (meta.extra.get("tabular") or {}).get("placeholders", DEFAULT_PLACEHOLDERS)
+    raw = read_table(data_path)
+    df = normalise_text(raw, placeholders)
+    infos: list[FeatureInfo] = meta.features
+    cols: dict[str, pd.Series] = {}
+    missing = []
+    for f in infos:
+        src = f.source_column or f.name
+        if src in df.columns:
+            cols[f.name] = df[src]
+        else:
+            missing.append(src)
+            cols[f.name] = pd.Series([None] * len(df), index=df.index, dtype=object)
+    if missing:
+        say(
+            f"{len(missing)} model column(s) missing from {data_path}, scored as missing: {missing}"
+        )
+    x = pd.DataFrame(cols, index=df.index)
+    for f in infos:
+        if f.kind != "categorical":
+            continue
+        filled = x[f.name].dropna().astype(str)
+        unseen = sorted(set(filled.unique()) - set(f.levels))
+        if unseen:
+            say(
+                f"column {f.source_column or f.name!r}: {len(unseen)} value(s) not seen in "
+                f"training, scored as missing: {unseen[:5]}"
+            )
+    m = encode_frame(x, infos)
+    raw_p = scorer.predict_raw(m) if len(m) else np.zeros(0)
+    scores = np.clip(meta.calibrator.apply(raw_p), 0.0, 1.0)
+    contrib = (
+        np.asarray(scorer.booster.predict(m, pred_contrib=True, num_threads=2))
+        if len(m)
+        else np.zeros((0, len(infos) + 1))
+    )
+    k = min(max_reasons, len(infos))
+    top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
+    src_values = [
+        df[f.source_column or f.name].tolist()
+        if (f.source_column or f.name) in df.columns
+        else [None] * len(df)
+        for f in infos
+    ]
+    reasons = []
+    for i in range(len(df)):
+        items = [
+            {
+                "feature": infos[j].source_column or infos[j].name,
+                "value": _cell(src_values[j][i]),
+                "contribution": round(float(contrib[i, j]), 4),
+            }
+            for j in top[i]
+            if contrib[i, j] != 0.0
+        ]
+        reasons.append(json.dumps(items, default=str))
+    out = raw.copy()
+    clash = [c for c in ("score", "tier", "reasons") if c in out.columns]
+    if clash:
+        say(f"input columns {clash} are replaced by the model's output")
+    out["score"] = np.round(scores, 6)
+    out["tier"] = [meta.thresholds.tier(float(s)) for s in scores]
+    out["reasons"] = reasons
+    _write_table(out, Path(out_path))
+    return int(len(out))

@@ -1,0 +1,563 @@
+"""Training a calibrated LightGBM lead scorer from a feature table and saving it as a version.
+
+Two modes share one code path:
+
+* the default (``cv_folds=0``): train / validation / test split, early stopping on the
+  validation split, calibration on the validation split. The streaming worker trains this way.
+* cross-validated (``cv_folds >= 2``, used for CRM tables): development / test split; a
+  time-boxed random search scored by k-fold CV AUC on the development rows; the calibrator is
+  fitted on the out-of-fold predictions of the chosen configuration (so it never sees rows the
+  fold model was trained on); the evaluated model is trained on all development rows and
+  measured on the untouched test rows; with ``refit_full`` the shipped booster is then refit on
+  every labelled row with the same hyper-parameters and round count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, train_test_split
+
+from model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
+from model.exceptions import TrainingError
+from model.metrics import binary_metrics
+from model.registry import Registry
+from model.scoring import Thresholds
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 7,
+    "deterministic": True,
+}
+
+SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
+    "num_leaves": (7, 15, 31, 63),
+    "min_data_in_leaf": (5, 10, 20, 40, 80),
+    "learning_rate": (0.02, 0.03, 0.05, 0.08),
+    "feature_fraction": (0.5, 0.7, 0.9, 1.0),
+    "bagging_fraction": (0.7, 0.9, 1.0),
+    "lambda_l2": (0.0, 1.0, 5.0, 10.0),
+    "cat_smooth": (1.0, 10.0, 30.0),
+    "min_data_per_group": (20, 50, 100),
+    # Imbalance weights change the tree search, not the final probabilities: calibration
+    # maps the (then biased) raw scores back to rates afterwards.
+    "imbalance": ("none", "sqrt", "balanced"),
+}
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    valid_fraction: float = 0.15
+    test_fraction: float = 0.15
+    hot_share: float = 0.10
+    """Share of leads in the hot tier (sales capacity); warm is the next ``warm_share``."""
+    warm_share: float = 0.30
+    calibration: str = "isotonic"
+    """``isotonic``, ``platt``, ``none`` or ``auto`` (Platt below ``platt_below_rows``)."""
+    seed: int = 7
+    cv_folds: int = 0
+    """0: train/valid/test mode. k >= 2: k-fold CV search and out-of-fold calibration."""
+    search_time_s: float = 0.0
+    """Wall-clock budget of the hyper-parameter search (CV mode); the first trial always runs."""
+    search_max_trials: int = 40
+    refit_full: bool = False
+    """CV mode: refit the shipped booster on every labelled row after evaluation."""
+    platt_below_rows: int = 1000
+
+
+@dataclass(slots=True)
+class Dataset:
+    """A feature table with its target and, optionally, a time column for time-based splits."""
+
+    x: pd.DataFrame
+    y: np.ndarray
+    categorical: list[str]
+    time: np.ndarray | None = None
+    target: str = "converted"
+    source_columns: dict[str, str] | None = None
+    """Feature name -> original column name, when the names had to be made LightGBM-safe."""
+
+
+@dataclass(slots=True)
+class TrainResult:
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+    scorer: LightGBMScorer
+    test_index: np.ndarray
+    test_scores: np.ndarray
+
+
+@dataclass(slots=True)
+class Trial:
+    params: dict[str, Any]
+    auc_mean: float
+    auc_std: float
+    rounds: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class Fitted:
+    """Everything ``fit`` learnt, before it is saved: the caller may add to the report."""
+
+    booster: lgb.Booster
+    eval_booster: lgb.Booster
+    infos: list[FeatureInfo]
+    calibrator: Calibrator
+    thresholds: Thresholds
+    params: dict[str, Any]
+    rounds: int
+    metrics: dict[str, Any]
+    x: np.ndarray
+    y: np.ndarray
+    train_index: np.ndarray
+    test_index: np.ndarray
+    test_raw: np.ndarray
+    test_scores: np.ndarray
+    data_hash: str
+    trials: list[Trial] = field(default_factory=list)
+
+
+def category_levels(col: pd.Series) -> tuple[str, ...]:
+    vals = col.dropna().astype(str)
+    return tuple(sorted(vals.unique()))
+
+
+def encode_frame(x: pd.DataFrame, infos: list[FeatureInfo]) -> np.ndarray:
+    """The float matrix for ``x``: numbers as floats, categories as level indices (else NaN)."""
+    out = np.full((len(x), len(infos)), np.nan)
+    for j, f in enumerate(infos):
+        col = x[f.name] if f.name in x.columns else pd.Series([None] * len(x), index=x.index)
+        if f.kind == "categorical":
+            codes = {lv: i for i, lv in enumerate(f.levels)}
+            out[:, j] = [
+                codes.get(str(v), np.nan) if v is not None and v == v else np.nan
+                for v in col.tolist()
+            ]
+        else:
+            out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    return out
+
+
+def split_indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train / validation / test indices: by time when the data has it, else stratified."""
+    n = len(ds.y)
+    idx = np.arange(n)
+    if ds.time is not None:
+        order = np.argsort(ds.time, kind="stable")
+        n_test = int(n * cfg.test_fraction)
+        n_valid = int(n * cfg.valid_fraction)
+        return (
+            order[: n - n_test - n_valid],
+            order[n - n_test - n_valid : n - n_test],
+            order[n - n_test :],
+        )
+    tr, rest = train_test_split(
+        idx, test_size=cfg.valid_fraction + cfg.test_fraction, stratify=ds.y, random_state=cfg.seed
+    )
+    share = cfg.test_fraction / (cfg.valid_fraction + cfg.test_fraction)
+    va, te = train_test_split(rest, test_size=share, stratify=ds.y[rest], random_state=cfg.seed)
+    return np.sort(tr), np.sort(va), np.sort(te)
+
+
+def dev_test_indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Development / test indices for CV mode: the latest rows when timed, else stratified."""
+    n = len(ds.y)
+    if ds.time is not None:
+        order = np.argsort(ds.time, kind="stable")
+        n_test = int(n * cfg.test_fraction)
+        return order[: n - n_test], order[n - n_test :]
+    dev, te = train_test_split(
+        np.arange(n), test_size=cfg.test_fraction, stratify=ds.y, random_state=cfg.seed
+    )
+    return np.sort(dev), np.sort(te)
+
+
+def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
+    if method == "none" or len(np.unique(y)) < 2:
+        return Calibrator("none")
+    if method == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        q = np.clip(raw, 1e-12, 1 - 1e-12)
+        z = np.log(q / (1 - q)).reshape(-1, 1)
+        lr = LogisticRegression(C=1e6).fit(z, y)
+        return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+    xs = np.asarray(iso.X_thresholds_, dtype=float)
+    ys = np.asarray(iso.y_thresholds_, dtype=float)
+    # Raw scores outside the fitted range would all clamp to the end values (ties); anchoring
+    # the map at 0 and 1 lets the ramp below keep their order too.
+    if xs[0] > 0.0:
+        xs, ys = np.concatenate([[0.0], xs]), np.concatenate([[ys[0]], ys])
+    if xs[-1] < 1.0:
+        xs, ys = np.concatenate([xs, [1.0]]), np.concatenate([ys, [ys[-1]]])
+    if len(ys) > 1:
+        # Isotonic steps tie many raw scores, which throws away the booster's ranking (and
+        # AUC). Blending in 1e-4 of a strictly rising ramp makes the map strictly increasing,
+        # so order is kept, while moving no probability by more than 1e-4.
+        ramp = np.linspace(0.0, 1.0, len(ys))
+        ys = ys * (1 - 1e-4) + 1e-4 * ramp
+    return Calibrator("isotonic", tuple(map(float, xs)), tuple(map(float, ys)))
+
+
+def tier_thresholds(scores: np.ndarray, hot_share: float, warm_share: float) -> Thresholds:
+    """Thresholds that put ``hot_share`` of scores in hot and the next ``warm_share`` in warm."""
+    hot = float(np.quantile(scores, 1 - hot_share))
+    warm = float(np.quantile(scores, 1 - hot_share - warm_share))
+    return Thresholds(hot=hot, warm=min(warm, hot))
+
+
+def data_hash(x: pd.DataFrame, y: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(x, index=False).to_numpy().tobytes())
+    h.update(np.asarray(y, dtype=np.int8).tobytes())
+    return h.hexdigest()[:16]
+
+
+def new_version(dhash: str, prefix: str = "lgbm") -> str:
+    now = datetime.now(UTC)
+    salt = hashlib.sha256(f"{dhash}{time.time_ns()}".encode()).hexdigest()[:6]
+    return f"{prefix}-{now:%Y%m%d-%H%M%S}-{salt}"
+
+
+def _calibration_method(cfg: TrainConfig, n_rows: int) -> str:
+    if cfg.calibration != "auto":
+        return cfg.calibration
+    # Isotonic regression overfits its steps on small samples; two Platt parameters don't.
+    return "platt" if n_rows < cfg.platt_below_rows else "isotonic"
+
+
+def _infos(ds: Dataset) -> list[FeatureInfo]:
+    src = ds.source_columns or {}
+    return [
+        FeatureInfo(c, "categorical", category_levels(ds.x[c]), src.get(c))
+        if c in ds.categorical
+        else FeatureInfo(c, "numeric", (), src.get(c))
+        for c in ds.x.columns
+    ]
+
+
+def _check_labels(y: np.ndarray) -> None:
+    if len(y) < 50:
+        raise TrainingError(f"need at least 50 labelled rows to train, got {len(y)}")
+    if len(np.unique(y)) < 2:
+        raise TrainingError("the target has a single class; nothing to learn")
+
+
+def sample_params(
+    rng: np.random.Generator, base: dict[str, Any], pos_rate: float
+) -> dict[str, Any]:
+    """One random configuration from ``SEARCH_SPACE`` layered over ``base``."""
+    p = dict(base)
+    for key, choices in SEARCH_SPACE.items():
+        p[key] = choices[int(rng.integers(len(choices)))]
+    p["bagging_freq"] = 1 if p["bagging_fraction"] < 1.0 else 0
+    ratio = (1 - pos_rate) / max(pos_rate, 1e-9)
+    weight = {"none": 1.0, "sqrt": math.sqrt(ratio), "balanced": ratio}[p.pop("imbalance")]
+    p["scale_pos_weight"] = round(weight, 4)
+    return p
+
+
+def _cv_folds(
+    ds: Dataset, dev: np.ndarray, y: np.ndarray, cfg: TrainConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fold (train, valid) positions within ``dev``: time-ordered when timed, else stratified."""
+    if ds.time is not None:
+        order = np.argsort(ds.time[dev], kind="stable")
+        return [(order[a], order[b]) for a, b in TimeSeriesSplit(cfg.cv_folds).split(order)]
+    skf = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    return list(skf.split(np.zeros(len(dev)), y[dev]))
+
+
+def search(
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    cat_idx: list[int],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    cfg: TrainConfig,
+    say: Callable[[str], None],
+) -> tuple[list[Trial], np.ndarray]:
+    """Random search by CV AUC within ``cfg.search_time_s``; returns trials (best first) and
+    the out-of-fold raw predictions of the best one (NaN where no fold predicted)."""
+    rng = np.random.default_rng(cfg.seed)
+    base = dict(cfg.params)
+    pos_rate = float(y.mean())
+    # The configured parameters go first, then LightGBM's own defaults (no bagging, no
+    # regularisation), so the search never ends below either of them.
+    plain = {
+        **base,
+        "feature_fraction": 1.0,
+        "bagging_fraction": 1.0,
+        "bagging_freq": 0,
+        "lambda_l2": 0.0,
+    }
+    candidates = [base, plain] + [
+        sample_params(rng, base, pos_rate) for _ in range(max(cfg.search_max_trials - 2, 0))
+    ]
+    trials: list[Trial] = []
+    best_oof = np.full(len(y), np.nan)
+    t_start = time.perf_counter()
+    last = 0.0
+    for i, params in enumerate(candidates):
+        elapsed = time.perf_counter() - t_start
+        # Stop before a trial that would likely overrun the budget, not after it.
+        if i > 0 and elapsed + last > cfg.search_time_s:
+            break
+        t0 = time.perf_counter()
+        # A fresh Dataset per trial: bins are pre-filtered by min_data_in_leaf, so one Dataset
+        # can't serve trials with different values of it.
+        dtrain = lgb.Dataset(
+            x,
+            y,
+            feature_name=names,
+            categorical_feature=cat_idx or "auto",
+            params={"feature_pre_filter": False},
+            free_raw_data=False,
+        )
+        res = lgb.cv(
+            params,
+            dtrain,
+            num_boost_round=cfg.num_boost_round,
+            folds=folds,
+            metrics="auc",
+            return_cvbooster=True,
+            seed=cfg.seed,
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        )
+        last = time.perf_counter() - t0
+        means: list[float] = list(res["valid auc-mean"])  # type: ignore[arg-type]
+        stds: list[float] = list(res["valid auc-stdv"])  # type: ignore[arg-type]
+        trial = Trial(params, float(means[-1]), float(stds[-1]), len(means), round(last, 3))
+        if not trials or trial.auc_mean > max(t.auc_mean for t in trials):
+            cvb = res["cvbooster"]
+            if not isinstance(cvb, lgb.CVBooster):
+                raise TrainingError("lightgbm.cv returned no fold boosters")
+            best_oof = np.full(len(y), np.nan)
+            for bst, (_, va) in zip(cvb.boosters, folds, strict=True):
+                best_oof[va] = bst.predict(x[va], num_iteration=cvb.best_iteration)
+        trials.append(trial)
+        say(
+            f"trial {i + 1}: CV AUC {trial.auc_mean:.4f} +- {trial.auc_std:.4f}, "
+            f"{trial.rounds} rounds, {last:.1f}s"
+        )
+    trials.sort(key=lambda t: -t.auc_mean)
+    return trials, best_oof
+
+
+def fit(
+    ds: Dataset, cfg: TrainConfig | None = None, *, progress: Callable[[str], None] | None = None
+) -> Fitted:
+    """Train, calibrate and evaluate on the held-out split; nothing is saved."""
+    cfg = cfg or TrainConfig()
+    say = progress or (lambda _msg: None)
+    y = np.asarray(ds.y).astype(int)
+    _check_labels(y)
+    infos = _infos(ds)
+    names = [f.name for f in infos]
+    x = encode_frame(ds.x, infos)
+    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+    t0 = time.perf_counter()
+    trials: list[Trial] = []
+    if cfg.cv_folds >= 2:
+        dev, te = dev_test_indices(ds, cfg)
+        folds = _cv_folds(ds, dev, y, cfg)
+        say(
+            f"searching hyper-parameters: {cfg.cv_folds}-fold CV on {len(dev)} rows "
+            f"({y[dev].mean():.1%} positive), {len(infos)} features, "
+            f"budget {cfg.search_time_s:.0f}s"
+        )
+        trials, oof = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
+        best = trials[0]
+        params = dict(best.params)
+        # Fold models saw (k-1)/k of the rows; a model on all of them can use a few more trees.
+        rounds = max(1, int(round(best.rounds * 1.1)))
+        seen = ~np.isnan(oof)
+        calibrator = fit_calibrator(
+            _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
+        )
+        thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
+        d_dev = lgb.Dataset(
+            x[dev], y[dev], feature_name=names, categorical_feature=cat_idx or "auto"
+        )
+        eval_booster = lgb.train(params, d_dev, num_boost_round=rounds)
+        train_index = dev
+    else:
+        tr, va, te = split_indices(ds, cfg)
+        params = dict(cfg.params)
+        say(f"training on {len(tr)} rows ({y[tr].mean():.1%} positive), {len(infos)} features")
+        dtrain = lgb.Dataset(
+            x[tr],
+            y[tr],
+            feature_name=names,
+            categorical_feature=cat_idx or "auto",
+            free_raw_data=False,
+        )
+        dvalid = lgb.Dataset(x[va], y[va], reference=dtrain)
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.num_boost_round,
+            valid_sets=[dvalid],
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        )
+        eval_booster = _trimmed(booster)
+        rounds = int(eval_booster.current_iteration())
+        raw_va = np.asarray(eval_booster.predict(x[va]))
+        calibrator = fit_calibrator(_calibration_method(cfg, len(va)), raw_va, y[va])
+        thresholds = tier_thresholds(calibrator.apply(raw_va), cfg.hot_share, cfg.warm_share)
+        train_index = tr
+    raw_te = np.asarray(eval_booster.predict(x[te]))
+    cal_te = calibrator.apply(raw_te)
+    booster = eval_booster
+    if cfg.cv_folds >= 2 and cfg.refit_full:
+        say(f"refitting on all {len(y)} labelled rows ({rounds} rounds)")
+        d_all = lgb.Dataset(x, y, feature_name=names, categorical_feature=cat_idx or "auto")
+        booster = lgb.train(params, d_all, num_boost_round=rounds)
+    train_s = time.perf_counter() - t0
+    metrics: dict[str, Any] = {
+        "test": binary_metrics(y[te], cal_te),
+        "test_uncalibrated": binary_metrics(y[te], raw_te),
+        "best_iteration": rounds,
+        "train_seconds": round(train_s, 3),
+        "rows": {"train": int(len(train_index)), "test": int(len(te))},
+        "split": "time" if ds.time is not None else "stratified",
+        "calibration_method": calibrator.method,
+    }
+    if cfg.cv_folds >= 2:
+        best = trials[0]
+        metrics["cv"] = {
+            "folds": cfg.cv_folds,
+            "auc_mean": best.auc_mean,
+            "auc_std": best.auc_std,
+            "trials": len(trials),
+        }
+        metrics["refit_full"] = cfg.refit_full
+    else:
+        metrics["rows"]["valid"] = int(len(y) - len(train_index) - len(te))
+    return Fitted(
+        booster=booster,
+        eval_booster=eval_booster,
+        infos=infos,
+        calibrator=calibrator,
+        thresholds=thresholds,
+        params=params,
+        rounds=rounds,
+        metrics=metrics,
+        x=x,
+        y=y,
+        train_index=train_index,
+        test_index=te,
+        test_raw=raw_te,
+        test_scores=cal_te,
+        data_hash=data_hash(ds.x, y),
+        trials=trials,
+    )
+
+
+def save_fitted(
+    fitted: Fitted,
+    registry: Registry,
+    *,
+    target: str,
+    promote: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+    write_extra: Callable[[Path, LightGBMScorer], None] | None = None,
+    version: str | None = None,
+) -> tuple[str, Path, LightGBMScorer]:
+    """Save ``fitted`` as a new immutable registry version (optionally the champion)."""
+    version = version or new_version(fitted.data_hash)
+    meta = ModelMeta(
+        version=version,
+        features=fitted.infos,
+        calibrator=fitted.calibrator,
+        thresholds=fitted.thresholds,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        target=target,
+        metrics=fitted.metrics,
+        params={**fitted.params, "num_boost_round": fitted.rounds},
+        data_hash=fitted.data_hash,
+        extra=dict(extra_meta or {}),
+    )
+    scorer = LightGBMScorer(fitted.booster, meta)
+
+    def write(d: Path) -> None:
+        fitted.booster.save_model(str(d / "model.txt"))
+        (d / "meta.json").write_text(
+            json.dumps(meta.as_dict(), indent=2, default=_jsonable), encoding="utf-8"
+        )
+        if write_extra is not None:
+            write_extra(d, scorer)
+
+    path = registry.save(version, write, promote=promote)
+    return version, path, scorer
+
+
+def train(
+    ds: Dataset,
+    registry: Registry,
+    cfg: TrainConfig | None = None,
+    *,
+    promote: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+    write_extra: Callable[[Path, LightGBMScorer], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train, calibrate, evaluate on the held-out split and save a new registry version."""
+    fitted = fit(ds, cfg, progress=progress)
+    version, path, scorer = save_fitted(
+        fitted,
+        registry,
+        target=ds.target,
+        promote=promote,
+        extra_meta=extra_meta,
+        write_extra=write_extra,
+    )
+    if progress is not None:
+        progress(f"saved {version} (test AUC {fitted.metrics['test']['auc']:.4f}) to {path}")
+    return TrainResult(version, path, fitted.metrics, scorer, fitted.test_index, fitted.test_scores)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+def _trimmed(booster: lgb.Booster) -> lgb.Booster:
+    """Keep only the trees up to the best iteration, so model.txt and predictions agree."""
+    best = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))

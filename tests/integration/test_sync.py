@@ -1,0 +1,88 @@
+"""The CRM sync consumer against a real broker and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import orjson
+import psycopg
+import pytest
+from confluent_kafka import Producer
+
+from streamer.sync import JsonlSink, PostgresSink, run_sync
+
+pytestmark = pytest.mark.integration
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def record(lead: str, score: float, scored_at: str) -> dict:
+    return {
+        "lead_id": lead,
+        "score": score,
+        "score_100": round(score * 100),
+        "tier": "hot" if score > 0.5 else "cold",
+        "model_version": "rules-v1",
+        "reasons": [{"feature": "web_page_views_7d", "value": 3, "contribution": 1.5}],
+        "event_id": f"e-{lead}-{scored_at}",
+        "event_ts": scored_at,
+        "scored_at": scored_at,
+    }
+
+
+def produce(s, items) -> None:
+    p = Producer(s.kafka_client_config())
+    for lead, rec in items:
+        p.produce(
+            s.topic("scores"), key=lead.encode(), value=None if rec is None else orjson.dumps(rec)
+        )
+    assert p.flush(15) == 0
+
+
+def _pg_available() -> bool:
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def test_sync_upserts_latest_score_and_deletes_erased_leads(settings_factory, tmp_path):
+    if not _pg_available():
+        pytest.skip(f"no PostgreSQL at {PG_DSN} (the JSONL sink test still runs)")
+    s = settings_factory()
+    lead_a, lead_b = f"{s.app_id}-a", f"{s.app_id}-b"
+    produce(
+        s,
+        [
+            (lead_a, record(lead_a, 0.2, "2026-11-27T10:00:00.000Z")),
+            (lead_a, record(lead_a, 0.9, "2026-11-27T10:05:00.000Z")),
+            (lead_b, record(lead_b, 0.4, "2026-11-27T10:00:00.000Z")),
+            (lead_b, None),
+        ],
+    )
+    n = run_sync(s, PostgresSink(PG_DSN), max_records=4, idle_exit_s=60)
+    assert n == 4
+    with psycopg.connect(PG_DSN) as conn:
+        rows = conn.execute(
+            "SELECT lead_id, score, tier, reasons FROM lead_scores WHERE lead_id IN (%s, %s)",
+            (lead_a, lead_b),
+        ).fetchall()
+    assert rows == [(lead_a, 0.9, "hot", record(lead_a, 0.9, "x")["reasons"])]
+    # An older record replayed later doesn't regress the lead.
+    produce(s, [(lead_a, record(lead_a, 0.1, "2026-11-27T09:00:00.000Z"))])
+    assert run_sync(s, PostgresSink(PG_DSN), max_records=1, idle_exit_s=60) == 1
+    with psycopg.connect(PG_DSN) as conn:
+        (score,) = conn.execute(
+            "SELECT score FROM lead_scores WHERE lead_id = %s", (lead_a,)
+        ).fetchone()
+    assert score == 0.9
+
+
+def test_sync_to_jsonl_writes_every_record_once(settings_factory, tmp_path):
+    s = settings_factory()
+    items = [(f"L{i}", record(f"L{i}", i / 10, "2026-11-27T10:00:00.000Z")) for i in range(6)]
+    produce(s, [*items, ("L0", None)])
+    out = tmp_path / "scores.jsonl"
+    assert run_sync(s, JsonlSink(out), max_records=7, idle_exit_s=60) == 7
+    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert [x["lead_id"] for x in lines] and len(lines) == 7
+    assert {"lead_id": "L0", "deleted": True} in lines

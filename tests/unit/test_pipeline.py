@@ -1,0 +1,102 @@
+"""The hot path without Kafka or Redis: the in-memory store runs the same rules."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from features.store import MemoryFeatureStore
+from model.rules import RuleScorer
+from schemas.validation import format_ts_ms, validate_score
+from streamer.metrics import Metrics
+from streamer.pipeline import Message, Pipeline, topic_sources
+from streamer.settings import Settings
+
+
+def make() -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
+    store = MemoryFeatureStore()
+    metrics = Metrics.create(CollectorRegistry())
+    rules = RuleScorer.default()
+    s = Settings(kafka_bootstrap="unused:9092")
+    p = Pipeline(
+        store,
+        lambda: rules,
+        metrics,
+        topic_sources=topic_sources(s.topic),
+        max_future_ms=86_400_000,
+    )
+    return p, store, metrics
+
+
+def msg(i: int, ev: dict | None, topic: str = "leads.web", raw: bytes | None = None) -> Message:
+    value = raw if raw is not None else orjson.dumps(ev)
+    key = ev["lead_id"].encode() if ev else b"k"
+    return Message(topic, 0, i, key, value, time.time())
+
+
+def ev(i: int, typ: str = "page_view", lead: str = "L-1", src: str = "web") -> dict:
+    ts = format_ts_ms(int(time.time() * 1000) - 60_000 + i)
+    return {"event_id": f"e{i}", "lead_id": lead, "source": src, "type": typ, "ts": ts}
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_one_valid_score_record_per_distinct_event_and_dlq_for_bad():
+    p, store, m = make()
+    batch = [
+        msg(0, ev(0)),
+        msg(1, ev(1, "pricing_view")),
+        msg(2, ev(0)),
+        msg(3, None, raw=b"{broken"),
+        msg(4, ev(2, "email_open", src="email")),
+    ]
+    out = await p.process(batch)
+    assert [r["event_id"] for r in out.records] == ["e0", "e1"]
+    for r in out.records:
+        validate_score(r)
+    assert len(out.dlq) == 2  # broken JSON, and an email event on the web topic
+    codes = sorted(orjson.loads(v)["error_code"] for _, v in out.dlq)
+    assert codes == ["not_json", "source_mismatch"]
+    assert value(m, "leadscore_events_total", source="web", outcome="scored") == 2
+    assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
+    assert value(m, "leadscore_dlq_total", code="not_json") == 1
+    feats = await store.read("L-1")
+    assert feats is not None and feats["web_page_views_1h"] == 1
+    assert feats["web_pricing_views_24h"] == 1
+    latest = await store.latest_score("L-1")
+    assert latest is not None and latest["event_id"] == "e1"
+
+
+async def test_a_redelivered_batch_emits_nothing_new():
+    p, _store, _m = make()
+    batch = [msg(i, ev(i)) for i in range(5)]
+    first = await p.process(batch)
+    again = await p.process(batch)
+    assert len(first.records) == 5
+    assert again.records == [] and again.scores == []
+
+
+async def test_tier_change_emits_an_alert():
+    p, _store, m = make()
+    await p.process([msg(0, ev(0))])
+    out = await p.process(
+        [msg(1, ev(1, "demo_request")), msg(2, ev(2, "form_submit")), msg(3, ev(3, "pricing_view"))]
+    )
+    tiers = [r["tier"] for r in out.records]
+    assert tiers[-1] != "cold"
+    alerts = [orjson.loads(v) for _, v in out.alerts]
+    assert alerts and alerts[0]["from_tier"] == "cold"
+    assert value(m, "leadscore_alerts_total", to_tier=alerts[0]["to_tier"]) >= 1
+
+
+async def test_reasons_explain_the_rule_score():
+    p, _store, _m = make()
+    out = await p.process([msg(0, ev(0, "demo_request"))])
+    reasons = out.records[0]["reasons"]
+    assert reasons[0]["feature"] == "web_demo_requests_30d"
+    assert reasons[0]["value"] == 1
+    assert out.records[0]["model_version"] == "rules-v1"

@@ -1,0 +1,55 @@
+"""``model.train``: the streaming worker's default mode and the cross-validated table mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from model.artifact import LightGBMScorer
+from model.registry import Registry
+from model.train import Dataset, TrainConfig, fit_calibrator, train
+
+
+def dataset(n: int = 800, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    c = rng.choice(["x", "y", "z"], n)
+    logit = 1.5 * a + np.where(c == "x", 1.0, -0.5)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return Dataset(pd.DataFrame({"a": a, "c": c}), y, ["c"])
+
+
+def test_default_mode_is_unchanged_for_the_worker(tmp_path: Path) -> None:
+    res = train(dataset(), Registry(tmp_path), TrainConfig(num_boost_round=100), promote=True)
+    assert res.metrics["split"] == "stratified" and "valid" in res.metrics["rows"]
+    assert res.metrics["test"]["auc"] > 0.7
+    loaded = LightGBMScorer.load(res.path)
+    s = loaded.score_batch([{"a": 1.0, "c": "x"}])[0]
+    assert 0 <= s.score <= 1 and loaded.version == res.version
+    assert Registry(tmp_path).champion() == res.version
+    assert len(res.test_index) == len(res.test_scores)
+
+
+def test_cv_mode_searches_calibrates_out_of_fold_and_refits(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        cv_folds=3, search_time_s=5, search_max_trials=3, refit_full=True, calibration="auto"
+    )
+    res = train(dataset(), Registry(tmp_path), cfg, promote=False)
+    assert res.metrics["cv"]["folds"] == 3 and 1 <= res.metrics["cv"]["trials"] <= 3
+    assert res.metrics["refit_full"] is True
+    assert res.metrics["calibration_method"] == "platt"  # fewer than 1000 out-of-fold rows
+    assert Registry(tmp_path).champion() is None
+
+
+def test_isotonic_calibration_keeps_the_ranking() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.random(2000)
+    y = (rng.random(2000) < raw).astype(int)
+    cal = fit_calibrator("isotonic", raw, y)
+    out = cal.apply(raw)
+    assert roc_auc_score(y, out) == roc_auc_score(y, raw)
+    assert np.all(np.diff(out[np.argsort(raw)]) > 0)
+    assert abs(cal.apply(np.array([0.0]))[0]) < 0.05 and cal.apply(np.array([1.0]))[0] <= 1.0
