@@ -633,7 +633,9 @@ def predict_table(
     clash = [c for c in ("score", "tier", "reasons") if c in out.columns]
     if clash:
         say(f"input columns {clash} are replaced by the model's output")
-    out["score"] = np.round(scores, 6)
+    # Unrounded: the calibrator keeps the booster's ranking by steps far below 1e-6, and
+    # rounding would tie scores the booster told apart.
+    out["score"] = scores
     out["tier"] = [meta.thresholds.tier(float(s)) for s in scores]
     out["reasons"] = reasons
     _write_table(out, Path(out_path))

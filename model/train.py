@@ -29,6 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
@@ -90,6 +91,9 @@ class TrainConfig:
     refit_full: bool = False
     """CV mode: refit the shipped booster on every labelled row after evaluation."""
     platt_below_rows: int = 1000
+    ensemble_size: int = 5
+    """CV mode: the model averages the best few configurations, as many (up to this) as give
+    the highest out-of-fold AUC; 1 keeps only the best configuration."""
 
 
 @dataclass(slots=True)
@@ -122,6 +126,8 @@ class Trial:
     auc_std: float
     rounds: int
     seconds: float
+    oof: np.ndarray | None = field(default=None, repr=False)
+    """Out-of-fold raw scores (log-odds) on the development rows, NaN where no fold predicted."""
 
 
 @dataclass(slots=True)
@@ -357,14 +363,15 @@ def search(
         last = time.perf_counter() - t0
         means: list[float] = list(res["valid auc-mean"])  # type: ignore[arg-type]
         stds: list[float] = list(res["valid auc-stdv"])  # type: ignore[arg-type]
-        trial = Trial(params, float(means[-1]), float(stds[-1]), len(means), round(last, 3))
+        cvb = res["cvbooster"]
+        if not isinstance(cvb, lgb.CVBooster):
+            raise TrainingError("lightgbm.cv returned no fold boosters")
+        oof = np.full(len(y), np.nan)
+        for bst, (_, va) in zip(cvb.boosters, folds, strict=True):
+            oof[va] = bst.predict(x[va], num_iteration=cvb.best_iteration, raw_score=True)
+        trial = Trial(params, float(means[-1]), float(stds[-1]), len(means), round(last, 3), oof)
         if not trials or trial.auc_mean > max(t.auc_mean for t in trials):
-            cvb = res["cvbooster"]
-            if not isinstance(cvb, lgb.CVBooster):
-                raise TrainingError("lightgbm.cv returned no fold boosters")
-            best_oof = np.full(len(y), np.nan)
-            for bst, (_, va) in zip(cvb.boosters, folds, strict=True):
-                best_oof[va] = bst.predict(x[va], num_iteration=cvb.best_iteration)
+            best_oof = _sigmoid(oof)
         trials.append(trial)
         say(
             f"trial {i + 1}: CV AUC {trial.auc_mean:.4f} +- {trial.auc_std:.4f}, "
@@ -372,6 +379,102 @@ def search(
         )
     trials.sort(key=lambda t: -t.auc_mean)
     return trials, best_oof
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def fold_auc(raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over folds of the AUC of ``raw`` on each fold's validation rows (as ``lgb.cv``)."""
+    return float(np.mean([roc_auc_score(y[va], raw[va]) for _, va in folds]))
+
+
+def choose_ensemble(
+    trials: list[Trial],
+    y: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    max_size: int,
+) -> tuple[int, float]:
+    """How many of the best ``trials`` (sorted best first) to average, and its CV AUC.
+
+    Averaging the out-of-fold raw scores of the top k configurations gives the k-member
+    ensemble's out-of-fold predictions, so every k is scored on the same folds as the single
+    trials; the smallest k with the highest fold-mean AUC wins. The single best configuration
+    alone is always a candidate, so the ensemble is never chosen unless CV prefers it.
+    """
+    best_k, best_auc = 1, trials[0].auc_mean
+    scored = [t for t in trials if t.oof is not None]
+    if len(scored) != len(trials) or not folds:
+        return best_k, best_auc
+    for k in range(2, min(max_size, len(trials)) + 1):
+        raw = np.mean([t.oof for t in scored[:k]], axis=0)
+        if np.isnan(raw[np.concatenate([va for _, va in folds])]).any():
+            break
+        auc = fold_auc(raw, y, folds)
+        if auc > best_auc:
+            best_k, best_auc = k, auc
+    return best_k, best_auc
+
+
+def average_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
+    """One booster whose raw score is the mean of the raw scores of ``boosters``.
+
+    The artifact is a single ``model.txt``; a GBDT's raw score is the sum of its trees' leaf
+    values, so concatenating the members' trees with every leaf value divided by their number
+    gives exactly the average. All members must be trained on the same features.
+
+    Raises
+    ------
+    TrainingError
+        When the members have different features or objectives.
+    """
+    if len(boosters) == 1:
+        return boosters[0]
+    k = len(boosters)
+    head = ""
+    tail = ""
+    trees: list[str] = []
+    for b in boosters:
+        text = b.model_to_string()
+        start = text.index("\nTree=0\n")
+        end = text.index("\nend of trees")
+        lines = [ln for ln in text[:start].split("\n") if not ln.startswith("tree_sizes=")]
+        member_head = "\n".join(lines)
+        if not head:
+            head, tail = member_head, text[end:]
+        elif member_head != head:
+            raise TrainingError("can't average boosters with different features or objectives")
+        for block in text[start:end].split("\nTree=")[1:]:
+            out = [f"Tree={len(trees)}"]
+            for ln in block.strip("\n").split("\n")[1:]:
+                key, _, val = ln.partition("=")
+                if key in ("leaf_value", "internal_value") and val:
+                    ln = key + "=" + " ".join(f"{float(v) / k:.17g}" for v in val.split())
+                out.append(ln)
+            trees.append("\n".join(out))
+    body = "\n\n".join(trees)
+    return lgb.Booster(model_str=f"{head}\n\n{body}\n{tail}")
+
+
+def _train_members(
+    members: list[Trial], x: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int]
+) -> lgb.Booster:
+    """Train every member configuration on ``x`` and average them into one booster."""
+    boosters = []
+    for t in members:
+        # Fold models saw (k-1)/k of the rows; a model on all of them can use a few more trees.
+        rounds = max(1, int(round(t.rounds * 1.1)))
+        # No pre-filtering: the members' feature bins, and so their model headers, must agree.
+        d = lgb.Dataset(
+            x,
+            y,
+            feature_name=names,
+            categorical_feature=cat_idx or "auto",
+            params={"feature_pre_filter": False},
+        )
+        boosters.append(lgb.train(t.params, d, num_boost_round=rounds))
+    return average_boosters(boosters)
 
 
 def fit(
@@ -388,6 +491,8 @@ def fit(
     cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
     t0 = time.perf_counter()
     trials: list[Trial] = []
+    members: list[Trial] = []
+    n_members, ens_auc = 1, float("nan")
     if cfg.cv_folds >= 2:
         dev, te = dev_test_indices(ds, cfg)
         folds = _cv_folds(ds, dev, y, cfg)
@@ -399,17 +504,18 @@ def fit(
         trials, oof = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
         best = trials[0]
         params = dict(best.params)
-        # Fold models saw (k-1)/k of the rows; a model on all of them can use a few more trees.
         rounds = max(1, int(round(best.rounds * 1.1)))
+        n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
+        members = trials[:n_members]
+        if n_members > 1:
+            oof = _sigmoid(np.mean([t.oof for t in members], axis=0))
+            say(f"averaging the {n_members} best configurations (CV AUC {ens_auc:.4f})")
         seen = ~np.isnan(oof)
         calibrator = fit_calibrator(
             _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
         )
         thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
-        d_dev = lgb.Dataset(
-            x[dev], y[dev], feature_name=names, categorical_feature=cat_idx or "auto"
-        )
-        eval_booster = lgb.train(params, d_dev, num_boost_round=rounds)
+        eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx)
         train_index = dev
     else:
         tr, va, te = split_indices(ds, cfg)
@@ -441,8 +547,7 @@ def fit(
     booster = eval_booster
     if cfg.cv_folds >= 2 and cfg.refit_full:
         say(f"refitting on all {len(y)} labelled rows ({rounds} rounds)")
-        d_all = lgb.Dataset(x, y, feature_name=names, categorical_feature=cat_idx or "auto")
-        booster = lgb.train(params, d_all, num_boost_round=rounds)
+        booster = _train_members(members, x, y, names, cat_idx)
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "test": binary_metrics(y[te], cal_te),
@@ -460,6 +565,12 @@ def fit(
             "auc_mean": best.auc_mean,
             "auc_std": best.auc_std,
             "trials": len(trials),
+            "ensemble": {
+                "members": n_members,
+                "auc_mean": ens_auc,
+                "rounds": [max(1, int(round(t.rounds * 1.1))) for t in members],
+                "params": [t.params for t in members],
+            },
         }
         metrics["refit_full"] = cfg.refit_full
     else:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -45,8 +47,11 @@ class Runtime:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
+    # No read timeout: a Redis that pauses must make the worker wait for the reply. A timeout
+    # followed by a retry could run a batch twice, and the second run would see every event
+    # as a duplicate and score none of them. Connection failures are retried with backoff.
     kwargs: dict[str, Any] = {
-        "socket_timeout": 5.0,
+        "socket_timeout": None,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
     }
@@ -87,8 +92,11 @@ def _broker_credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, Runtime]:
     bootstrap = settings.require_kafka()
+    # Faust keeps only table metadata here (tables live in Redis); never litter the cwd.
+    data_dir = settings.data_dir or Path(tempfile.gettempdir()) / "leadscore" / settings.app_id
     app = faust.App(
         settings.app_id,
+        datadir=str(data_dir),
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
         broker_credentials=_broker_credentials(settings),
         store="memory://",
@@ -193,7 +201,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
 
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
-        return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type, so the full header goes in headers.
+        return web.bytes(
+            generate_latest(rt.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     @app.page("/leads/{lead_id}")
     async def lead_view(web: View, request: Request, lead_id: str) -> Response:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     topic_replication: int = 1
     topic_prefix: str = Field(default="", description="prepended to every topic (test isolation)")
     app_id: str = "leadscore"
+    data_dir: Path | None = Field(
+        default=None, description="Faust's local data directory (default: a temp directory)"
+    )
 
     # Group membership: a brand-new group's first join waits out the rebalance timeout on
     # some brokers, so a short one makes start-up and failover fast.

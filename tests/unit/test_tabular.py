@@ -106,18 +106,18 @@ def test_post_outcome_column_is_flagged_and_excluded(leads: dict) -> None:
     assert {"Prospect ID", "Lead Number"} <= set(leads["ids"])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: ours 0.9850 vs reference 0.9855 with every column kept; the CV-chosen "
+    "model (and the reference configuration on our cleaned table, 0.9853) trails because "
+    "'Select' is read as missing while the reference keeps it as a category",
+)
 def test_auc_matches_reference_with_the_same_columns(leads: dict) -> None:
     """Fair comparison: the reference uses every column, leaky ones included, so our model is
-    compared with those columns kept (``keep_columns`` = flagged + ID-like columns).
-
-    Tolerance 0.002 (measured gap: ours 0.9841 vs reference 0.9855): on these 1,848 test
-    rows the AUC's sampling error is ~0.002 (our 5-fold CV AUC std is 0.002-0.003), and our
-    model is refit from a CV-chosen configuration whose CV AUC (0.985-0.986) equals the
-    reference's; a gap this size is not distinguishable from split noise.
-    """
+    compared with those columns kept (``keep_columns`` = flagged + ID-like columns)."""
     ours = leads["kept"][1]
     print(f"AUC with leaky+ID columns kept: ours {ours:.4f}, reference {leads['ref_all']:.4f}")
-    assert ours >= leads["ref_all"] - 0.002
+    assert ours >= leads["ref_all"]
 
 
 def test_leak_guarded_run_matches_reference_without_leaky_columns(leads: dict) -> None:
@@ -125,7 +125,6 @@ def test_leak_guarded_run_matches_reference_without_leaky_columns(leads: dict) -
 
     (The reference without only the flagged columns scores higher because ``Lead Number`` is
     sequential and so encodes time; the default run drops it as ID-like, on purpose.)
-    Tolerance 0.002 as in the test above.
     """
     rep, ours, _ = leads["guarded"]
     ref = leads["ref_without_flagged"]
@@ -134,7 +133,7 @@ def test_leak_guarded_run_matches_reference_without_leaky_columns(leads: dict) -
         f"reference with all columns {leads['ref_all']:.4f}, reference keeping IDs "
         f"{leads['ref_without_tags_only']:.4f}"
     )
-    assert ours >= ref - 0.002
+    assert ours >= ref
     assert rep["leakage_warnings"]
 
 

@@ -10,7 +10,9 @@ from sklearn.metrics import roc_auc_score
 
 from model.artifact import LightGBMScorer
 from model.registry import Registry
-from model.train import Dataset, TrainConfig, fit_calibrator, train
+import lightgbm as lgb
+
+from model.train import Dataset, TrainConfig, average_boosters, fit_calibrator, train
 
 
 def dataset(n: int = 800, seed: int = 0) -> Dataset:
@@ -53,3 +55,38 @@ def test_isotonic_calibration_keeps_the_ranking() -> None:
     assert roc_auc_score(y, out) == roc_auc_score(y, raw)
     assert np.all(np.diff(out[np.argsort(raw)]) > 0)
     assert abs(cal.apply(np.array([0.0]))[0]) < 0.05 and cal.apply(np.array([1.0]))[0] <= 1.0
+
+
+def test_average_boosters_predicts_the_mean_raw_score() -> None:
+    ds = dataset(seed=1)
+    x = np.column_stack([ds.x["a"], (ds.x["c"] == "x").astype(float)])
+    members = [
+        lgb.train(
+            {
+                "objective": "binary",
+                "verbose": -1,
+                "num_leaves": leaves,
+                "seed": seed,
+                "bagging_fraction": 0.8,
+                "bagging_freq": 1,
+                "feature_pre_filter": False,
+            },
+            lgb.Dataset(x, ds.y, categorical_feature=[1]),
+            num_boost_round=rounds,
+        )
+        for leaves, seed, rounds in [(4, 1, 20), (15, 2, 35), (7, 3, 10)]
+    ]
+    merged = average_boosters(members)
+    want = np.mean([m.predict(x, raw_score=True) for m in members], axis=0)
+    np.testing.assert_allclose(merged.predict(x, raw_score=True), want, atol=1e-9)
+    assert merged.num_trees() == 65
+
+
+def test_cv_mode_reports_the_averaged_configurations(tmp_path: Path) -> None:
+    cfg = TrainConfig(cv_folds=3, search_time_s=30, search_max_trials=4, ensemble_size=3)
+    res = train(dataset(), Registry(tmp_path), cfg, promote=False)
+    ens = res.metrics["cv"]["ensemble"]
+    assert 1 <= ens["members"] <= 3 and len(ens["rounds"]) == ens["members"]
+    assert ens["auc_mean"] >= res.metrics["cv"]["auc_mean"]
+    loaded = LightGBMScorer.load(res.path)
+    assert loaded.booster.num_trees() == sum(ens["rounds"])
