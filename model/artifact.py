@@ -19,7 +19,8 @@ import lightgbm as lgb
 import numpy as np
 
 from model.exceptions import ModelNotFoundError, RegistryError
-from model.scoring import Reason, Row, Scored, Thresholds, top_reasons
+from model.explain import ExplainMethod, PathExplainer, contributions
+from model.scoring import Reason, Row, Scored, Thresholds
 
 FeatureKind = Literal["numeric", "categorical"]
 
@@ -150,11 +151,24 @@ class ModelMeta:
 
 
 class LightGBMScorer:
-    """Batch scorer: one ``predict`` and one ``pred_contrib`` call per batch."""
+    """Batch scorer: one ``predict`` and one explanation call per batch.
 
-    def __init__(self, booster: lgb.Booster, meta: ModelMeta, *, max_reasons: int = 5) -> None:
+    ``explain="path"`` (the default on the stream) gives path attributions, ``"treeshap"``
+    exact TreeSHAP via ``pred_contrib``; see :mod:`model.explain` for the trade-off.
+    """
+
+    def __init__(
+        self,
+        booster: lgb.Booster,
+        meta: ModelMeta,
+        *,
+        max_reasons: int = 5,
+        explain: ExplainMethod = "path",
+    ) -> None:
         self.booster = booster
         self.meta = meta
+        self.explain = explain
+        self._path = PathExplainer(booster) if explain == "path" else None
         self._names = [f.name for f in meta.features]
         self._codes: list[dict[str, int] | None] = [
             {lv: i for i, lv in enumerate(f.levels)} if f.kind == "categorical" else None
@@ -176,7 +190,9 @@ class LightGBMScorer:
         return self.meta.thresholds
 
     @classmethod
-    def load(cls, directory: str | Path) -> LightGBMScorer:
+    def load(
+        cls, directory: str | Path, *, explain: ExplainMethod = "path", max_reasons: int = 5
+    ) -> LightGBMScorer:
         d = Path(directory)
         try:
             meta = ModelMeta.from_dict(json.loads((d / "meta.json").read_text(encoding="utf-8")))
@@ -185,7 +201,7 @@ class LightGBMScorer:
             raise ModelNotFoundError(f"no model in {d}: {exc.filename} is missing") from exc
         except (json.JSONDecodeError, KeyError, lgb.basic.LightGBMError) as exc:
             raise RegistryError(f"model in {d} is unreadable: {exc}") from exc
-        return cls(booster, meta)
+        return cls(booster, meta, explain=explain, max_reasons=max_reasons)
 
     def encode(self, rows: Sequence[Row]) -> np.ndarray:
         """Rows (dicts by feature name) to the float matrix the booster expects."""
@@ -218,23 +234,27 @@ class LightGBMScorer:
         x = self.encode(rows)
         raw = self.predict_raw(x)
         cal = self.meta.calibrator.apply(raw)
-        contrib = (
-            np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
-            if explain
-            else None
-        )
-        out = []
+        contrib = contributions(self.booster, x, self.explain, self._path) if explain else None
         th = self.meta.thresholds
+        k = min(self._max_reasons, len(self._names))
+        if contrib is not None:
+            body = contrib[:, :-1]
+            # Top-k by |contribution| for all rows at once; ties broken by feature order.
+            top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
+        out = []
         for i, row in enumerate(rows):
             score = float(min(1.0, max(0.0, cal[i])))
             reasons: tuple[Reason, ...] = ()
             if contrib is not None:
-                c = contrib[i]
-                items = [
-                    Reason(name, _json_value(row.get(name)), round(float(c[j]), 4))
-                    for j, name in enumerate(self._names)
-                ]
-                reasons = top_reasons(items, self._max_reasons)
+                reasons = tuple(
+                    Reason(
+                        self._names[j],
+                        _json_value(row.get(self._names[j])),
+                        round(float(contrib[i, j]), 4),
+                    )
+                    for j in top[i]
+                    if contrib[i, j] != 0.0
+                )
             out.append(Scored(score, th.tier(score), reasons))
         return out
 

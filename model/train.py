@@ -404,11 +404,11 @@ def choose_ensemble(
     alone is always a candidate, so the ensemble is never chosen unless CV prefers it.
     """
     best_k, best_auc = 1, trials[0].auc_mean
-    scored = [t for t in trials if t.oof is not None]
+    scored = [t.oof for t in trials if t.oof is not None]
     if len(scored) != len(trials) or not folds:
         return best_k, best_auc
     for k in range(2, min(max_size, len(trials)) + 1):
-        raw = np.mean([t.oof for t in scored[:k]], axis=0)
+        raw = np.mean(scored[:k], axis=0)
         if np.isnan(raw[np.concatenate([va for _, va in folds])]).any():
             break
         auc = fold_auc(raw, y, folds)
@@ -508,7 +508,7 @@ def fit(
         n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
         members = trials[:n_members]
         if n_members > 1:
-            oof = _sigmoid(np.mean([t.oof for t in members], axis=0))
+            oof = _sigmoid(np.mean([t.oof for t in members if t.oof is not None], axis=0))
             say(f"averaging the {n_members} best configurations (CV AUC {ens_auc:.4f})")
         seen = ~np.isnan(oof)
         calibrator = fit_calibrator(

@@ -92,8 +92,13 @@ def _broker_credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, Runtime]:
     bootstrap = settings.require_kafka()
+    if settings.faust_fastpath:
+        from streamer import faust_fastpath
+
+        faust_fastpath.install(fetch_max_wait_ms=settings.fetch_max_wait_ms)
     # Faust keeps only table metadata here (tables live in Redis); never litter the cwd.
     data_dir = settings.data_dir or Path(tempfile.gettempdir()) / "leadscore" / settings.app_id
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         datadir=str(data_dir),
@@ -117,7 +122,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
     )
     metrics = metrics or Metrics.create()
-    models = ModelHolder(settings.model_dir, rules_file=settings.rules_file)
+    models = ModelHolder(
+        settings.model_dir,
+        rules_file=settings.rules_file,
+        explain=settings.explain,
+        max_reasons=settings.max_reasons,
+    )
     models.refresh()
     metrics.set_model(models.current.version)
     store = RedisFeatureStore(redis_client(settings))

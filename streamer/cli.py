@@ -251,6 +251,19 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamer.bench import run_bench
+
+    result = run_bench(
+        settings, events=args.events, rate=args.rate, latency_seconds=args.latency_seconds, say=say
+    )
+    if args.json:
+        _emit(result)
+    else:
+        say(json.dumps(result, indent=2))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -362,6 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--max-records", type=int, help="stop after this many records")
     sy.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
     sy.set_defaults(func=cmd_sync)
+
+    b = sub.add_parser(
+        "bench",
+        help="end-to-end benchmark against a real broker and Redis",
+        description="Pre-fills the input topics, runs one worker, reports steady-state "
+        "events/s, event-to-score latency at a fixed rate, per-stage cost per event, "
+        "and the ratio to the seed article's one-row-DataFrame scoring path.",
+    )
+    b.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
+    b.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
+    b.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
+    b.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    b.set_defaults(func=cmd_bench)
 
     fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")
     fg.add_argument("lead_id")

@@ -16,6 +16,7 @@ class Metrics:
     dlq: Counter
     score_latency: Histogram
     event_to_score: Histogram
+    consume_lag: Histogram
     stage_seconds: Histogram
     batch_size: Histogram
     model_info: Gauge
@@ -49,6 +50,12 @@ class Metrics:
             event_to_score=Histogram(
                 "leadscore_event_to_score_seconds",
                 "Time from an event's Kafka timestamp (produce time) to its score being sent",
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            consume_lag=Histogram(
+                "leadscore_consume_lag_seconds",
+                "Time from an event's Kafka timestamp to its batch starting in the worker",
                 buckets=_LATENCY_BUCKETS,
                 registry=reg,
             ),

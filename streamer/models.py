@@ -11,6 +11,7 @@ from pathlib import Path
 
 from model.artifact import LightGBMScorer
 from model.exceptions import ModelError
+from model.explain import ExplainMethod
 from model.registry import Registry
 from model.rules import RuleScorer
 from model.scoring import Scorer
@@ -19,8 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    def __init__(self, model_dir: Path, *, rules_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        rules_file: Path | None = None,
+        explain: ExplainMethod = "path",
+        max_reasons: int = 5,
+    ) -> None:
         self.registry = Registry(model_dir)
+        self._explain: ExplainMethod = explain
+        self._max_reasons = max_reasons
         self.rules: Scorer = (
             RuleScorer.from_file(rules_file) if rules_file else RuleScorer.default()
         )
@@ -37,7 +47,9 @@ class ModelHolder:
         if champ is None or champ == self._loaded:
             return False
         try:
-            scorer = LightGBMScorer.load(self.registry.path(champ))
+            scorer = LightGBMScorer.load(
+                self.registry.path(champ), explain=self._explain, max_reasons=self._max_reasons
+            )
         except ModelError as exc:
             log.error("can't load champion %s, keeping %s: %s", champ, self.current.version, exc)
             self._loaded = champ

@@ -76,6 +76,9 @@ class Pipeline:
         m.batch_size.observe(len(messages))
         t0 = time.perf_counter()
         now_ms = int(self._clock() * 1000)
+        for msg in messages:
+            if msg.timestamp is not None:
+                m.consume_lag.observe(max(0.0, now_ms / 1000 - msg.timestamp))
         valid: list[tuple[Message, Event]] = []
         for msg in messages:
             source = self._topic_sources.get(msg.topic)

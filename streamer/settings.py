@@ -38,11 +38,21 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_s: float = 3.0
     kafka_heartbeat_interval_s: float = 1.0
 
+    faust_fastpath: bool = Field(
+        default=True, description="apply streamer.faust_fastpath (per-message overhead fixes)"
+    )
+    fetch_max_wait_ms: int = Field(
+        default=10, description="consumer long-poll wait (fast path only); bounds idle latency"
+    )
     batch_max: int = 500
     batch_wait_ms: int = 10
     max_future_skew_s: int = 86_400
     model_poll_s: float = 2.0
     max_reasons: int = 5
+    explain: Literal["path", "treeshap"] = Field(
+        default="path",
+        description="reasons from path attributions (fast) or exact TreeSHAP (pred_contrib)",
+    )
     half_life_days: float = 7.0
     rules_file: Path | None = None
 

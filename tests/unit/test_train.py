@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from model.artifact import LightGBMScorer
 from model.registry import Registry
-import lightgbm as lgb
-
 from model.train import Dataset, TrainConfig, average_boosters, fit_calibrator, train
 
 

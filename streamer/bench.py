@@ -1,0 +1,336 @@
+"""``leadscore bench``: end-to-end throughput and latency against a real broker and Redis.
+
+1. pre-fills the input topics with simulated events and measures how fast one worker turns
+   them into score records (steady state: first to last score record);
+2. produces at a fixed rate and measures event-to-score latency percentiles;
+3. reads the worker's per-stage timings from /metrics;
+4. runs the seed article's scoring path (one-row DataFrame + sklearn pipeline +
+   ``predict_proba`` per request) on the same features, for the ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
+from streamer.embedded import env_with, free_port, services
+from streamer.exceptions import LeadscoreError, ServiceStartError
+from streamer.produce import EventProducer
+from streamer.settings import Settings
+from streamer.topics import ensure_topics
+
+
+def _rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class ScoreReader:
+    """Counts score records and the latency of each (receipt time minus event time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.count = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.latencies: list[float] = []
+        self.track_latency = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        s = self._settings
+        c = Consumer(
+            {
+                **s.kafka_client_config(),
+                "group.id": f"bench-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        c.assign([TopicPartition(s.topic("scores"), p, 0) for p in range(s.topic_partitions)])
+        try:
+            while not self._stop.is_set():
+                for m in c.consume(10_000, timeout=0.05):
+                    value = None if m.error() else m.value()
+                    if value is None:
+                        continue
+                    now = time.time()
+                    if self.first is None:
+                        self.first = now
+                    self.last = now
+                    self.count += 1
+                    if self.track_latency:
+                        rec = orjson.loads(value)
+                        ts = parse_ts_ms(rec["event_ts"])
+                        if ts is not None:
+                            self.latencies.append(now - ts / 1000)
+        finally:
+            c.close()
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.count >= n
+
+
+def _metric_sums(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("leadscore_stage_seconds_sum"):
+            stage = line.split('stage="', 1)[1].split('"', 1)[0]
+            out[stage] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("leadscore_events_total{"):
+            out["events"] = out.get("events", 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _histogram(port: int, name: str) -> list[tuple[float, float]]:
+    """The cumulative ``(upper bound, count)`` buckets of a Prometheus histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    out: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out.append((float(le), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def _quantile_bounds(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], qs: tuple[float, ...]
+) -> dict[str, float | None]:
+    """Bucket upper bounds (ms) holding each quantile of what was observed between snapshots."""
+    diff = [(b, c - c0) for (b, c), (_, c0) in zip(after, before, strict=True)]
+    total = diff[-1][1] if diff else 0.0
+    out: dict[str, float | None] = {}
+    for q in qs:
+        bound = next((b for b, c in diff if total and c >= q * total), None)
+        out[f"p{int(q * 100)}_le"] = (
+            None if bound is None or bound == float("inf") else bound * 1000
+        )
+    return out
+
+
+def _events_now(template: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:
+    """``n`` events cycling through ``template`` with fresh ids and times of the last hours."""
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        ev = template[i % len(template)]
+        out.append(
+            {
+                **ev,
+                "event_id": f"{tag}-{i}",
+                "lead_id": f"{tag}-{ev['lead_id']}",
+                "ts": format_ts_ms(now - (n - i)),
+            }
+        )
+    return out
+
+
+def seed_path_rate(
+    rows: list[dict[str, Any]], x_train: Any, y_train: Any, seconds: float = 3.0
+) -> float:
+    """Scores/s of the seed article's path: a one-row DataFrame per request through an sklearn
+    ColumnTransformer and a gradient-boosting ``predict_proba``."""
+    import pandas as pd
+    from lightgbm import LGBMClassifier
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    cats = [c for c in x_train.columns if x_train[c].dtype == object]
+    nums = [c for c in x_train.columns if c not in cats]
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), cats), ("num", "passthrough", nums)]
+    )
+    x_fit = x_train.copy()
+    for c in cats:
+        x_fit[c] = x_fit[c].fillna("missing").astype(str)
+    pipe = Pipeline([("pre", pre), ("model", LGBMClassifier(n_estimators=200, verbose=-1))])
+    pipe.fit(x_fit, y_train)
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        row = dict(rows[n % len(rows)])
+        for c in cats:
+            row[c] = "missing" if row.get(c) is None else str(row[c])
+        pipe.predict_proba(pd.DataFrame([row]))
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    events: int,
+    rate: float,
+    latency_seconds: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from streamer.simulator import SimConfig, simulate
+    from streamer.training import train_from_event_list
+
+    redis_env = os.environ.get("LEADSCORE_REDIS_URL")
+    with (
+        services(settings.kafka_bootstrap, redis_env) as svc,
+        tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp,
+    ):
+        uid = uuid.uuid4().hex[:8]
+        s = settings.model_copy(
+            update={
+                "kafka_bootstrap": svc.kafka_bootstrap,
+                "redis_url": svc.redis_url,
+                "model_dir": Path(tmp) / "models",
+                "app_id": f"leadscore-bench-{uid}",
+                "topic_prefix": f"bench{uid}.",
+                "web_port": free_port(),
+                "web_host": "127.0.0.1",
+            }
+        )
+        ensure_topics(s)
+        now = int(time.time() * 1000)
+        say("training a model on simulated history ...")
+        history = simulate(
+            SimConfig(leads=1500, events=60_000, seed=11, start_ms=now - 90 * 86_400_000)
+        )
+        evs = [
+            e
+            for e in (
+                validate_event(
+                    orjson.dumps(h),
+                    topic_source=None,
+                    key=None,
+                    now_ms=now,
+                    max_future_ms=86_400_000,
+                )
+                for h in history
+            )
+            if isinstance(e, Event)
+        ]
+        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=s.model_dir)
+        template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
+
+        say(f"pre-filling the input topics with {events:,} events ...")
+        producer = EventProducer(s, linger_ms=20)
+        producer.send_all(_events_now(template, events, f"t{uid}"))
+        producer.flush(120)
+        if producer.errors:
+            raise LeadscoreError(f"pre-fill failed: {producer.errors[0]}")
+
+        reader = ScoreReader(s)
+        reader.start()
+        env = env_with(
+            s.kafka_bootstrap,
+            s.redis_url,
+            LEADSCORE_WEB_PORT=str(s.web_port),
+            LEADSCORE_WEB_HOST="127.0.0.1",
+            LEADSCORE_MODEL_DIR=str(s.model_dir),
+            LEADSCORE_APP_ID=s.app_id,
+            LEADSCORE_TOPIC_PREFIX=s.topic_prefix,
+            LEADSCORE_LOG_LEVEL="WARNING",
+        )
+        log_path = Path(tmp) / "worker.log"
+        say("starting the worker ...")
+        with log_path.open("wb") as fh:
+            worker = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "streamer.cli", "worker"],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+                raise ServiceStartError(f"only {reader.count}/{events} scored; worker log:\n{tail}")
+            assert reader.first is not None and reader.last is not None  # noqa: S101
+            steady = events / max(reader.last - reader.first, 1e-9)
+            rss_after_burst = _rss_mb(worker.pid)
+            stages = _metric_sums(s.web_port)
+            say(f"throughput: {steady:,.0f} events/s over {events:,} events")
+
+            n_lat = int(rate * latency_seconds)
+            say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s ...")
+            lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
+            reader.track_latency = True
+            base = reader.count
+            lat_events = _events_now(template, n_lat, f"l{uid}")
+            lat_producer = EventProducer(s, linger_ms=0)
+            start = time.monotonic()
+            for i, ev in enumerate(lat_events, start=1):
+                ev["ts"] = format_ts_ms(int(time.time() * 1000))
+                lat_producer.send(ev)
+                ahead = i / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            lat_producer.flush()
+            reader.wait_for(base + n_lat, timeout=60)
+            lat = np.array(reader.latencies) * 1000
+            lag = _quantile_bounds(
+                lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
+            )
+            rss_end = _rss_mb(worker.pid)
+        finally:
+            reader.stop()
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+        n_stage = max(stages.pop("events", 1.0), 1.0)
+        say("running the seed article's scoring path ...")
+        from features.training import build_training_set
+
+        ts = build_training_set(evs, horizon_ms=30 * 86_400_000)
+        rows = [{str(k): v for k, v in r.items()} for r in ts.x.head(500).to_dict(orient="records")]
+        seed_rate = seed_path_rate(rows, ts.x, ts.y)
+    return {
+        "events": events,
+        "throughput_eps": round(steady, 1),
+        "latency_ms": {
+            "rate_eps": rate,
+            "n": int(len(lat)),
+            "p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+            "p95": round(float(np.percentile(lat, 95)), 2) if len(lat) else None,
+            "p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+            "max": round(float(lat.max()), 2) if len(lat) else None,
+        },
+        "consume_lag_ms_bucket": lag,
+        "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
+        "seed_path_scores_per_s": round(seed_rate, 1),
+        "speedup_vs_seed_path": round(steady / seed_rate, 1),
+        "worker_rss_mb": {"after_burst": round(rss_after_burst, 1), "end": round(rss_end, 1)},
+        "model_version": report["version"],
+    }

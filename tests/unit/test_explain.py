@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+
+from model.explain import PathExplainer
+
+
+def _model(depth: int, rounds: int, categorical: bool = False) -> tuple[lgb.Booster, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 6))
+    if categorical:
+        x[:, 5] = rng.integers(0, 8, size=3000)
+    y = (x[:, 2] + 0.5 * x[:, 0] + (x[:, 5] > 4) * categorical > 0).astype(int)
+    params = {
+        "objective": "binary",
+        "verbose": -1,
+        "max_depth": depth,
+        "num_leaves": 2**depth,
+        "seed": 1,
+    }
+    ds = lgb.Dataset(x, y, categorical_feature=[5] if categorical else "auto")
+    return lgb.train(params, ds, rounds), x[:400]
+
+
+def test_single_split_trees_match_treeshap_exactly():
+    b, x = _model(depth=1, rounds=30)
+    path = PathExplainer(b).contributions(b, x)
+    shap = b.predict(x, pred_contrib=True)
+    np.testing.assert_allclose(path, shap, atol=1e-9)
+
+
+def test_path_attributions_sum_to_the_raw_score_and_agree_with_treeshap():
+    b, x = _model(depth=4, rounds=80, categorical=True)
+    path = PathExplainer(b).contributions(b, x)
+    shap = b.predict(x, pred_contrib=True)
+    raw = b.predict(x, raw_score=True)
+    np.testing.assert_allclose(path.sum(axis=1), raw, atol=1e-9)
+    np.testing.assert_allclose(path[:, -1], shap[:, -1], atol=1e-9)  # same expected value
+    top_path = np.abs(path[:, :-1]).argmax(axis=1)
+    top_shap = np.abs(shap[:, :-1]).argmax(axis=1)
+    assert (top_path == top_shap).mean() > 0.9
