@@ -251,8 +251,8 @@ def run_bench(
         reader = ScoreReader(s)
         reader.start()
         env = env_with(
-            s.kafka_bootstrap,
-            s.redis_url,
+            svc.kafka_bootstrap,
+            svc.redis_url,
             LEADSCORE_WEB_PORT=str(s.web_port),
             LEADSCORE_WEB_HOST="127.0.0.1",
             LEADSCORE_MODEL_DIR=str(s.model_dir),
