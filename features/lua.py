@@ -63,6 +63,10 @@ def _lua_float(x: float) -> str:
     return format(x, ".17g")
 
 
+# Long enough to outlast a worker restart and the redelivery that follows it.
+PENDING_TTL_S = 86_400
+
+
 def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
     codes = kind_codes()
     res_by_kind = counted_kinds(specs)
@@ -74,6 +78,7 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
         f"local DAY_MS = {DAY_MS}",
         f"local RETENTION_MS = {RETENTION_MS}",
         f"local TTL_S = {ttl_s}",
+        f"local PENDING_TTL_S = {min(ttl_s, PENDING_TTL_S)}",
         "local PROFILE = { " + ", ".join(_lua_str(p) for p in PROFILE_FIELDS) + " }",
         "local KINDS = {",
     ]

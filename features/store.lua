@@ -8,6 +8,8 @@
 --                last activity, created), p:<attr> profile value, @<attr> "ts|event_id" stamp
 --   ls:{id}:c    hash: <code>:<res><bucket> -> count, e:d<day> -> engagement points
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
+--   ls:{id}:p    hash: event_id -> feature vector of applied events whose score records are
+--                not yet confirmed on the broker (see "pending" below)
 --@SPEC@
 
 local SEP = '\31'
@@ -123,8 +125,20 @@ local function update_stamps(kS, eid, ts, k, prof)
   end
 end
 
-local function apply(kS, kC, kI, eid, ts, kind, prof)
-  if redis.call('ZSCORE', kI, eid) then return 'D' end
+-- Pending: the worker applies a batch here, then publishes its scores, then confirms them in
+-- its next call. If it dies in between, Kafka redelivers the batch; those events are already
+-- in the id set, but their vectors are still pending, so they are returned again ('R') and
+-- scored from the features they had, instead of being dropped as duplicates.
+local applied_now = {}
+
+local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
+  if redis.call('ZSCORE', kI, eid) then
+    if not applied_now[kP .. eid] then
+      local pending = redis.call('HGET', kP, eid)
+      if pending then return 'R' .. pending end
+    end
+    return 'D'
+  end
   local k = KINDS[kind]
   local maxts = tonumber(redis.call('HGET', kS, 'max'))
   update_stamps(kS, eid, ts, k, prof)
@@ -147,19 +161,28 @@ local function apply(kS, kC, kI, eid, ts, kind, prof)
   end
   redis.call('ZREMRANGEBYSCORE', kI, '-inf', '(' .. (maxts - RETENTION_MS))
   expire_all(kS, kC, kI)
-  return compute(kS, kC, maxts, maxts)
+  local vector = compute(kS, kC, maxts, maxts)
+  redis.call('HSET', kP, eid, vector)
+  redis.call('EXPIRE', kP, PENDING_TTL_S)
+  applied_now[kP .. eid] = true
+  return 'F' .. vector
 end
 
 local mode = ARGV[1]
 if mode == 'u' then
+  -- ARGV: 'u', n events, m confirmations, n x (event_id, ts, kind, profile), m x event_id
+  -- KEYS: n x (state, counters, ids, pending), m x pending
+  local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+  for c = 1, m do
+    redis.call('HDEL', KEYS[4 * n + c], ARGV[3 + 4 * n + c])
+  end
   local out = {}
-  local n = (#ARGV - 1) / 4
   for e = 0, n - 1 do
-    local a = 2 + e * 4
-    local k = 1 + e * 3
-    local res = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1]),
-                      ARGV[a + 2], ARGV[a + 3])
-    if res == 'D' or res == 'L' then out[e + 1] = res else out[e + 1] = 'F' .. res end
+    local a = 4 + e * 4
+    local k = 1 + e * 4
+    local res = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a],
+                      tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3])
+    out[e + 1] = res
   end
   return out
 elseif mode == 'r' then

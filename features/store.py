@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -16,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from features.definitions import RETENTION_MS, SPECS, Spec
 from features.exceptions import FeatureStoreUnavailableError
 from features.lua import render_script
-from features.offline import FeatureValue, LeadState, Outcome, parse_vector, profile_updates
+from features.offline import FeatureValue, LeadState, parse_vector, profile_updates
 from schemas.validation import Event
 
 log = logging.getLogger(__name__)
@@ -25,24 +26,46 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_S = (RETENTION_MS // 1000) + 7 * 86_400
 
 
-def lead_keys(lead_id: str) -> tuple[str, str, str, str]:
-    """State, counters, id-set and latest-score keys of a lead; all share the ``{lead_id}`` tag."""
-    tag = "{" + lead_id + "}"
-    return f"ls:{tag}:s", f"ls:{tag}:c", f"ls:{tag}:i", f"ls:{tag}:r"
+def hash_tag(lead_id: str) -> str:
+    """The Redis Cluster hash tag of a lead: ``{lead_id}``, or a digest if the id has braces.
+
+    Redis hashes only what lies between the first ``{`` and the next ``}``; an id containing
+    braces (valid in the schema) would cut the tag short or empty it and scatter the lead's
+    keys over several slots.
+    """
+    if "{" in lead_id or "}" in lead_id:
+        return "{#" + hashlib.sha256(lead_id.encode()).hexdigest()[:24] + "}"
+    return "{" + lead_id + "}"
+
+
+def lead_keys(lead_id: str) -> tuple[str, str, str, str, str]:
+    """State, counters, id-set, latest-score and pending keys of a lead (one hash tag)."""
+    tag = hash_tag(lead_id)
+    return f"ls:{tag}:s", f"ls:{tag}:c", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p"
+
+
+UpdateOutcome = Literal["ok", "dup", "late", "redelivered"]
+Confirmation = tuple[str, str]
+"""(lead_id, event_id) of an event whose score record reached the broker."""
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """What applying one event did: ``ok`` with the lead's features after it, or dup/late."""
+    """What applying one event did: ``ok`` with the lead's features after it, dup or late;
+    ``redelivered``: applied before but its score never confirmed, with the features it had."""
 
-    outcome: Outcome
+    outcome: UpdateOutcome
     features: dict[str, FeatureValue] | None
 
 
 class FeatureStore(Protocol):
     """What the worker needs from a feature store (Redis in production, memory in unit tests)."""
 
-    async def apply_batch(self, events: Sequence[Event]) -> list[Update]: ...
+    async def apply_batch(
+        self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
+    ) -> list[Update]:
+        """Apply events in order; first forget the pending vectors of ``confirm``."""
+        ...
 
     async def read(
         self, lead_id: str, at_ms: int | None = None
@@ -94,14 +117,16 @@ class RedisFeatureStore:
                 waited += delay
                 delay = min(delay * 2, self._max_backoff_s)
 
-    async def apply_batch(self, events: Sequence[Event]) -> list[Update]:
-        if not events:
+    async def apply_batch(
+        self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
+    ) -> list[Update]:
+        if not events and not confirm:
             return []
         keys: list[str] = []
-        args: list[Any] = ["u"]
+        args: list[Any] = ["u", len(events), len(confirm)]
         for ev in events:
-            s, c, i, _ = lead_keys(ev.lead_id)
-            keys += [s, c, i]
+            s, c, i, _, p = lead_keys(ev.lead_id)
+            keys += [s, c, i, p]
             prof = profile_updates(ev)
             args += [
                 ev.event_id,
@@ -109,6 +134,9 @@ class RedisFeatureStore:
                 f"{ev.source}:{ev.type}",
                 orjson.dumps(prof).decode() if prof else "",
             ]
+        for lead_id, event_id in confirm:
+            keys.append(lead_keys(lead_id)[4])
+            args.append(event_id)
         raw = await self._call(keys, args)
         out: list[Update] = []
         for item in raw:
@@ -117,12 +145,14 @@ class RedisFeatureStore:
                 out.append(Update("dup", None))
             elif text == "L":
                 out.append(Update("late", None))
+            elif text[0] == "R":
+                out.append(Update("redelivered", parse_vector(text[1:], self._specs)))
             else:
                 out.append(Update("ok", parse_vector(text[1:], self._specs)))
         return out
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
-        s, c, _, _ = lead_keys(lead_id)
+        s, c, *_ = lead_keys(lead_id)
         raw = await self._call([s, c], ["r", "" if at_ms is None else at_ms])
         if raw is None:
             return None
@@ -159,13 +189,29 @@ class MemoryFeatureStore:
     def __init__(self) -> None:
         self.leads: dict[str, LeadState] = {}
         self.scores: dict[str, dict[str, Any]] = {}
+        self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
 
-    async def apply_batch(self, events: Sequence[Event]) -> list[Update]:
+    async def apply_batch(
+        self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
+    ) -> list[Update]:
+        for key in confirm:
+            self.pending.pop(key, None)
         out: list[Update] = []
+        applied_now: set[tuple[str, str]] = set()
         for ev in events:
+            key = (ev.lead_id, ev.event_id)
             state = self.leads.setdefault(ev.lead_id, LeadState())
             outcome = state.apply(ev)
-            out.append(Update(outcome, state.features() if outcome == "ok" else None))
+            if outcome == "ok":
+                feats = state.features()
+                assert feats is not None  # noqa: S101 - an applied event always has features
+                self.pending[key] = feats
+                applied_now.add(key)
+                out.append(Update("ok", feats))
+            elif outcome == "dup" and key in self.pending and key not in applied_now:
+                out.append(Update("redelivered", self.pending[key]))
+            else:
+                out.append(Update(outcome, None))
         return out
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:

@@ -1,11 +1,25 @@
 """Training and batch scoring from CRM tables (CSV with any delimiter, or Parquet).
 
-``train_from_table`` reads a table, cleans it (placeholders such as ``Select`` become missing,
-numbers stored as text become numbers), sets aside ID-like and constant columns, screens for
-target leakage (``model.leakage``), trains a calibrated LightGBM model with a time-boxed
-cross-validated search (``model.train``) and saves it with ``report.json``/``report.html``.
-``predict_table`` scores another table with a saved model, keeping the row order and mapping
-each reason back to the original column name and value.
+``train_from_table`` reads a table, cleans it (see below), sets aside ID-like and constant
+columns, screens for target leakage (``model.leakage``), trains a calibrated LightGBM model
+with a time-boxed cross-validated search (``model.train``) and saves it with
+``report.json``/``report.html``. ``predict_table`` scores another table with a saved model,
+keeping the row order and mapping each reason back to the original column name and value.
+
+Cleaning rule
+-------------
+Text cells are stripped. A cell that is empty or one of ``placeholders`` (``NA``, ``n/a``,
+``null``, ``-``, ...; compared case-insensitively) is missing. An untouched drop-down
+(``Select``, ``select``, ``-- Select --``, ``Please select``, ...; see
+``DROPDOWN_PLACEHOLDERS``) is different: the lead saw the question and skipped it, which is
+information, so with ``placeholder_as_level=True`` (the default) it becomes the explicit level
+``NOT_SELECTED`` (``"(not selected)"``) of a categorical column, while genuinely empty cells
+stay missing. A column whose other filled cells are all numbers becomes numeric, and there
+the drop-down placeholder is missing too: a number has no "not selected" level. With
+``placeholder_as_level=False`` drop-down placeholders are treated like any other placeholder
+(missing when listed in ``placeholders``, as ``select`` is by default). The choice is stored in
+the model's metadata and ``predict_table`` applies the same rule when scoring; models saved
+before the option existed read ``Select`` as missing, and are scored that way.
 
 Feature names inside the model are LightGBM-safe versions of the column names (LightGBM
 refuses JSON punctuation such as ``:`` or ``"``); ``FeatureInfo.source_column`` keeps the
@@ -41,7 +55,28 @@ from model.train import Dataset, TrainConfig, encode_frame, fit, new_version, sa
 log = logging.getLogger(__name__)
 
 DEFAULT_PLACEHOLDERS: tuple[str, ...] = ("", "select", "na", "n/a", "null", "none", "-", "?", "nan")
-"""Cell values (compared stripped and case-insensitively) that mean "missing"."""
+"""Cell values (compared stripped and case-insensitively) that mean "missing"; ``select`` only
+when drop-down placeholders are not kept as a level."""
+
+NOT_SELECTED = "(not selected)"
+"""The level an untouched drop-down becomes in a categorical column."""
+
+DROPDOWN_PLACEHOLDERS: frozenset[str] = frozenset(
+    {
+        "select",
+        "select one",
+        "select an option",
+        "please select",
+        "please select one",
+        "choose",
+        "choose one",
+        "please choose",
+        "not selected",
+        "none selected",
+    }
+)
+"""Drop-down placeholders, compared case-insensitively after trimming spaces and the
+decoration around them (``-- Select --``, ``<select>``, ``(not selected)``)."""
 
 ID_UNIQUE_RATIO = 0.95
 """A text or integer column whose filled values are this unique identifies rows, not leads'
@@ -56,6 +91,8 @@ NEGATIVE = frozenset(
 
 _PARQUET_MAGIC = b"PAR1"
 _SAFE = re.compile(r"[^0-9A-Za-z_]+")
+_DECORATION = " \t-_*.:<>[](){}"
+_SPACES = re.compile(r"\s+")
 
 Say = Callable[[str], None]
 
@@ -126,11 +163,37 @@ def _placeholder_set(placeholders: Sequence[str]) -> frozenset[str]:
     return frozenset(s.strip().lower() for s in placeholders)
 
 
+def is_dropdown_placeholder(value: str) -> bool:
+    """Whether a text cell is an untouched drop-down (``Select``, ``-- Please select --``)."""
+    key = _SPACES.sub(" ", value.strip(_DECORATION).lower())
+    return key in DROPDOWN_PLACEHOLDERS
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def normalise_text(
-    df: pd.DataFrame, placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS
+    df: pd.DataFrame,
+    placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS,
+    *,
+    placeholder_as_level: bool = True,
 ) -> pd.DataFrame:
-    """Strip text cells and turn placeholders into missing values; types are left alone."""
+    """Strip text cells and apply the module's cleaning rule; types are left alone.
+
+    Placeholders become missing; with ``placeholder_as_level`` drop-down placeholders become
+    ``NOT_SELECTED`` instead (``clean_table`` turns them missing again in numeric columns).
+    """
     ph = _placeholder_set(placeholders)
+
+    def cell(v: Any) -> str | None:
+        if _missing(v):
+            return None
+        text = str(v).strip()
+        if placeholder_as_level and is_dropdown_placeholder(text):
+            return NOT_SELECTED
+        return None if text.lower() in ph else text
+
     out = {}
     for c in df.columns:
         col = df[c]
@@ -143,34 +206,32 @@ def normalise_text(
         if pd.api.types.is_numeric_dtype(col):
             out[c] = col
             continue
-        vals = [
-            None
-            if (
-                v is None
-                or (isinstance(v, float) and math.isnan(v))
-                or str(v).strip().lower() in ph
-            )
-            else str(v).strip()
-            for v in col.astype(object).tolist()
-        ]
+        vals = [cell(v) for v in col.astype(object).tolist()]
         out[c] = pd.Series(vals, index=df.index, dtype=object)
     return pd.DataFrame(out, index=df.index)
 
 
 def clean_table(
-    df: pd.DataFrame, placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS
+    df: pd.DataFrame,
+    placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS,
+    *,
+    placeholder_as_level: bool = True,
 ) -> pd.DataFrame:
-    """``normalise_text`` plus numeric-looking text columns converted to numbers."""
-    out = normalise_text(df, placeholders)
+    """``normalise_text`` plus numeric-looking text columns converted to numbers.
+
+    A column is numeric when every filled cell other than ``NOT_SELECTED`` is a number; its
+    ``NOT_SELECTED`` cells become missing.
+    """
+    out = normalise_text(df, placeholders, placeholder_as_level=placeholder_as_level)
     for c in out.columns:
         col = out[c]
         if pd.api.types.is_numeric_dtype(col):
             out[c] = col.astype(float) if not pd.api.types.is_integer_dtype(col) else col
             continue
-        filled = col.notna()
+        filled = col.notna() & (col != NOT_SELECTED)
         if not filled.any():
             continue
-        num = pd.to_numeric(col, errors="coerce")
+        num = pd.to_numeric(col.where(filled), errors="coerce")
         if bool(num[filled].notna().all()):
             out[c] = num.astype(float)
     return out
@@ -202,7 +263,8 @@ def parse_target(
             token = "1" if float(v) == 1.0 else "0" if float(v) == 0.0 else str(v)
         else:
             token = str(v).strip().lower()
-        if token in ph:
+        # An outcome nobody picked is unknown, whether or not features keep it as a level.
+        if token in ph or is_dropdown_placeholder(token):
             continue
         if token in POSITIVE:
             y[i] = 1.0
@@ -309,6 +371,7 @@ def train_from_table(
     cv_folds: int = 5,
     test_fraction: float = 0.15,
     max_trials: int = 40,
+    placeholder_as_level: bool = True,
 ) -> dict[str, Any]:
     """Train a calibrated lead scorer from a CSV/Parquet table and save it in the registry.
 
@@ -331,6 +394,10 @@ def train_from_table(
     max_trials
         Upper bound on search trials; with a generous ``time_budget_s`` this makes the search,
         and so the model, reproducible for a given ``seed``.
+    placeholder_as_level
+        Keep untouched drop-downs (``Select``) as the level ``NOT_SELECTED`` of categorical
+        columns instead of reading them as missing (see the module docstring). Recorded in
+        the report and the model metadata; ``predict_table`` cleans with the same rule.
     promote
         Make the new version the champion.
 
@@ -349,7 +416,7 @@ def train_from_table(
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     raw = read_table(path)
-    df = clean_table(raw, placeholders)
+    df = clean_table(raw, placeholders, placeholder_as_level=placeholder_as_level)
     if target not in df.columns:
         raise DataError(f"target column {target!r} is not in {path}; columns: {list(df.columns)}")
     for c in [*keep_columns, *([segment_column] if segment_column else [])]:
@@ -455,6 +522,7 @@ def train_from_table(
         "hyper-parameters and calibrator",
         "train_seconds": round(train_s, 3),
         "placeholders": list(placeholders),
+        "placeholder_as_level": placeholder_as_level,
     }
     images = charts(
         y_te, p_te, report, contrib=contrib, x=fitted.x[te], names=names, baseline=base_p
@@ -462,6 +530,7 @@ def train_from_table(
     extra = {
         "tabular": {
             "placeholders": list(placeholders),
+            "placeholder_as_level": placeholder_as_level,
             "target_mapping": mapping,
             "dropped_columns": dropped,
             "leakage_warnings": report["leakage_warnings"],
@@ -573,16 +642,21 @@ def predict_table(
     d = resolve_model_dir(model_dir, version)
     scorer = LightGBMScorer.load(d)
     meta = scorer.meta
-    placeholders = (meta.extra.get("tabular") or {}).get("placeholders", DEFAULT_PLACEHOLDERS)
+    tabular = meta.extra.get("tabular") or {}
+    placeholders = tabular.get("placeholders", DEFAULT_PLACEHOLDERS)
+    # Models saved before the option existed were trained with drop-downs read as missing.
+    as_level = bool(tabular.get("placeholder_as_level", False))
     raw = read_table(data_path)
-    df = normalise_text(raw, placeholders)
+    df = normalise_text(raw, placeholders, placeholder_as_level=as_level)
     infos: list[FeatureInfo] = meta.features
     cols: dict[str, pd.Series] = {}
     missing = []
     for f in infos:
         src = f.source_column or f.name
         if src in df.columns:
-            cols[f.name] = df[src]
+            col = df[src]
+            # Same rule as clean_table: a numeric column has no "not selected" level.
+            cols[f.name] = col.where(col != NOT_SELECTED, None) if f.kind == "numeric" else col
         else:
             missing.append(src)
             cols[f.name] = pd.Series([None] * len(df), index=df.index, dtype=object)
@@ -611,12 +685,7 @@ def predict_table(
     )
     k = min(max_reasons, len(infos))
     top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
-    src_values = [
-        df[f.source_column or f.name].tolist()
-        if (f.source_column or f.name) in df.columns
-        else [None] * len(df)
-        for f in infos
-    ]
+    src_values = [x[f.name].tolist() for f in infos]
     reasons = []
     for i in range(len(df)):
         items = [

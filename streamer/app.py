@@ -4,7 +4,8 @@
 worker CLI builds one from the environment. The agent body is deliberately thin: take a
 micro-batch -> ``Pipeline.process`` -> send the records -> wait for delivery, so offsets
 are committed only for events whose results are on the broker (at-least-once), and the
-feature store's dedupe makes the redelivery after a crash harmless.
+feature store's dedupe keeps a redelivery after a crash from counting twice (and
+re-emits the score records of events whose results never reached the broker).
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
                 )
             # Delivery before the next take: only then are this batch's offsets acked.
             await asyncio.gather(*pending)
+            rt.pipeline.delivered()
             rt.processed += len(msgs)
             rt.metrics.score_latency.observe(time.perf_counter() - started)
 

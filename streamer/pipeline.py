@@ -67,6 +67,13 @@ class Pipeline:
         self._topic_sources = topic_sources
         self._max_future_ms = max_future_ms
         self._clock = clock
+        self._scored: list[tuple[str, str]] = []
+        self._confirm: list[tuple[str, str]] = []
+
+    def delivered(self) -> None:
+        """The last batch's records are on the broker: confirm them with the next store call."""
+        self._confirm.extend(self._scored)
+        self._scored = []
 
     async def process(self, messages: Sequence[Message]) -> BatchOutput:
         out = BatchOutput()
@@ -104,14 +111,18 @@ class Pipeline:
             else:
                 valid.append((msg, res))
         t1 = time.perf_counter()
-        updates = await self._store.apply_batch([ev for _, ev in valid])
+        confirm, self._confirm = self._confirm, []
+        self._scored = []
+        updates = await self._store.apply_batch([ev for _, ev in valid], confirm)
         t2 = time.perf_counter()
         rows: list[dict[str, Any]] = []
         scored_events: list[tuple[Message, Event]] = []
         for (msg, ev), upd in zip(valid, updates, strict=True):
-            if upd.outcome == "ok" and upd.features is not None:
+            if upd.outcome in ("ok", "redelivered") and upd.features is not None:
                 rows.append(upd.features)
                 scored_events.append((msg, ev))
+                if upd.outcome == "redelivered":
+                    m.events.labels(source=ev.source, outcome="redelivered").inc()
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
                 m.events.labels(source=ev.source, outcome=outcome).inc()
@@ -133,6 +144,7 @@ class Pipeline:
                 "scored_at": scored_at,
             }
             out.records.append(rec)
+            self._scored.append((ev.lead_id, ev.event_id))
             out.scores.append((ev.lead_id, orjson.dumps(rec)))
             m.events.labels(source=ev.source, outcome="scored").inc()
             m.scores.labels(tier=s.tier).inc()

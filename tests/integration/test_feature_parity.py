@@ -66,9 +66,18 @@ def test_lua_store_matches_replay_event_by_event(redis_url):
         client = aioredis.Redis.from_url(redis_url)
         store = RedisFeatureStore(client)
         try:
-            updates = []
+            # Each call confirms the previous one's scores, as the worker does after delivery.
+            updates: list = []
+            confirm: list = []
             for k in range(0, len(events), 250):
-                updates += await store.apply_batch(events[k : k + 250])
+                chunk = events[k : k + 250]
+                got = await store.apply_batch(chunk, confirm)
+                confirm = [
+                    (e.lead_id, e.event_id)
+                    for e, u in zip(chunk, got, strict=True)
+                    if u.outcome == "ok"
+                ]
+                updates += got
             finals = {lead: await store.read(lead) for lead in expected}
         finally:
             await client.aclose()
@@ -78,7 +87,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url):
     from features.store import MemoryFeatureStore
 
     mem = MemoryFeatureStore()
-    mem_updates = asyncio.run(mem.apply_batch(events))
+    mem_updates = asyncio.run(mem.apply_batch(events))  # one call: nothing pending in between
     assert [u.outcome for u in updates] == [u.outcome for u in mem_updates]
     assert {u.outcome for u in updates} == {"ok", "dup", "late"}
     mismatched = [i for i, (a, b) in enumerate(zip(updates, mem_updates, strict=True)) if a != b]

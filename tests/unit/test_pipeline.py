@@ -71,13 +71,29 @@ async def test_one_valid_score_record_per_distinct_event_and_dlq_for_bad():
     assert latest is not None and latest["event_id"] == "e1"
 
 
-async def test_a_redelivered_batch_emits_nothing_new():
+async def test_a_redelivered_batch_emits_nothing_new_once_delivered():
     p, _store, _m = make()
     batch = [msg(i, ev(i)) for i in range(5)]
     first = await p.process(batch)
+    p.delivered()
     again = await p.process(batch)
     assert len(first.records) == 5
     assert again.records == [] and again.scores == []
+
+
+async def test_a_batch_whose_scores_never_reached_the_broker_is_scored_again():
+    """A crash between the feature update and the publish must not lose the scores."""
+    p, store, m = make()
+    batch = [msg(i, ev(i)) for i in range(5)]
+    first = await p.process(batch)
+    # no delivered(): the worker died before the records were on the broker
+    again = await p.process(batch)
+    assert [r["event_id"] for r in again.records] == [r["event_id"] for r in first.records]
+    strip = [{k: v for k, v in r.items() if k != "scored_at"} for r in first.records]
+    assert [{k: v for k, v in r.items() if k != "scored_at"} for r in again.records] == strip
+    assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 5
+    feats = await store.read("L-1")
+    assert feats is not None and feats["web_page_views_1h"] == 5  # counted once
 
 
 async def test_tier_change_emits_an_alert():
