@@ -92,10 +92,34 @@ local function compute(kS, kC, ref, prune_from)
   return table.concat(out, SEP)
 end
 
-local function expire_all(kS, kC, kI)
-  redis.call('EXPIRE', kS, TTL_S)
-  redis.call('EXPIRE', kC, TTL_S)
-  redis.call('EXPIRE', kI, TTL_S)
+-- Keys touched by this call: their TTLs and the id-set trim are refreshed once per lead at
+-- the end of the call instead of once per event (a batch often holds several events a lead).
+local touched = {}
+local touched_order = {}
+
+local function touch(kS, kC, kI, kP, maxts, applied)
+  local t = touched[kS]
+  if not t then
+    t = { kC = kC, kI = kI, kP = kP, maxts = maxts, applied = applied }
+    touched[kS] = t
+    touched_order[#touched_order + 1] = kS
+  else
+    if maxts and (not t.maxts or maxts > t.maxts) then t.maxts = maxts end
+    t.applied = t.applied or applied
+  end
+end
+
+local function finish_touched()
+  for _, kS in ipairs(touched_order) do
+    local t = touched[kS]
+    redis.call('EXPIRE', kS, TTL_S)
+    redis.call('EXPIRE', t.kC, TTL_S)
+    redis.call('EXPIRE', t.kI, TTL_S)
+    if t.applied then redis.call('EXPIRE', t.kP, PENDING_TTL_S) end
+    if t.maxts then
+      redis.call('ZREMRANGEBYSCORE', t.kI, '-inf', '(' .. (t.maxts - RETENTION_MS))
+    end
+  end
 end
 
 -- Recency (max/min of a timestamp) and profile stamps are order-independent and idempotent,
@@ -132,7 +156,10 @@ end
 local applied_now = {}
 
 local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
-  if redis.call('ZSCORE', kI, eid) then
+  local maxts = tonumber(redis.call('HGET', kS, 'max'))
+  local seen = redis.call('ZSCORE', kI, eid)
+  -- Ids older than the retention count as forgotten even before the end-of-call trim.
+  if seen and (not maxts or tonumber(seen) >= maxts - RETENTION_MS) then
     if not applied_now[kP .. eid] then
       local pending = redis.call('HGET', kP, eid)
       if pending then return 'R' .. pending end
@@ -140,12 +167,11 @@ local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
     return 'D'
   end
   local k = KINDS[kind]
-  local maxts = tonumber(redis.call('HGET', kS, 'max'))
   update_stamps(kS, eid, ts, k, prof)
   -- A late event's buckets lie outside every window (retention >= the longest window), so
   -- its counts could never be read: skip them and keep no id for it.
   if maxts and ts < maxts - RETENTION_MS then
-    expire_all(kS, kC, kI)
+    touch(kS, kC, kI, kP, maxts, false)
     return 'L'
   end
   redis.call('ZADD', kI, ts, eid)
@@ -159,11 +185,9 @@ local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
     end
     if k.pts > 0 then redis.call('HINCRBY', kC, 'e:d' .. bucket(ts, 'd'), k.pts) end
   end
-  redis.call('ZREMRANGEBYSCORE', kI, '-inf', '(' .. (maxts - RETENTION_MS))
-  expire_all(kS, kC, kI)
   local vector = compute(kS, kC, maxts, maxts)
   redis.call('HSET', kP, eid, vector)
-  redis.call('EXPIRE', kP, PENDING_TTL_S)
+  touch(kS, kC, kI, kP, maxts, true)
   applied_now[kP .. eid] = true
   return 'F' .. vector
 end
@@ -184,6 +208,7 @@ if mode == 'u' then
                       tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3])
     out[e + 1] = res
   end
+  finish_touched()
   return out
 elseif mode == 'r' then
   local maxts = tonumber(redis.call('HGET', KEYS[1], 'max'))

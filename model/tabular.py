@@ -466,7 +466,14 @@ def train_from_table(
     te, dev = fitted.test_index, fitted.train_index
     y_te, p_te = fitted.y[te], fitted.test_scores
     metrics = evaluate(y_te, p_te, hot_threshold=fitted.thresholds.hot)
-    base_p = logistic_baseline(x.iloc[dev], y[dev], x.iloc[te], ds.categorical)
+    # A categorical ID kept on purpose would one-hot into one column per row (time and memory
+    # quadratic in the rows) while none of its levels recurs in the test rows, so the
+    # scorecard baseline leaves it out.
+    base_skip = [p for p in plans if p.kind == "categorical" and id_like(df[p.column])]
+    base_cols = [p.feature for p in plans if p not in base_skip]
+    base_p = logistic_baseline(
+        x.iloc[dev][base_cols], y[dev], x.iloc[te][base_cols], ds.categorical
+    )
     base_auc = evaluate(y_te, base_p, hot_threshold=0.5)["auc"]
     names = [p.column for p in plans]
     contrib = np.asarray(fitted.eval_booster.predict(fitted.x[te], pred_contrib=True))
@@ -505,7 +512,8 @@ def train_from_table(
         "calibration_method": fitted.calibrator.method,
         "cv": fitted.metrics.get("cv"),
         "baseline": "logistic regression, one-hot categories, standardised numbers, same "
-        "features and split",
+        "features and split"
+        + (f" except the ID-like {[p.column for p in base_skip]}" if base_skip else ""),
         "baseline_auc": base_auc,
         "segment_column": segment_column,
         "segments": segment_metrics(y_te, p_te, df[segment_column].iloc[te])

@@ -283,6 +283,7 @@ def run_bench(
             n_lat = int(rate * latency_seconds)
             say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s ...")
             lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
+            batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
             reader.track_latency = True
             base = reader.count
             lat_events = _events_now(template, n_lat, f"l{uid}")
@@ -299,6 +300,9 @@ def run_bench(
             lat = np.array(reader.latencies) * 1000
             lag = _quantile_bounds(
                 lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
+            )
+            batch_time = _quantile_bounds(
+                batch_before, _histogram(s.web_port, "leadscore_score_latency_seconds"), (0.5, 0.99)
             )
             rss_end = _rss_mb(worker.pid)
         finally:
@@ -328,6 +332,7 @@ def run_bench(
             "max": round(float(lat.max()), 2) if len(lat) else None,
         },
         "consume_lag_ms_bucket": lag,
+        "batch_time_ms_bucket": batch_time,
         "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
         "seed_path_scores_per_s": round(seed_rate, 1),
         "speedup_vs_seed_path": round(steady / seed_rate, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import random
 import time
+import uuid
 from collections import Counter
 
 import orjson
@@ -37,9 +38,11 @@ KINDS = [*COUNTED, ("crm", "lead_updated"), ("crm", "stage_changed")]
 def valid_events(n_leads: int, per_lead: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
+    # Ids are unique per run: Redis outlives a test run, and a repeated id is a duplicate.
+    run = uuid.uuid4().hex[:8]
     events = []
     for i in range(n_leads):
-        lead = f"L-{seed}-{i:04d}"
+        lead = f"L-{run}-{i:04d}"
         events.append(
             {
                 "event_id": f"{lead}-c",
