@@ -29,7 +29,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
-from streamer.embedded import env_with, free_port, services
+from streamer.embedded import env_with, free_port, kill_with_parent, services
 from streamer.exceptions import LeadscoreError, ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
@@ -269,6 +269,7 @@ def run_bench(
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=kill_with_parent,  # noqa: PLW1509
             )
         try:
             if not reader.wait_for(events, timeout=max(120.0, events / 1000)):

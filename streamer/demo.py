@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from schemas.validation import format_ts_ms
-from streamer.embedded import env_with, free_port, services
+from streamer.embedded import env_with, free_port, kill_with_parent, services
 from streamer.exceptions import LeadscoreError, ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
@@ -169,11 +169,19 @@ def _table(board: Board, started: float, sent: int) -> Any:
     return table
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(
     settings: Settings, *, events: int | None, rate: float, as_json: bool, leads: int, seed: int
 ) -> int:
     from streamer.simulator import SimConfig, iter_live, simulate
 
+    # Ctrl-C and `kill` both unwind through the finally blocks below, which stop the worker,
+    # the broker and Redis (a shell's background job may even start us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     if events is not None and events <= 0:
         raise LeadscoreError("--events must be a positive number")
     if rate <= 0:
@@ -245,6 +253,7 @@ def run_demo(
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=kill_with_parent,  # noqa: PLW1509
             )
         stop = threading.Event()
         board = Board()
@@ -267,6 +276,9 @@ def run_demo(
                 as_json,
                 t_start,
             )
+            # Drop the librdkafka handle before the broker stops, or it logs reconnect errors.
+            producer.flush(5)
+            del producer
             summary = {
                 "scored": board.scored,
                 "events_sent": sent,

@@ -42,11 +42,16 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the kernel sends SIGTERM to the child when the parent dies, so a
-    # killed demo or test run never leaves a broker or Redis behind.
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    # PR_SET_PDEATHSIG: the kernel signals the child when the parent dies, so a killed demo
+    # or test run never leaves a broker, a Redis or a worker behind.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)
+
+
+def kill_with_parent() -> None:
+    """``preexec_fn`` for children that must not outlive us even if they ignore SIGTERM."""
+    _die_with_parent(signal.SIGKILL)
 
 
 @dataclass

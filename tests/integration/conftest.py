@@ -23,7 +23,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.embedded import Service, free_port, redis_answers, start_broker, start_redis
+from streamer.embedded import (
+    Service,
+    free_port,
+    kill_with_parent,
+    redis_answers,
+    start_broker,
+    start_redis,
+)
 from streamer.exceptions import ServiceStartError
 from streamer.settings import Settings
 from streamer.topics import ensure_topics
@@ -173,6 +180,7 @@ def worker_factory(tmp_path: Path):
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=kill_with_parent,  # a killed test run leaves no worker behind
             )
         w = WorkerProcess(s, proc, log_path)
         workers.append(w)
