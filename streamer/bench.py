@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -139,6 +140,55 @@ def _quantile_bounds(
             None if bound is None or bound == float("inf") else bound * 1000
         )
     return out
+
+
+def redis_bytes_per_lead(redis_url: str, lead_ids: list[str]) -> dict[str, float]:
+    """Mean and p90 of ``MEMORY USAGE`` summed over each lead's keys."""
+    import redis
+
+    from features.store import lead_keys
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for lead in lead_ids:
+            for key in lead_keys(lead):
+                pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+    finally:
+        client.close()
+    n_keys = len(lead_keys("x"))
+    per_lead = [sum(x or 0 for x in sizes[i : i + n_keys]) for i in range(0, len(sizes), n_keys)]
+    return {"mean": float(np.mean(per_lead)), "p90": float(np.percentile(per_lead, 90))}
+
+
+async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict[str, float]:
+    """Replay a history into the feature store (as the worker would) and measure its keys."""
+    import redis.asyncio as aioredis
+
+    from features.store import RedisFeatureStore
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisFeatureStore(client)
+    tagged = [
+        Event(e.event_id, f"{tag}-{e.lead_id}", e.source, e.type, e.ts, e.ts_ms, e.attributes)
+        for e in events
+    ]
+    try:
+        confirm: list[tuple[str, str]] = []
+        for k in range(0, len(tagged), 500):
+            chunk = tagged[k : k + 500]
+            done = await store.apply_batch(chunk, confirm)
+            confirm = [
+                (e.lead_id, e.event_id)
+                for e, u in zip(chunk, done, strict=True)
+                if u.outcome == "ok"
+            ]
+        await store.apply_batch([], confirm)
+    finally:
+        await client.aclose()
+    leads = sorted({e.lead_id for e in tagged})
+    return redis_bytes_per_lead(redis_url, leads[:1000])
 
 
 def _events_now(template: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:
@@ -278,6 +328,7 @@ def run_bench(
             assert reader.first is not None and reader.last is not None  # noqa: S101
             steady = events / max(reader.last - reader.first, 1e-9)
             rss_after_burst = _rss_mb(worker.pid)
+
             stages = _metric_sums(s.web_port)
             say(f"throughput: {steady:,.0f} events/s over {events:,} events")
 
@@ -314,6 +365,8 @@ def run_bench(
             except subprocess.TimeoutExpired:
                 worker.kill()
 
+        say("measuring Redis memory per lead on the simulated 90-day history ...")
+        memory = asyncio.run(_history_memory(s.redis_url, evs, f"m{uid}"))
         n_stage = max(stages.pop("events", 1.0), 1.0)
         say("running the seed article's scoring path ...")
         from features.training import build_training_set
@@ -337,6 +390,8 @@ def run_bench(
         "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
         "seed_path_scores_per_s": round(seed_rate, 1),
         "speedup_vs_seed_path": round(steady / seed_rate, 1),
+        "redis_bytes_per_lead": {k: round(v) for k, v in memory.items()},
+        "history_events_per_lead": round(len(evs) / len({e.lead_id for e in evs}), 1),
         "worker_rss_mb": {"after_burst": round(rss_after_burst, 1), "end": round(rss_end, 1)},
         "model_version": report["version"],
     }
