@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +29,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
-from streamer.embedded import env_with, free_port, kill_with_parent, services
+from streamer.embedded import free_port, services, spawn_worker
 from streamer.exceptions import LeadscoreError, ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
@@ -300,27 +299,9 @@ def run_bench(
 
         reader = ScoreReader(s)
         reader.start()
-        env = env_with(
-            svc.kafka_bootstrap,
-            svc.redis_url,
-            LEADSCORE_WEB_PORT=str(s.web_port),
-            LEADSCORE_WEB_HOST="127.0.0.1",
-            LEADSCORE_MODEL_DIR=str(s.model_dir),
-            LEADSCORE_APP_ID=s.app_id,
-            LEADSCORE_TOPIC_PREFIX=s.topic_prefix,
-            LEADSCORE_LOG_LEVEL="WARNING",
-        )
         log_path = Path(tmp) / "worker.log"
         say("starting the worker ...")
-        with log_path.open("wb") as fh:
-            worker = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "streamer.cli", "worker"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=kill_with_parent,  # noqa: PLW1509
-            )
+        worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
         try:
             if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])

@@ -90,9 +90,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings)
     producer = EventProducer(settings)
     producer.send_all(events, rate=args.rate, progress=lambda n: say(f"  sent {n}"))
-    producer.flush()
-    if producer.errors:
-        raise LeadscoreError(f"{len(producer.errors)} events not delivered: {producer.errors[0]}")
+    producer.flush_or_raise()
     say(f"sent {producer.sent} events to {settings.kafka_bootstrap}")
     return 0
 
@@ -128,9 +126,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 yield ev
 
     producer.send_all(lines(), rate=args.rate, progress=lambda n: say(f"  sent {n}"))
-    producer.flush()
-    if producer.errors:
-        raise LeadscoreError(f"{len(producer.errors)} events not delivered: {producer.errors[0]}")
+    producer.flush_or_raise()
     say(f"replayed {producer.sent} events from {path} ({bad} unroutable)")
     return 0
 

@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from schemas.validation import format_ts_ms
-from streamer.embedded import env_with, free_port, kill_with_parent, services
+from streamer.embedded import free_port, services, spawn_worker
 from streamer.exceptions import LeadscoreError, ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
@@ -236,25 +236,9 @@ def run_demo(
 
         port = free_port()
         log_path = tmpdir / "worker.log"
-        env = env_with(
-            svc.kafka_bootstrap,
-            svc.redis_url,
-            LEADSCORE_WEB_PORT=str(port),
-            LEADSCORE_WEB_HOST="127.0.0.1",
-            LEADSCORE_MODEL_DIR=str(live.model_dir),
-            LEADSCORE_APP_ID=demo_id,
-            LEADSCORE_TOPIC_PREFIX=live.topic_prefix,
-        )
+        live = live.model_copy(update={"web_port": port, "web_host": "127.0.0.1"})
         say(f"starting the worker (web on http://127.0.0.1:{port}) ...")
-        with log_path.open("wb") as log_fh:
-            worker = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "streamer.cli", "worker"],
-                env=env,
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=kill_with_parent,  # noqa: PLW1509
-            )
+        worker = spawn_worker(live, log_path)
         stop = threading.Event()
         board = Board()
         reader: threading.Thread | None = None

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamer.exceptions import ServiceStartError
+from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +229,27 @@ def services(kafka_bootstrap: str | None, redis_url: str | None) -> Iterator[Ser
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def env_with(bootstrap: str, redis_url: str, **extra: str) -> dict[str, str]:
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment with every setting of ``settings`` as a LEADSCORE_* variable."""
     env = dict(os.environ)
-    env["LEADSCORE_KAFKA_BOOTSTRAP"] = bootstrap
-    env["LEADSCORE_REDIS_URL"] = redis_url
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"LEADSCORE_{name.upper()}"] = str(value)
     env.update(extra)
     return env
+
+
+def spawn_worker(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    """Run ``leadscore worker`` with ``settings`` as a child that dies with this process."""
+    with log_path.open("wb") as fh:
+        return subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "streamer.cli", "worker"],
+            env=settings_env(settings, **extra_env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=kill_with_parent,  # noqa: PLW1509
+        )

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from streamer.exceptions import LeadscoreError
 from streamer.settings import Settings
 
 
@@ -69,3 +70,9 @@ class EventProducer:
         left = self._producer.flush(timeout)
         if left:
             self.errors.append(f"{left} messages not delivered within {timeout:.0f} s")
+
+    def flush_or_raise(self, timeout: float = 30.0) -> None:
+        """Flush, then raise if any event was not delivered: nothing is lost quietly."""
+        self.flush(timeout)
+        if self.errors:
+            raise LeadscoreError(f"{len(self.errors)} events not delivered: {self.errors[0]}")

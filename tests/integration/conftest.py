@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -26,8 +25,8 @@ from confluent_kafka import Consumer, TopicPartition
 from streamer.embedded import (
     Service,
     free_port,
-    kill_with_parent,
     redis_answers,
+    spawn_worker,
     start_broker,
     start_redis,
 )
@@ -156,32 +155,13 @@ class WorkerProcess:
                 self.proc.wait(10)
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in s.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"LEADSCORE_{name.upper()}"] = str(value)
-    return env
-
-
 @pytest.fixture
 def worker_factory(tmp_path: Path):
     workers: list[WorkerProcess] = []
 
     def start(s: Settings, *, wait_ready: bool = True, timeout: float = 90.0) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        with log_path.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "worker"],
-                env=settings_env(s),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=kill_with_parent,  # a killed test run leaves no worker behind
-            )
+        proc = spawn_worker(s, log_path)
         w = WorkerProcess(s, proc, log_path)
         workers.append(w)
         if wait_ready:

@@ -20,7 +20,7 @@ from schemas import EVENT_TYPES
 from schemas.validation import Event, format_ts_ms
 from streamer.produce import EventProducer
 
-from .conftest import read_topic
+from .conftest import metric_total, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -125,25 +125,14 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     # Events of one lead arrive through three topics, so the worker's interleaving differs
     # from the produced order; the final state must not depend on it.
     deadline = time.monotonic() + 120
-    while _processed(worker) < len(events):
-        assert time.monotonic() < deadline, f"worker processed {_processed(worker)}/{len(events)}"
+    while metric_total(worker) < len(events):
+        assert time.monotonic() < deadline, f"worker processed {metric_total(worker)}/{len(events)}"
         time.sleep(0.5)
-    assert _processed(worker) == len(events)
+    assert metric_total(worker) == len(events)
     for lead, state in offline.items():
         status, body = worker.get(f"/leads/{lead}")
         assert status == 200, lead
         assert orjson.loads(body)["features"] == state.features(), lead
     scores = read_topic(s, "scores", until=len(events), timeout=10)
     ids = [r["value"]["event_id"] for r in scores]
-    assert len(ids) == len(set(ids)) == _processed(worker, "scored")
-
-
-def _processed(worker, outcome: str | None = None) -> int:
-    _status, body = worker.get("/metrics")
-    total = 0.0
-    for line in body.decode().splitlines():
-        if line.startswith("leadscore_events_total{") and (
-            outcome is None or f'outcome="{outcome}"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+    assert len(ids) == len(set(ids)) == metric_total(worker, "scored")
