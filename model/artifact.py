@@ -61,7 +61,9 @@ class Calibrator:
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         if self.method == "isotonic":
-            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
+            # An isotonic end bin that held only one class maps to exactly 0 or 1; no lead is
+            # certain, so the map is squeezed into [0.001, 0.999] (order kept, shift <= 0.001).
+            return 1e-3 + (1 - 2e-3) * np.interp(p, np.asarray(self.x), np.asarray(self.y))
         if self.method == "platt":
             q = np.clip(p, 1e-12, 1 - 1e-12)
             z = self.a * np.log(q / (1 - q)) + self.b
