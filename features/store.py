@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.cluster import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -36,6 +37,11 @@ def hash_tag(lead_id: str) -> str:
     if "{" in lead_id or "}" in lead_id:
         return "{#" + hashlib.sha256(lead_id.encode()).hexdigest()[:24] + "}"
     return "{" + lead_id + "}"
+
+
+def lead_slot(lead_id: str) -> int:
+    """The Redis Cluster slot that holds every key of the lead."""
+    return int(key_slot(hash_tag(lead_id).encode()))
 
 
 def lead_keys(lead_id: str) -> tuple[str, str, str, str, str]:
@@ -91,8 +97,12 @@ class RedisFeatureStore:
         ttl_s: int = DEFAULT_TTL_S,
         max_backoff_s: float = 5.0,
         retry_for_s: float | None = None,
+        per_slot: bool = False,
     ) -> None:
         self._client = client
+        # On Redis Cluster one script call may only touch keys of one slot: split each batch
+        # by the leads' cluster slots (a lead's events stay in one call, in order).
+        self._per_slot = per_slot
         self._specs = specs
         self._ttl_s = ttl_s
         self._script = client.register_script(render_script(specs, ttl_s))
@@ -122,6 +132,35 @@ class RedisFeatureStore:
     ) -> list[Update]:
         if not events and not confirm:
             return []
+        if not self._per_slot:
+            raw = await self._apply(events, confirm)
+        else:
+            groups: dict[int, tuple[list[int], list[Confirmation]]] = {}
+            for i, ev in enumerate(events):
+                groups.setdefault(lead_slot(ev.lead_id), ([], []))[0].append(i)
+            for conf in confirm:
+                groups.setdefault(lead_slot(conf[0]), ([], []))[1].append(conf)
+            results = await asyncio.gather(
+                *(self._apply([events[i] for i in idx], confs) for idx, confs in groups.values())
+            )
+            raw = [None] * len(events)
+            for (idx, _), res in zip(groups.values(), results, strict=True):
+                for i, item in zip(idx, res, strict=True):
+                    raw[i] = item
+        out: list[Update] = []
+        for item in raw:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            if text == "D":
+                out.append(Update("dup", None))
+            elif text == "L":
+                out.append(Update("late", None))
+            elif text[0] == "R":
+                out.append(Update("redelivered", parse_vector(text[1:], self._specs)))
+            else:
+                out.append(Update("ok", parse_vector(text[1:], self._specs)))
+        return out
+
+    async def _apply(self, events: Sequence[Event], confirm: Sequence[Confirmation]) -> list[Any]:
         keys: list[str] = []
         args: list[Any] = ["u", len(events), len(confirm)]
         for ev in events:
@@ -137,19 +176,8 @@ class RedisFeatureStore:
         for lead_id, event_id in confirm:
             keys.append(lead_keys(lead_id)[4])
             args.append(event_id)
-        raw = await self._call(keys, args)
-        out: list[Update] = []
-        for item in raw:
-            text = item.decode() if isinstance(item, bytes) else item
-            if text == "D":
-                out.append(Update("dup", None))
-            elif text == "L":
-                out.append(Update("late", None))
-            elif text[0] == "R":
-                out.append(Update("redelivered", parse_vector(text[1:], self._specs)))
-            else:
-                out.append(Update("ok", parse_vector(text[1:], self._specs)))
-        return out
+        raw: list[Any] = await self._call(keys, args)
+        return raw
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
         s, c, *_ = lead_keys(lead_id)

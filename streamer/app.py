@@ -47,7 +47,8 @@ class Runtime:
     processed: int = 0
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
+def redis_client(settings: Settings) -> Any:
+    """A Redis (or, with ``LEADSCORE_REDIS_CLUSTER``, a Redis Cluster) asyncio client."""
     # No read timeout: a Redis that pauses must make the worker wait for the reply. A timeout
     # followed by a retry could run a batch twice, and the second run would see every event
     # as a duplicate and score none of them. Connection failures are retried with backoff.
@@ -62,6 +63,11 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         kwargs["ssl"] = True
         if settings.redis_tls_cafile:
             kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        kwargs.pop("health_check_interval", None)
+        return RedisCluster.from_url(settings.redis_url, **kwargs)
     return aioredis.Redis.from_url(settings.redis_url, **kwargs)
 
 
@@ -131,7 +137,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
     )
     models.refresh()
     metrics.set_model(models.current.version)
-    store = RedisFeatureStore(redis_client(settings))
+    store = RedisFeatureStore(redis_client(settings), per_slot=settings.redis_cluster)
     pipeline = Pipeline(
         store,
         lambda: models.current,

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    redis_cluster: bool = Field(
+        default=False, description="REDIS_URL points at a Redis Cluster (batches split by slot)"
+    )
     redis_password: SecretStr | None = None
     redis_tls: bool = False
     redis_tls_cafile: Path | None = None

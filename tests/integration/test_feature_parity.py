@@ -58,13 +58,15 @@ def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
     return events
 
 
-def test_lua_store_matches_replay_event_by_event(redis_url):
+@pytest.mark.parametrize("per_slot", [False, True], ids=["one-call", "split-by-cluster-slot"])
+def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
+    """Also with batches split by cluster slot, as the worker does on Redis Cluster."""
     events = shuffled_history(40, 4000, seed=5)
     expected = replay(events)
 
     async def run() -> tuple[list, dict]:
         client = aioredis.Redis.from_url(redis_url)
-        store = RedisFeatureStore(client)
+        store = RedisFeatureStore(client, per_slot=per_slot)
         try:
             # Each call confirms the previous one's scores, as the worker does after delivery.
             updates: list = []
