@@ -7,6 +7,7 @@ is plain code that unit tests drive with an in-memory feature store.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,6 +84,9 @@ class Pipeline:
         m.batch_size.observe(len(messages))
         t0 = time.perf_counter()
         now_ms = int(self._clock() * 1000)
+        # Counted per batch and added once per label: labels() per event cost ~4 % of the CPU.
+        counts: Counter[tuple[str, str]] = Counter()
+        tiers: Counter[str] = Counter()
         for msg in messages:
             if msg.timestamp is not None:
                 m.consume_lag.observe(max(0.0, now_ms / 1000 - msg.timestamp))
@@ -107,7 +111,7 @@ class Pipeline:
                 )
                 out.dlq.append((msg.key, orjson.dumps(rec)))
                 m.dlq.labels(code=res.code).inc()
-                m.events.labels(source=source or "unknown", outcome="invalid").inc()
+                counts[(source or "unknown", "invalid")] += 1
             else:
                 valid.append((msg, res))
         t1 = time.perf_counter()
@@ -122,10 +126,10 @@ class Pipeline:
                 rows.append(upd.features)
                 scored_events.append((msg, ev))
                 if upd.outcome == "redelivered":
-                    m.events.labels(source=ev.source, outcome="redelivered").inc()
+                    counts[(ev.source, "redelivered")] += 1
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
-                m.events.labels(source=ev.source, outcome=outcome).inc()
+                counts[(ev.source, outcome)] += 1
         scorer = self._scorer()
         results = scorer.score_batch(rows) if rows else []
         t3 = time.perf_counter()
@@ -146,10 +150,14 @@ class Pipeline:
             out.records.append(rec)
             self._scored.append((ev.lead_id, ev.event_id))
             out.scores.append((ev.lead_id, orjson.dumps(rec)))
-            m.events.labels(source=ev.source, outcome="scored").inc()
-            m.scores.labels(tier=s.tier).inc()
+            counts[(ev.source, "scored")] += 1
+            tiers[s.tier] += 1
             if msg.timestamp is not None:
                 m.event_to_score.observe(max(0.0, now - msg.timestamp))
+        for (src, outcome), n in counts.items():
+            m.events.labels(source=src, outcome=outcome).inc(n)
+        for tier, n in tiers.items():
+            m.scores.labels(tier=tier).inc(n)
         if out.records:
             previous = await self._store.save_scores(out.records)
             self._alerts(out, previous)
