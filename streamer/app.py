@@ -44,7 +44,6 @@ class Runtime:
     metrics: Metrics
     pipeline: Pipeline
     ready: bool = False
-    processed: int = 0
 
 
 def redis_client(settings: Settings) -> Any:
@@ -193,7 +192,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
             # Delivery before the next take: only then are this batch's offsets acked.
             await asyncio.gather(*pending)
             rt.pipeline.delivered()
-            rt.processed += len(msgs)
             rt.metrics.score_latency.observe(time.perf_counter() - started)
 
     @app.on_partitions_assigned.connect
