@@ -211,6 +211,25 @@ class RedisFeatureStore:
         return deleted
 
 
+async def apply_in_batches(
+    store: FeatureStore, events: Sequence[Event], batch: int = 500
+) -> list[Update]:
+    """Apply ``events`` in batches as the worker does: each call confirms the previous batch's
+    applied events (as if their scores had been delivered); a final call confirms the last."""
+    updates: list[Update] = []
+    confirm: list[Confirmation] = []
+    for k in range(0, len(events), batch):
+        chunk = events[k : k + batch]
+        done = await store.apply_batch(chunk, confirm)
+        confirm = [
+            (e.lead_id, e.event_id) for e, u in zip(chunk, done, strict=True) if u.outcome == "ok"
+        ]
+        updates += done
+    if confirm:
+        await store.apply_batch([], confirm)
+    return updates
+
+
 class MemoryFeatureStore:
     """In-memory store built on :class:`LeadState`; the same rules, for unit tests and replay."""
 

@@ -165,7 +165,7 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
     """Replay a history into the feature store (as the worker would) and measure its keys."""
     import redis.asyncio as aioredis
 
-    from features.store import RedisFeatureStore
+    from features.store import RedisFeatureStore, apply_in_batches
 
     client = aioredis.Redis.from_url(redis_url)
     store = RedisFeatureStore(client)
@@ -174,16 +174,7 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
         for e in events
     ]
     try:
-        confirm: list[tuple[str, str]] = []
-        for k in range(0, len(tagged), 500):
-            chunk = tagged[k : k + 500]
-            done = await store.apply_batch(chunk, confirm)
-            confirm = [
-                (e.lead_id, e.event_id)
-                for e, u in zip(chunk, done, strict=True)
-                if u.outcome == "ok"
-            ]
-        await store.apply_batch([], confirm)
+        await apply_in_batches(store, tagged)
     finally:
         await client.aclose()
     leads = sorted({e.lead_id for e in tagged})

@@ -15,7 +15,7 @@ from redis.cluster import key_slot
 
 from features.definitions import DAY_MS
 from features.offline import replay
-from features.store import RedisFeatureStore, lead_keys
+from features.store import RedisFeatureStore, apply_in_batches, lead_keys
 from schemas import EVENT_TYPES
 from schemas.validation import Event, format_ts_ms
 from streamer.produce import EventProducer
@@ -69,17 +69,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
         store = RedisFeatureStore(client, per_slot=per_slot)
         try:
             # Each call confirms the previous one's scores, as the worker does after delivery.
-            updates: list = []
-            confirm: list = []
-            for k in range(0, len(events), 250):
-                chunk = events[k : k + 250]
-                got = await store.apply_batch(chunk, confirm)
-                confirm = [
-                    (e.lead_id, e.event_id)
-                    for e, u in zip(chunk, got, strict=True)
-                    if u.outcome == "ok"
-                ]
-                updates += got
+            updates = await apply_in_batches(store, events, batch=250)
             finals = {lead: await store.read(lead) for lead in expected}
         finally:
             await client.aclose()
