@@ -234,6 +234,10 @@ def features_as_of(
             yield lead_id, feats
 
 
+VECTOR_SEP = "\x1f"
+"""Field separator of the feature vectors the Lua script returns (ASCII unit separator)."""
+
+
 def parse_value(raw: str, spec: Spec) -> FeatureValue:
     """Convert one field of the Lua script's output to its Python value."""
     if raw == "":
@@ -248,5 +252,5 @@ def parse_value(raw: str, spec: Spec) -> FeatureValue:
 
 def parse_vector(raw: str, specs: tuple[Spec, ...] = SPECS) -> dict[str, FeatureValue]:
     """The feature dict encoded by the Lua script (fields separated by the unit separator)."""
-    parts = raw.split("\x1f")
+    parts = raw.split(VECTOR_SEP)
     return {s.name: parse_value(v, s) for s, v in zip(specs, parts, strict=True)}

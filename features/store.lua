@@ -8,6 +8,7 @@
 --                last activity, created), p:<attr> profile value, @<attr> "ts|event_id" stamp
 --   ls:{id}:c    hash: <code>:<res><bucket> -> count, e:d<day> -> engagement points
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
+--   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's'
 --   ls:{id}:p    hash: event_id -> feature vector of applied events whose score records are
 --                not yet confirmed on the broker (see "pending" below)
 --@SPEC@
@@ -209,6 +210,21 @@ if mode == 'u' then
     out[e + 1] = res
   end
   finish_touched()
+  return out
+elseif mode == 's' then
+  -- Latest score record per lead. ARGV: 's', n records; KEYS: n latest-score keys.
+  -- Returns each lead's previous tier (false if none), for tier-change alerts.
+  local out = {}
+  for i = 1, #KEYS do
+    local old = redis.call('GET', KEYS[i])
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', TTL_S)
+    local tier = false
+    if old then
+      tier = string.match(old, '"tier":"(%a+)"')
+      if not tier then tier = cjson.decode(old).tier or false end
+    end
+    out[i] = tier
+  end
   return out
 elseif mode == 'r' then
   local maxts = tonumber(redis.call('HGET', KEYS[1], 'max'))

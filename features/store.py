@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -55,13 +54,45 @@ Confirmation = tuple[str, str]
 """(lead_id, event_id) of an event whose score record reached the broker."""
 
 
-@dataclass(frozen=True, slots=True)
 class Update:
     """What applying one event did: ``ok`` with the lead's features after it, dup or late;
-    ``redelivered``: applied before but its score never confirmed, with the features it had."""
+    ``redelivered``: applied before but its score never confirmed, with the features it had.
 
-    outcome: UpdateOutcome
-    features: dict[str, FeatureValue] | None
+    The Redis store hands over the feature vector as the script returned it (``vector``:
+    fields in ``specs`` order, unit-separated) and parses it only when ``features`` is read:
+    the worker feeds vectors to the model column-wise without a dict per event.
+    """
+
+    __slots__ = ("outcome", "vector", "specs", "_features")
+
+    def __init__(
+        self,
+        outcome: UpdateOutcome,
+        features: dict[str, FeatureValue] | None = None,
+        *,
+        vector: str | None = None,
+        specs: tuple[Spec, ...] = SPECS,
+    ) -> None:
+        self.outcome = outcome
+        self.vector = vector
+        self.specs = specs
+        self._features = features
+
+    @property
+    def features(self) -> dict[str, FeatureValue] | None:
+        if self._features is None and self.vector is not None:
+            self._features = parse_vector(self.vector, self.specs)
+        return self._features
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Update):
+            return NotImplemented
+        return self.outcome == other.outcome and self.features == other.features
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Update({self.outcome!r}, {self.features!r})"
 
 
 class FeatureStore(Protocol):
@@ -148,16 +179,18 @@ class RedisFeatureStore:
                 for i, item in zip(idx, res, strict=True):
                     raw[i] = item
         out: list[Update] = []
+        specs = self._specs
         for item in raw:
             text = item.decode() if isinstance(item, bytes) else str(item)
-            if text == "D":
-                out.append(Update("dup", None))
-            elif text == "L":
-                out.append(Update("late", None))
-            elif text[0] == "R":
-                out.append(Update("redelivered", parse_vector(text[1:], self._specs)))
+            head = text[0]
+            if head == "F":
+                out.append(Update("ok", vector=text[1:], specs=specs))
+            elif head == "D":
+                out.append(Update("dup"))
+            elif head == "L":
+                out.append(Update("late"))
             else:
-                out.append(Update("ok", parse_vector(text[1:], self._specs)))
+                out.append(Update("redelivered", vector=text[1:], specs=specs))
         return out
 
     async def _apply(self, events: Sequence[Event], confirm: Sequence[Confirmation]) -> list[Any]:
@@ -192,14 +225,25 @@ class RedisFeatureStore:
         latest: dict[str, dict[str, Any]] = {r["lead_id"]: r for r in records}
         if not latest:
             return {}
-        pipe = self._client.pipeline(transaction=False)
-        for lead_id, rec in latest.items():
-            # SET ... GET returns the previous record in the same round trip (tier alerts).
-            pipe.set(lead_keys(lead_id)[3], orjson.dumps(rec), ex=self._ttl_s, get=True)
-        previous = await pipe.execute()
+        if not self._per_slot:
+            tiers = await self._save(list(latest.items()))
+        else:
+            groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+            for item in latest.items():
+                groups.setdefault(lead_slot(item[0]), []).append(item)
+            parts = await asyncio.gather(*(self._save(g) for g in groups.values()))
+            tiers = {k: v for part in parts for k, v in part.items()}
+        return tiers
+
+    async def _save(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
+        """One script call (not one SET per lead: command packing cost more than the write)
+        stores the records and returns each lead's previous tier."""
+        keys = [lead_keys(lead_id)[3] for lead_id, _ in items]
+        args: list[Any] = ["s", *(orjson.dumps(rec) for _, rec in items)]
+        previous = await self._call(keys, args)
         return {
-            lead_id: (orjson.loads(old)["tier"] if old else None)
-            for lead_id, old in zip(latest, previous, strict=True)
+            lead_id: (old.decode() if isinstance(old, bytes) else old) if old else None
+            for (lead_id, _), old in zip(items, previous, strict=True)
         }
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:

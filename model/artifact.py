@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,7 @@ import numpy as np
 
 from model.exceptions import ModelNotFoundError, RegistryError
 from model.explain import ExplainMethod, PathExplainer, contributions
-from model.scoring import Reason, Row, Scored, Thresholds
+from model.scoring import FeatureBatch, Reason, Rows, Scored, Thresholds
 
 FeatureKind = Literal["numeric", "categorical"]
 
@@ -205,8 +205,10 @@ class LightGBMScorer:
             raise RegistryError(f"model in {d} is unreadable: {exc}") from exc
         return cls(booster, meta, explain=explain, max_reasons=max_reasons)
 
-    def encode(self, rows: Sequence[Row]) -> np.ndarray:
-        """Rows (dicts by feature name) to the float matrix the booster expects."""
+    def encode(self, rows: Rows) -> np.ndarray:
+        """Rows (dicts by feature name, or a :class:`FeatureBatch`) to the booster's matrix."""
+        if isinstance(rows, FeatureBatch):
+            return self._encode_batch(rows, rows.flat())
         x = np.full((len(rows), len(self._names)), np.nan, dtype=np.float64)
         for i, row in enumerate(rows):
             for j, name in enumerate(self._names):
@@ -227,38 +229,103 @@ class LightGBMScorer:
                         continue
         return x
 
+    def _encode_batch(self, batch: FeatureBatch, flat: list[str]) -> np.ndarray:
+        """Column-wise from the batch's fields (``flat``, row-major): all numeric columns in
+        one vectorised conversion, categories by level code.
+
+        Gives the same matrix as encoding ``batch.rows()``, except that a non-finite number
+        is read as missing in every numeric column (the store never writes one).
+        """
+        n, width = len(batch), len(batch.names)
+        x = np.full((n, len(self._names)), np.nan, dtype=np.float64)
+        if not n:
+            return x
+        column_of = {name: c for c, name in enumerate(batch.names)}
+        parse = batch.parse
+        numeric: list[tuple[int, int]] = []
+        for j, name in enumerate(self._names):
+            c = column_of.get(name)
+            if c is None:
+                continue
+            codes = self._codes[j]
+            if codes is None:
+                numeric.append((j, c))
+                continue
+            x[:, j] = [
+                np.nan if v is None else codes.get(str(v), np.nan)
+                for v in (parse(c, f) for f in flat[c::width])
+            ]
+        if numeric:
+            fields = [f or "nan" for _, c in numeric for f in flat[c::width]]
+            try:
+                values = np.array(fields, dtype=np.float64).reshape(len(numeric), n).T
+            except ValueError:  # a text value in a numeric column: missing, as in encode()
+                values = np.array([_as_float(f) for f in fields]).reshape(len(numeric), n).T
+            values[~np.isfinite(values)] = np.nan
+            x[:, [j for j, _ in numeric]] = values
+        return x
+
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=1))
 
-    def score_batch(self, rows: Sequence[Row], *, explain: bool = True) -> list[Scored]:
-        if not rows:
+    def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
+        if not len(rows):
             return []
-        x = self.encode(rows)
-        raw = self.predict_raw(x)
-        cal = self.meta.calibrator.apply(raw)
-        contrib = contributions(self.booster, x, self.explain, self._path) if explain else None
-        th = self.meta.thresholds
-        k = min(self._max_reasons, len(self._names))
-        if contrib is not None:
-            body = contrib[:, :-1]
-            # Top-k by |contribution| for all rows at once; ties broken by feature order.
-            top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
+        value: Callable[[int, int], Any]
+        if isinstance(rows, FeatureBatch):
+            flat = rows.flat()
+            x = self._encode_batch(rows, flat)
+            column_of = {name: c for c, name in enumerate(rows.names)}
+            columns = [column_of.get(name) for name in self._names]
+            parse = rows.parse
+            width = len(rows.names)
+
+            def value(i: int, j: int) -> Any:
+                c = columns[j]
+                return None if c is None else _json_value(parse(c, flat[i * width + c]))
+
+        else:
+            x = self.encode(rows)
+            dict_rows = rows
+
+            def value(i: int, j: int) -> Any:
+                return _json_value(dict_rows[i].get(self._names[j]))
+
+        contrib: np.ndarray | None
+        if explain and self._path is not None:
+            # One pass over the trees gives both the score and the reasons.
+            raw, contrib = self._path.probabilities_and_contributions(self.booster, x)
+        else:
+            raw = self.predict_raw(x)
+            contrib = contributions(self.booster, x, self.explain, self._path) if explain else None
+        scores = np.clip(self.meta.calibrator.apply(raw), 0.0, 1.0).tolist()
+        tier = self.meta.thresholds.tier
+        names = self._names
+        if contrib is None:
+            return [Scored(score, tier(score), ()) for score in scores]
+        body = contrib[:, :-1]
+        k = min(self._max_reasons, len(names))
+        # Top-k by |contribution| for all rows at once; ties broken by feature order. The
+        # picked values go to Python lists in one step each (numpy scalars are slow to index).
+        top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
+        picked = np.take_along_axis(body, top, axis=1)
+        tops, amounts = top.tolist(), picked.tolist()
         out = []
-        for i, row in enumerate(rows):
-            score = float(min(1.0, max(0.0, cal[i])))
-            reasons: tuple[Reason, ...] = ()
-            if contrib is not None:
-                reasons = tuple(
-                    Reason(
-                        self._names[j],
-                        _json_value(row.get(self._names[j])),
-                        round(float(contrib[i, j]), 4),
-                    )
-                    for j in top[i]
-                    if contrib[i, j] != 0.0
-                )
-            out.append(Scored(score, th.tier(score), reasons))
+        for i, score in enumerate(scores):
+            reasons = tuple(
+                Reason(names[j], value(i, j), round(a, 4))
+                for j, a in zip(tops[i], amounts[i], strict=True)
+                if a != 0.0
+            )
+            out.append(Scored(score, tier(score), reasons))
         return out
+
+
+def _as_float(field: str) -> float:
+    try:
+        return float(field) if field else math.nan
+    except ValueError:
+        return math.nan
 
 
 def _json_value(v: Any) -> Any:

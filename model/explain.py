@@ -27,10 +27,20 @@ class PathExplainer:
         trees = model["tree_info"]
         max_leaves = max(t["num_leaves"] for t in trees) if trees else 1
         self.table = np.zeros((len(trees), max_leaves, self.n_features + 1))
+        self.leaf_values = np.zeros((len(trees), max_leaves))
         for t, tree in enumerate(trees):
-            self._fill(self.table[t], tree["tree_structure"])
+            self._fill(self.table[t], self.leaf_values[t], tree["tree_structure"])
         self._offsets = np.arange(len(trees)) * max_leaves
         self._flat = self.table.reshape(-1, self.n_features + 1)
+        # The raw score can come from the leaves (no second pass over the trees) only for a
+        # plain boosted binary model: LightGBM then sums the leaf values tree by tree and
+        # applies a sigmoid with slope 1, which ``probabilities_and_contributions`` reproduces.
+        header = booster.model_to_string(num_iteration=-1).split("\nTree=", 1)[0]
+        self.plain_binary = (
+            model.get("num_class", 1) == 1
+            and "objective=binary sigmoid:1" in header
+            and "average_output" not in header
+        )
 
     @staticmethod
     def _expected(node: dict[str, Any]) -> tuple[float, float]:
@@ -47,11 +57,12 @@ class PathExplainer:
         node["_value"] = (lv * lw + rv * rw) / (lw + rw)
         return node["_value"], lw + rw
 
-    def _fill(self, out: np.ndarray, root: dict[str, Any]) -> None:
+    def _fill(self, out: np.ndarray, values: np.ndarray, root: dict[str, Any]) -> None:
         # The bias column holds the root's expected value; each split adds child minus
         # parent value to the split feature, so a leaf's row sums to its leaf value.
         if "leaf_value" in root:
             out[root.get("leaf_index", 0), -1] = root["leaf_value"]
+            values[root.get("leaf_index", 0)] = root["leaf_value"]
             return
         self._expected(root)
         start = np.zeros(self.n_features + 1)
@@ -67,21 +78,47 @@ class PathExplainer:
                 credit[node["split_feature"]] += value - parent_value
                 if "leaf_value" in child:
                     out[child["leaf_index"]] = credit
+                    values[child["leaf_index"]] = child["leaf_value"]
                 else:
                     stack.append((child, credit))
 
-    def contributions(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
-        """``(rows, features + 1)`` like ``pred_contrib``: the last column is the bias."""
+    def leaves(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
         leaves = np.asarray(booster.predict(x, pred_leaf=True, num_threads=1), dtype=np.int64)
-        if leaves.ndim == 1:
-            leaves = leaves.reshape(len(x), -1)
-        out = np.zeros((len(x), self.n_features + 1))
+        return leaves.reshape(len(x), -1)
+
+    def contributions_from_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """``(rows, features + 1)`` like ``pred_contrib``: the last column is the bias."""
+        out = np.zeros((len(leaves), self.n_features + 1))
         idx = leaves + self._offsets[: leaves.shape[1]]
-        # Row chunks keep the (rows, trees, features) gather within a few MB.
+        # Row chunks keep the (rows, trees, features) gather within a few MB. (A sparse
+        # per-leaf layout with np.bincount was measured 2.5x slower than this dense gather.)
         step = max(1, 4_000_000 // max(1, idx.shape[1] * (self.n_features + 1)))
-        for s in range(0, len(x), step):
+        for s in range(0, len(leaves), step):
             out[s : s + step] = self._flat[idx[s : s + step]].sum(axis=1)
         return out
+
+    def raw_from_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """The model's raw score (log-odds), summed tree by tree in LightGBM's order."""
+        raw = np.zeros(len(leaves))
+        for t in range(leaves.shape[1]):
+            raw += self.leaf_values[t, leaves[:, t]]
+        return raw
+
+    def contributions(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
+        """``(rows, features + 1)`` like ``pred_contrib``: the last column is the bias."""
+        return self.contributions_from_leaves(self.leaves(booster, x))
+
+    def probabilities_and_contributions(
+        self, booster: lgb.Booster, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Model probabilities and attributions from one ``pred_leaf`` pass over the trees."""
+        leaves = self.leaves(booster, x)
+        contrib = self.contributions_from_leaves(leaves)
+        if self.plain_binary:
+            proba = 1.0 / (1.0 + np.exp(-self.raw_from_leaves(leaves)))
+        else:
+            proba = np.asarray(booster.predict(x, num_threads=1))
+        return proba, contrib
 
 
 def contributions(

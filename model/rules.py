@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from model.exceptions import RulesConfigError
-from model.scoring import Reason, Row, Scored, Thresholds, Value, top_reasons
+from model.scoring import FeatureBatch, Reason, Row, Rows, Scored, Thresholds, Value, top_reasons
 
 _OPS = (">=", ">", "<=", "<", "==", "in")
 
@@ -128,7 +128,9 @@ class RuleScorer:
         reasons = [Reason(f, row.get(f), p) for f, p in by_feature.items()]
         return total, reasons
 
-    def score_batch(self, rows: Sequence[Row], *, explain: bool = True) -> list[Scored]:
+    def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
+        if isinstance(rows, FeatureBatch):
+            rows = rows.rows()
         out = []
         for row in rows:
             pts, reasons = self.points(row)

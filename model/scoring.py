@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Tier = Literal["hot", "warm", "cold"]
 Value = int | float | str | None
 Row = Mapping[str, Value]
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """One feature's contribution to a score (log-odds for models, points for rules)."""
+class Reason(NamedTuple):
+    """One feature's contribution to a score (log-odds for models, points for rules).
+
+    A named tuple, not a dataclass: the worker builds several per event, and a frozen
+    dataclass costs several times more to construct.
+    """
 
     feature: str
     value: Value
@@ -24,7 +27,52 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
-class Scored:
+class FeatureBatch:
+    """Feature rows in the text form an online store returns them in, read column-wise.
+
+    Each of ``texts`` holds one row's fields in ``names`` order, joined by ``sep``, with ``""``
+    for a missing value; ``parse(j, field)`` gives column ``j``'s typed value. A model encodes
+    a whole batch from this without building a dict per row.
+    """
+
+    names: tuple[str, ...]
+    texts: Sequence[str]
+    sep: str
+    parse: Callable[[int, str], Value]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def flat(self) -> list[str]:
+        """Every row's fields in one row-major list (row ``i``, column ``j`` at
+        ``i * len(names) + j``).
+
+        Raises
+        ------
+        ValueError
+            When a row doesn't have one field per name.
+        """
+        flat = self.sep.join(self.texts).split(self.sep) if self.texts else []
+        if len(flat) != len(self.texts) * len(self.names):
+            raise ValueError(
+                f"feature vectors don't have {len(self.names)} fields each "
+                f"({len(flat)} fields in {len(self.texts)} rows)"
+            )
+        return flat
+
+    def rows(self) -> list[dict[str, Value]]:
+        parse = self.parse
+        names = self.names
+        return [
+            {n: parse(j, f) for j, (n, f) in enumerate(zip(names, t.split(self.sep), strict=True))}
+            for t in self.texts
+        ]
+
+
+Rows = Sequence[Row] | FeatureBatch
+
+
+class Scored(NamedTuple):
     score: float
     tier: Tier
     reasons: tuple[Reason, ...]
@@ -51,7 +99,7 @@ class Scorer(Protocol):
     @property
     def version(self) -> str: ...
 
-    def score_batch(self, rows: Sequence[Row], *, explain: bool = True) -> list[Scored]: ...
+    def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]: ...
 
 
 def top_reasons(items: Sequence[Reason], k: int) -> tuple[Reason, ...]:

@@ -6,17 +6,21 @@ is plain code that unit tests drive with an in-memory feature store.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from features.store import FeatureStore
-from model.scoring import Scorer
+from features.definitions import Spec
+from features.offline import VECTOR_SEP, parse_value
+from features.store import FeatureStore, Update
+from model.scoring import FeatureBatch, Rows, Scorer, Value
 from schemas import SOURCES, Source
 from schemas.validation import Event, Invalid, dlq_record, validate_event
 from streamer.metrics import Metrics
@@ -51,6 +55,13 @@ def iso_now(now: float) -> str:
     )
 
 
+T = TypeVar("T")
+
+#: Events per store call within a batch: small enough that scoring one chunk overlaps the
+#: Redis call for the next, large enough that the per-call cost stays small.
+REDIS_CHUNK = 128
+
+
 class Pipeline:
     def __init__(
         self,
@@ -61,8 +72,10 @@ class Pipeline:
         topic_sources: dict[str, Source],
         max_future_ms: int,
         clock: Callable[[], float] = time.time,
+        chunk: int = REDIS_CHUNK,
     ) -> None:
         self._store = store
+        self._chunk = max(1, chunk)
         self._scorer = scorer
         self._metrics = metrics
         self._topic_sources = topic_sources
@@ -117,32 +130,109 @@ class Pipeline:
         t1 = time.perf_counter()
         confirm, self._confirm = self._confirm, []
         self._scored = []
-        updates = await self._store.apply_batch([ev for _, ev in valid], confirm)
-        t2 = time.perf_counter()
+        waited = model_s = 0.0
+        # A repeat of an event within the batch is a duplicate of its first copy. It is
+        # caught here because the copies may fall in different store calls, and the script
+        # knows an event applied earlier in the same call only (other calls leave it pending).
+        seen: set[tuple[str, str]] = set()
+        unique: list[tuple[Message, Event]] = []
+        for msg, ev in valid:
+            key = (ev.lead_id, ev.event_id)
+            if key in seen:
+                counts[(ev.source, "duplicate")] += 1
+            else:
+                seen.add(key)
+                unique.append((msg, ev))
+        chunks = [unique[k : k + self._chunk] for k in range(0, len(unique), self._chunk)]
+        if not chunks and confirm:
+            await self._store.apply_batch([], confirm)
+        # The store call for chunk k+1 is sent as soon as chunk k's reply is in (so Redis
+        # applies them in order: per-lead order holds), and runs while chunk k is scored.
+        task = (
+            await _started(self._store.apply_batch([ev for _, ev in chunks[0]], confirm))
+            if chunks
+            else None
+        )
+        try:
+            for k, chunk in enumerate(chunks):
+                assert task is not None  # noqa: S101 - set for every chunk
+                w0 = time.perf_counter()
+                updates = await task
+                waited += time.perf_counter() - w0
+                task = None
+                if k + 1 < len(chunks):
+                    task = await _started(self._store.apply_batch([ev for _, ev in chunks[k + 1]]))
+                s0 = time.perf_counter()
+                self._score_chunk(chunk, updates, out, counts, tiers)
+                model_s += time.perf_counter() - s0
+        finally:
+            if task is not None:
+                task.cancel()
+        for (src, outcome), n in counts.items():
+            m.events.labels(source=src, outcome=outcome).inc(n)
+        for tier, n in tiers.items():
+            m.scores.labels(tier=tier).inc(n)
+        t3 = time.perf_counter()
+        if out.records:
+            previous = await self._store.save_scores(out.records)
+            self._alerts(out, previous)
+        t4 = time.perf_counter()
+        out.stage_seconds = {"validate": t1 - t0, "redis": waited + (t4 - t3), "model": model_s}
+        for stage, secs in out.stage_seconds.items():
+            m.stage_seconds.labels(stage=stage).observe(secs)
+        return out
+
+    def _score_chunk(
+        self,
+        chunk: Sequence[tuple[Message, Event]],
+        updates: Sequence[Update],
+        out: BatchOutput,
+        counts: Counter[tuple[str, str]],
+        tiers: Counter[str],
+    ) -> None:
+        texts: list[str] = []
         rows: list[dict[str, Any]] = []
+        specs = None
         scored_events: list[tuple[Message, Event]] = []
-        for (msg, ev), upd in zip(valid, updates, strict=True):
-            if upd.outcome in ("ok", "redelivered") and upd.features is not None:
-                rows.append(upd.features)
+        for (msg, ev), upd in zip(chunk, updates, strict=True):
+            if upd.outcome in ("ok", "redelivered"):
+                if upd.vector is not None:
+                    texts.append(upd.vector)
+                    specs = upd.specs
+                elif upd.features is not None:
+                    rows.append(upd.features)
+                else:
+                    continue
                 scored_events.append((msg, ev))
                 if upd.outcome == "redelivered":
                     counts[(ev.source, "redelivered")] += 1
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
                 counts[(ev.source, outcome)] += 1
+        if not scored_events:
+            return
+        if texts and rows:
+            raise RuntimeError("a feature store returned both vectors and feature dicts")
+        batch: Rows = rows
+        if texts and specs is not None:
+            batch = vector_batch(texts, specs)
         scorer = self._scorer()
-        results = scorer.score_batch(rows) if rows else []
-        t3 = time.perf_counter()
+        results = scorer.score_batch(batch)
         now = self._clock()
         scored_at = iso_now(now)
+        version = scorer.version
+        m = self._metrics
         for (msg, ev), s in zip(scored_events, results, strict=True):
             rec = {
                 "lead_id": ev.lead_id,
                 "score": round(s.score, 6),
                 "score_100": int(round(s.score * 100)),
                 "tier": s.tier,
-                "model_version": scorer.version,
-                "reasons": [r.as_dict() for r in s.reasons],
+                "model_version": version,
+                "reasons": [
+                    {"feature": r.feature, "value": r.value, "contribution": r.contribution}
+                    for r in s.reasons
+                ],
                 "event_id": ev.event_id,
                 "event_ts": ev.ts,
                 "scored_at": scored_at,
@@ -154,18 +244,6 @@ class Pipeline:
             tiers[s.tier] += 1
             if msg.timestamp is not None:
                 m.event_to_score.observe(max(0.0, now - msg.timestamp))
-        for (src, outcome), n in counts.items():
-            m.events.labels(source=src, outcome=outcome).inc(n)
-        for tier, n in tiers.items():
-            m.scores.labels(tier=tier).inc(n)
-        if out.records:
-            previous = await self._store.save_scores(out.records)
-            self._alerts(out, previous)
-        t4 = time.perf_counter()
-        out.stage_seconds = {"validate": t1 - t0, "redis": t2 - t1 + (t4 - t3), "model": t3 - t2}
-        for stage, secs in out.stage_seconds.items():
-            m.stage_seconds.labels(stage=stage).observe(secs)
-        return out
 
     def _alerts(self, out: BatchOutput, previous: dict[str, str | None]) -> None:
         tiers = dict(previous)
@@ -191,3 +269,27 @@ class Pipeline:
 def topic_sources(topic: Callable[[str], str]) -> dict[str, Source]:
     """Map each input topic's full name to the source it carries."""
     return {topic(s): s for s in SOURCES}
+
+
+async def _started(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Schedule ``coro`` and let it run to its first real wait (for a Redis call: the request
+    is written and it waits for the reply), so CPU work done next overlaps with the server."""
+    task = asyncio.ensure_future(coro)
+    await asyncio.sleep(0)
+    return task
+
+
+@functools.lru_cache(maxsize=8)
+def _parsers(specs: tuple[Spec, ...]) -> tuple[tuple[str, ...], Callable[[int, str], Value]]:
+    names = tuple(s.name for s in specs)
+
+    def parse(j: int, field: str) -> Value:
+        return parse_value(field, specs[j])
+
+    return names, parse
+
+
+def vector_batch(texts: list[str], specs: tuple[Spec, ...]) -> FeatureBatch:
+    """The store's feature vectors as a batch the scorer reads column-wise."""
+    names, parse = _parsers(specs)
+    return FeatureBatch(names, texts, VECTOR_SEP, parse)

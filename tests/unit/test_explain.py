@@ -40,3 +40,28 @@ def test_path_attributions_sum_to_the_raw_score_and_agree_with_treeshap():
     top_path = np.abs(path[:, :-1]).argmax(axis=1)
     top_shap = np.abs(shap[:, :-1]).argmax(axis=1)
     assert (top_path == top_shap).mean() > 0.9
+
+
+def test_one_leaf_pass_gives_lightgbms_probabilities_and_the_same_attributions():
+    b, x = _model(depth=4, rounds=80, categorical=True)
+    path = PathExplainer(b)
+    assert path.plain_binary
+    proba, contrib = path.probabilities_and_contributions(b, x)
+    np.testing.assert_allclose(proba, b.predict(x), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(contrib, path.contributions(b, x), atol=0)
+    np.testing.assert_allclose(contrib.sum(axis=1), b.predict(x, raw_score=True), atol=1e-9)
+
+
+def test_models_other_than_plain_binary_use_lightgbms_own_prediction():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3))
+    b = lgb.train(
+        {"objective": "regression", "verbose": -1},
+        lgb.Dataset(x, x[:, 0] + rng.normal(size=500)),
+        20,
+    )
+    path = PathExplainer(b)
+    assert not path.plain_binary
+    proba, contrib = path.probabilities_and_contributions(b, x)
+    np.testing.assert_allclose(proba, b.predict(x))
+    np.testing.assert_allclose(contrib.sum(axis=1), b.predict(x, raw_score=True), atol=1e-9)

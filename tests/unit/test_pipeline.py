@@ -15,7 +15,7 @@ from streamer.pipeline import Message, Pipeline, topic_sources
 from streamer.settings import Settings
 
 
-def make() -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
+def make(chunk: int = 128) -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
     store = MemoryFeatureStore()
     metrics = Metrics.create(CollectorRegistry())
     rules = RuleScorer.default()
@@ -26,6 +26,7 @@ def make() -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
         metrics,
         topic_sources=topic_sources(s.topic),
         max_future_ms=86_400_000,
+        chunk=chunk,
     )
     return p, store, metrics
 
@@ -69,6 +70,24 @@ async def test_one_valid_score_record_per_distinct_event_and_dlq_for_bad():
     assert feats["web_pricing_views_24h"] == 1
     latest = await store.latest_score("L-1")
     assert latest is not None and latest["event_id"] == "e1"
+
+
+async def test_store_calls_in_chunks_keep_order_and_a_repeat_in_a_later_chunk_is_a_dup():
+    """A batch goes to the store in several calls; the results are those of one call."""
+    p, store, m = make(chunk=2)
+    events = [ev(i, lead=f"L-{i % 3}") for i in range(7)]
+    batch = [msg(i, e) for i, e in enumerate(events)]
+    batch.append(msg(7, events[0]))  # e0 again, three calls after its first copy
+    out = await p.process(batch)
+    assert [r["event_id"] for r in out.records] == [f"e{i}" for i in range(7)]
+    assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
+    assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 0
+    one_call, _, _ = make(chunk=1000)
+    ref = await one_call.process(batch)
+    assert [r["score"] for r in out.records] == [r["score"] for r in ref.records]
+    assert [r["reasons"] for r in out.records] == [r["reasons"] for r in ref.records]
+    for lead in ("L-0", "L-1", "L-2"):
+        assert await store.read(lead) == await one_call._store.read(lead)  # noqa: SLF001
 
 
 async def test_a_redelivered_batch_emits_nothing_new_once_delivered():
