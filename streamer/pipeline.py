@@ -44,6 +44,8 @@ class BatchOutput:
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    scored: list[tuple[str, str]] = field(default_factory=list)
+    """(lead_id, event_id) of each score record: confirmed in the store once delivered."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -81,13 +83,12 @@ class Pipeline:
         self._topic_sources = topic_sources
         self._max_future_ms = max_future_ms
         self._clock = clock
-        self._scored: list[tuple[str, str]] = []
         self._confirm: list[tuple[str, str]] = []
 
-    def delivered(self) -> None:
-        """The last batch's records are on the broker: confirm them with the next store call."""
-        self._confirm.extend(self._scored)
-        self._scored = []
+    def delivered(self, out: BatchOutput) -> None:
+        """``out``'s records are on the broker: confirm them with the next store call."""
+        self._confirm.extend(out.scored)
+        out.scored = []
 
     async def process(self, messages: Sequence[Message]) -> BatchOutput:
         out = BatchOutput()
@@ -129,7 +130,6 @@ class Pipeline:
                 valid.append((msg, res))
         t1 = time.perf_counter()
         confirm, self._confirm = self._confirm, []
-        self._scored = []
         waited = model_s = 0.0
         # A repeat of an event within the batch is a duplicate of its first copy. It is
         # caught here because the copies may fall in different store calls, and the script
@@ -238,7 +238,7 @@ class Pipeline:
                 "scored_at": scored_at,
             }
             out.records.append(rec)
-            self._scored.append((ev.lead_id, ev.event_id))
+            out.scored.append((ev.lead_id, ev.event_id))
             out.scores.append((ev.lead_id, orjson.dumps(rec)))
             counts[(ev.source, "scored")] += 1
             tiers[s.tier] += 1

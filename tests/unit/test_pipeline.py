@@ -94,7 +94,7 @@ async def test_a_redelivered_batch_emits_nothing_new_once_delivered():
     p, _store, _m = make()
     batch = [msg(i, ev(i)) for i in range(5)]
     first = await p.process(batch)
-    p.delivered()
+    p.delivered(first)
     again = await p.process(batch)
     assert len(first.records) == 5
     assert again.records == [] and again.scores == []
