@@ -4,9 +4,12 @@
 -- implements the same rules in Python and must agree with this script exactly.
 --
 -- Per lead (all keys share the {lead_id} hash tag, so a lead's keys sit in one cluster slot):
---   ls:{id}:s    hash: max (latest event ts), lw/le/la/cr (last web, last email engagement,
---                last activity, created), p:<attr> profile value, @<attr> "ts|event_id" stamp
---   ls:{id}:c    hash: <code>:<res><bucket> -> count, e:d<day> -> engagement points
+--   ls:{id}:b    string: the lead's state, MessagePack. Read once per call and written back
+--                once at its end, so applying an event costs table operations, not a round
+--                of hash commands and field-name parsing (measured: ~3x less server time).
+--                m: latest event ts; g: {lw, le, la, cr} (last web, last email engagement,
+--                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
+--                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points}
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
 --   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's'
 --   ls:{id}:p    hash: event_id -> feature vector of applied events whose score records are
@@ -15,6 +18,7 @@
 
 local SEP = '\31'
 local floor = math.floor
+local format = string.format
 
 local function bucket(ts, r) return floor(ts / RES_MS[r]) end
 
@@ -27,98 +31,100 @@ local function newer(ts, eid, stamp)
   return eid > seid
 end
 
-local function compute(kS, kC, ref, prune_from)
-  local vals = {}
-  for i = 1, #FEATURES do vals[i] = false end
+-- The feature vector as of `ref`. With `prune_from`, buckets no window can reach any more
+-- (measured from prune_from) are dropped from the state first.
+local function compute(st, ref, prune_from)
   local refb = { m = bucket(ref, 'm'), h = bucket(ref, 'h'), d = bucket(ref, 'd') }
-  local limit = nil
   if prune_from then
-    limit = { m = bucket(prune_from, 'm') - KEEP.m, h = bucket(prune_from, 'h') - KEEP.h,
-              d = bucket(prune_from, 'd') - KEEP.d }
+    local limit = { m = bucket(prune_from, 'm') - KEEP.m, h = bucket(prune_from, 'h') - KEEP.h,
+                    d = bucket(prune_from, 'd') - KEEP.d }
+    for cr, buckets in pairs(st.c) do
+      local lim = limit[string.sub(cr, -1)]
+      for b in pairs(buckets) do
+        if b <= lim then buckets[b] = nil end
+      end
+      if next(buckets) == nil then st.c[cr] = nil end
+    end
+    for b in pairs(st.e) do
+      if b <= limit.d then st.e[b] = nil end
+    end
   end
   local counts = {}
   for _, fi in ipairs(COUNT_FEATURES) do counts[fi] = 0 end
-  local eng_days, eng_pts = {}, {}
-  local flat = redis.call('HGETALL', kC)
-  local stale = {}
-  for j = 1, #flat, 2 do
-    local code, r, b = string.match(flat[j], '^(%w+):(%a)(%-?%d+)$')
-    b = tonumber(b)
-    local c = tonumber(flat[j + 1])
-    if limit and b <= limit[r] then
-      stale[#stale + 1] = flat[j]
-    elseif code == 'e' then
-      if b > refb.d - KEEP.d and b <= refb.d then
-        eng_days[#eng_days + 1] = b
-        eng_pts[b] = c
-      end
-    else
-      local targets = BY_CODE_RES[code .. r]
-      if targets then
-        local rb = refb[r]
-        for _, t in ipairs(targets) do
-          if b > rb - t[2] and b <= rb then counts[t[1]] = counts[t[1]] + c end
+  for cr, buckets in pairs(st.c) do
+    local targets = BY_CODE_RES[cr]
+    if targets then
+      local rb = refb[string.sub(cr, -1)]
+      for b, c in pairs(buckets) do
+        if b <= rb then
+          for _, t in ipairs(targets) do
+            if b > rb - t[2] then counts[t[1]] = counts[t[1]] + c end
+          end
         end
       end
     end
   end
-  if #stale > 0 then redis.call('HDEL', kC, unpack(stale)) end
-  local state = {}
-  local sflat = redis.call('HGETALL', kS)
-  for j = 1, #sflat, 2 do state[sflat[j]] = sflat[j + 1] end
+  local g, p = st.g, st.p
+  local out = {}
   for i, f in ipairs(FEATURES) do
     local t = f.t
     if t == 'c' then
-      vals[i] = string.format('%d', counts[i])
+      -- table.concat writes integers exactly (as '%d' would) below 1e14.
+      out[i] = counts[i]
     elseif t == 'rate' then
       local den = counts[f.b]
-      if den > 0 then vals[i] = string.format('%.17g', counts[f.a] / den) end
+      if den > 0 then out[i] = format('%.17g', counts[f.a] / den) else out[i] = '' end
     elseif t == 'rec' then
-      local last = tonumber(state[f.g])
-      if last and last <= ref then vals[i] = string.format('%.17g', (ref - last) / DAY_MS) end
+      local last = g[f.g]
+      if last and last <= ref then out[i] = format('%.17g', (ref - last) / DAY_MS) else out[i] = '' end
     elseif t == 'dec' then
       -- Ascending day order, as in the Python replay: float sums depend on order.
-      table.sort(eng_days)
+      local days = {}
+      for b in pairs(st.e) do
+        if b > refb.d - KEEP.d and b <= refb.d then days[#days + 1] = b end
+      end
+      table.sort(days)
       local total = 0.0
-      for _, b in ipairs(eng_days) do total = total + eng_pts[b] * DECAY[refb.d - b] end
-      vals[i] = string.format('%.17g', total)
+      for _, b in ipairs(days) do total = total + st.e[b] * DECAY[refb.d - b] end
+      out[i] = format('%.17g', total)
     elseif t == 'prof' then
-      vals[i] = state['p:' .. f.a] or false
+      out[i] = p[f.a] or ''
     end
-  end
-  local out = {}
-  for i = 1, #FEATURES do
-    if vals[i] then out[i] = vals[i] else out[i] = '' end
   end
   return table.concat(out, SEP)
 end
 
--- Keys touched by this call: their TTLs and the id-set trim are refreshed once per lead at
--- the end of the call instead of once per event (a batch often holds several events a lead).
-local touched = {}
-local touched_order = {}
+-- Leads loaded by this call, in first-touch order; written back (and their TTLs and id-set
+-- trim refreshed) once at the end of the call if an event changed them.
+local leads = {}
+local lead_order = {}
 
-local function touch(kS, kC, kI, kP, maxts, applied)
-  local t = touched[kS]
-  if not t then
-    t = { kC = kC, kI = kI, kP = kP, maxts = maxts, applied = applied }
-    touched[kS] = t
-    touched_order[#touched_order + 1] = kS
+local function load(kB, kI, kP)
+  local L = leads[kB]
+  if L then return L end
+  local raw = redis.call('GET', kB)
+  local st
+  if raw then
+    st = cmsgpack.unpack(raw)
   else
-    if maxts and (not t.maxts or maxts > t.maxts) then t.maxts = maxts end
-    t.applied = t.applied or applied
+    st = { g = {}, p = {}, s = {}, c = {}, e = {} }
   end
+  L = { st = st, kI = kI, kP = kP, dirty = false, applied = false }
+  leads[kB] = L
+  lead_order[#lead_order + 1] = kB
+  return L
 end
 
-local function finish_touched()
-  for _, kS in ipairs(touched_order) do
-    local t = touched[kS]
-    redis.call('EXPIRE', kS, TTL_S)
-    redis.call('EXPIRE', t.kC, TTL_S)
-    redis.call('EXPIRE', t.kI, TTL_S)
-    if t.applied then redis.call('EXPIRE', t.kP, PENDING_TTL_S) end
-    if t.maxts then
-      redis.call('ZREMRANGEBYSCORE', t.kI, '-inf', '(' .. (t.maxts - RETENTION_MS))
+local function finish()
+  for _, kB in ipairs(lead_order) do
+    local L = leads[kB]
+    if L.dirty then
+      redis.call('SET', kB, cmsgpack.pack(L.st), 'EX', TTL_S)
+      redis.call('EXPIRE', L.kI, TTL_S)
+      if L.applied then redis.call('EXPIRE', L.kP, PENDING_TTL_S) end
+      if L.st.m then
+        redis.call('ZREMRANGEBYSCORE', L.kI, '-inf', '(' .. (L.st.m - RETENTION_MS))
+      end
     end
   end
 end
@@ -126,14 +132,15 @@ end
 -- Recency (max/min of a timestamp) and profile stamps are order-independent and idempotent,
 -- so every non-duplicate event updates them, late ones included: a lead's final state then
 -- doesn't depend on the order its events arrive in across the three input topics.
-local function update_stamps(kS, eid, ts, k, prof)
+local function update_stamps(st, eid, ts, k, prof)
   if k then
+    local g = st.g
     for _, grp in ipairs(k.groups) do
-      local cur = tonumber(redis.call('HGET', kS, grp))
+      local cur = g[grp]
       if grp == 'cr' then
-        if not cur or ts < cur then redis.call('HSET', kS, grp, ts) end
+        if not cur or ts < cur then g[grp] = ts end
       elseif not cur or ts > cur then
-        redis.call('HSET', kS, grp, ts)
+        g[grp] = ts
       end
     end
   end
@@ -141,10 +148,9 @@ local function update_stamps(kS, eid, ts, k, prof)
     local attrs = cjson.decode(prof)
     for _, a in ipairs(PROFILE) do
       local v = attrs[a]
-      if v ~= nil and newer(ts, eid, redis.call('HGET', kS, '@' .. a)) then
-        redis.call('HSET', kS, '@' .. a, ts .. '|' .. eid)
-        if v == cjson.null then redis.call('HDEL', kS, 'p:' .. a)
-        else redis.call('HSET', kS, 'p:' .. a, v) end
+      if v ~= nil and newer(ts, eid, st.s[a]) then
+        st.s[a] = ts .. '|' .. eid
+        if v == cjson.null then st.p[a] = nil else st.p[a] = v end
       end
     end
   end
@@ -156,8 +162,10 @@ end
 -- scored from the features they had, instead of being dropped as duplicates.
 local applied_now = {}
 
-local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
-  local maxts = tonumber(redis.call('HGET', kS, 'max'))
+local function apply(kB, kI, kP, eid, ts, kind, prof)
+  local L = load(kB, kI, kP)
+  local st = L.st
+  local maxts = st.m
   local seen = redis.call('ZSCORE', kI, eid)
   -- Ids older than the retention count as forgotten even before the end-of-call trim.
   if seen and (not maxts or tonumber(seen) >= maxts - RETENTION_MS) then
@@ -168,27 +176,35 @@ local function apply(kS, kC, kI, kP, eid, ts, kind, prof)
     return 'D'
   end
   local k = KINDS[kind]
-  update_stamps(kS, eid, ts, k, prof)
+  update_stamps(st, eid, ts, k, prof)
+  L.dirty = true
   -- A late event's buckets lie outside every window (retention >= the longest window), so
   -- its counts could never be read: skip them and keep no id for it.
-  if maxts and ts < maxts - RETENTION_MS then
-    touch(kS, kC, kI, kP, maxts, false)
-    return 'L'
-  end
+  if maxts and ts < maxts - RETENTION_MS then return 'L' end
   redis.call('ZADD', kI, ts, eid)
   if not maxts or ts > maxts then
     maxts = ts
-    redis.call('HSET', kS, 'max', ts)
+    st.m = ts
   end
   if k then
     for _, r in ipairs(k.res) do
-      redis.call('HINCRBY', kC, k.code .. ':' .. r .. bucket(ts, r), 1)
+      local cr = k.code .. r
+      local buckets = st.c[cr]
+      if not buckets then
+        buckets = {}
+        st.c[cr] = buckets
+      end
+      local b = bucket(ts, r)
+      buckets[b] = (buckets[b] or 0) + 1
     end
-    if k.pts > 0 then redis.call('HINCRBY', kC, 'e:d' .. bucket(ts, 'd'), k.pts) end
+    if k.pts > 0 then
+      local d = bucket(ts, 'd')
+      st.e[d] = (st.e[d] or 0) + k.pts
+    end
   end
-  local vector = compute(kS, kC, maxts, maxts)
+  local vector = compute(st, maxts, maxts)
   redis.call('HSET', kP, eid, vector)
-  touch(kS, kC, kI, kP, maxts, true)
+  L.applied = true
   applied_now[kP .. eid] = true
   return 'F' .. vector
 end
@@ -196,20 +212,19 @@ end
 local mode = ARGV[1]
 if mode == 'u' then
   -- ARGV: 'u', n events, m confirmations, n x (event_id, ts, kind, profile), m x event_id
-  -- KEYS: n x (state, counters, ids, pending), m x pending
+  -- KEYS: n x (state, ids, pending), m x pending
   local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
   for c = 1, m do
-    redis.call('HDEL', KEYS[4 * n + c], ARGV[3 + 4 * n + c])
+    redis.call('HDEL', KEYS[3 * n + c], ARGV[3 + 4 * n + c])
   end
   local out = {}
   for e = 0, n - 1 do
     local a = 4 + e * 4
-    local k = 1 + e * 4
-    local res = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a],
-                      tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3])
-    out[e + 1] = res
+    local k = 1 + e * 3
+    out[e + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1]),
+                       ARGV[a + 2], ARGV[a + 3])
   end
-  finish_touched()
+  finish()
   return out
 elseif mode == 's' then
   -- Latest score record per lead. ARGV: 's', n records; KEYS: n latest-score keys.
@@ -227,10 +242,13 @@ elseif mode == 's' then
   end
   return out
 elseif mode == 'r' then
-  local maxts = tonumber(redis.call('HGET', KEYS[1], 'max'))
-  if not maxts then return false end
-  local ref = maxts
+  -- KEYS: state; ARGV: 'r', as-of time in ms or '' for the lead's latest event
+  local raw = redis.call('GET', KEYS[1])
+  if not raw then return false end
+  local st = cmsgpack.unpack(raw)
+  if not st.m then return false end
+  local ref = st.m
   if ARGV[2] ~= '' then ref = tonumber(ARGV[2]) end
-  return compute(KEYS[1], KEYS[2], ref, nil)
+  return compute(st, ref, nil)
 end
 return redis.error_reply('leadscore store: unknown mode ' .. tostring(mode))

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -43,10 +43,22 @@ def lead_slot(lead_id: str) -> int:
     return int(key_slot(hash_tag(lead_id).encode()))
 
 
-def lead_keys(lead_id: str) -> tuple[str, str, str, str, str]:
-    """State, counters, id-set, latest-score and pending keys of a lead (one hash tag)."""
+class LeadKeys(NamedTuple):
+    """A lead's Redis keys; they share one hash tag (one cluster slot)."""
+
+    state: str
+    """MessagePack of the lead's counters, recency and profile (see store.lua)."""
+    ids: str
+    """Sorted set of applied event ids (dedupe)."""
+    latest: str
+    """The lead's latest score record."""
+    pending: str
+    """Feature vectors of applied events whose scores are not yet confirmed delivered."""
+
+
+def lead_keys(lead_id: str) -> LeadKeys:
     tag = hash_tag(lead_id)
-    return f"ls:{tag}:s", f"ls:{tag}:c", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p"
+    return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p")
 
 
 UpdateOutcome = Literal["ok", "dup", "late", "redelivered"]
@@ -197,8 +209,8 @@ class RedisFeatureStore:
         keys: list[str] = []
         args: list[Any] = ["u", len(events), len(confirm)]
         for ev in events:
-            s, c, i, _, p = lead_keys(ev.lead_id)
-            keys += [s, c, i, p]
+            k = lead_keys(ev.lead_id)
+            keys += [k.state, k.ids, k.pending]
             prof = profile_updates(ev)
             args += [
                 ev.event_id,
@@ -207,14 +219,13 @@ class RedisFeatureStore:
                 orjson.dumps(prof).decode() if prof else "",
             ]
         for lead_id, event_id in confirm:
-            keys.append(lead_keys(lead_id)[4])
+            keys.append(lead_keys(lead_id).pending)
             args.append(event_id)
         raw: list[Any] = await self._call(keys, args)
         return raw
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
-        s, c, *_ = lead_keys(lead_id)
-        raw = await self._call([s, c], ["r", "" if at_ms is None else at_ms])
+        raw = await self._call([lead_keys(lead_id).state], ["r", "" if at_ms is None else at_ms])
         if raw is None:
             return None
         text = raw.decode() if isinstance(raw, bytes) else raw
@@ -238,7 +249,7 @@ class RedisFeatureStore:
     async def _save(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
         """One script call (not one SET per lead: command packing cost more than the write)
         stores the records and returns each lead's previous tier."""
-        keys = [lead_keys(lead_id)[3] for lead_id, _ in items]
+        keys = [lead_keys(lead_id).latest for lead_id, _ in items]
         args: list[Any] = ["s", *(orjson.dumps(rec) for _, rec in items)]
         previous = await self._call(keys, args)
         return {
@@ -247,7 +258,7 @@ class RedisFeatureStore:
         }
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
-        raw = await self._client.get(lead_keys(lead_id)[3])
+        raw = await self._client.get(lead_keys(lead_id).latest)
         return None if raw is None else orjson.loads(raw)
 
     async def forget(self, lead_id: str) -> int:

@@ -39,7 +39,7 @@ def applied_ids(redis_url: str, leads: set[str]) -> set[str]:
     try:
         pipe = client.pipeline(transaction=False)
         for lead in leads:
-            pipe.zrange(lead_keys(lead)[2], 0, -1)
+            pipe.zrange(lead_keys(lead).ids, 0, -1)
         return {m.decode() for members in pipe.execute() for m in members}
     finally:
         client.close()
