@@ -44,6 +44,28 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+RSS_SAMPLE_S = 10.0
+"""Seconds between samples of the worker's resident memory during the fixed-rate run."""
+
+
+def _rss_summary(samples: list[float]) -> dict[str, float | int]:
+    """First, highest and last of the worker's RSS samples (MB), and the growth per minute
+    fitted over them (least squares), so a leak shows as a positive slope."""
+    if not samples:
+        return {"samples": 0}
+    per_min = 0.0
+    if len(samples) >= 3:
+        t = np.arange(len(samples)) * RSS_SAMPLE_S / 60
+        per_min = float(np.polyfit(t, np.asarray(samples), 1)[0])
+    return {
+        "samples": len(samples),
+        "first": round(samples[0], 1),
+        "max": round(max(samples), 1),
+        "last": round(samples[-1], 1),
+        "growth_mb_per_min": round(per_min, 3),
+    }
+
+
 class ScoreReader:
     """Counts score records and the latency of each (receipt time minus event time)."""
 
@@ -313,10 +335,18 @@ def run_bench(
             lat_events = _events_now(template, n_lat, f"l{uid}")
             lat_producer = EventProducer(s, linger_ms=0)
             start = time.monotonic()
+            # The worker's memory is sampled through the fixed-rate run: with a long
+            # --latency-seconds this is the soak test (memory should stay flat).
+            rss_samples: list[float] = []
+            next_sample: float = start
             for i, ev in enumerate(lat_events, start=1):
                 ev["ts"] = format_ts_ms(int(time.time() * 1000))
                 lat_producer.send(ev)
-                ahead = i / rate - (time.monotonic() - start)
+                tick = time.monotonic()
+                if tick >= next_sample:
+                    rss_samples.append(_rss_mb(worker.pid))
+                    next_sample += RSS_SAMPLE_S
+                ahead = i / rate - (tick - start)
                 if ahead > 0:
                     time.sleep(ahead)
             lat_producer.flush()
@@ -364,6 +394,10 @@ def run_bench(
         "speedup_vs_seed_path": round(steady / seed_rate, 1),
         "redis_bytes_per_lead": {k: round(v) for k, v in memory.items()},
         "history_events_per_lead": round(len(evs) / len({e.lead_id for e in evs}), 1),
-        "worker_rss_mb": {"after_burst": round(rss_after_burst, 1), "end": round(rss_end, 1)},
+        "worker_rss_mb": {
+            "after_burst": round(rss_after_burst, 1),
+            "end": round(rss_end, 1),
+            "fixed_rate_run": _rss_summary(rss_samples),
+        },
         "model_version": report["version"],
     }
