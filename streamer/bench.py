@@ -2,7 +2,8 @@
 
 1. pre-fills the input topics with simulated events and measures how fast one worker turns
    them into score records (steady state: first to last score record);
-2. produces at a fixed rate and measures event-to-score latency percentiles;
+2. produces at a fixed rate and measures event-to-score latency percentiles, sampling the
+   worker's memory as it goes (a long ``--latency-seconds`` makes this the soak test);
 3. reads the worker's per-stage timings from /metrics;
 4. runs the seed article's scoring path (one-row DataFrame + sklearn pipeline +
    ``predict_proba`` per request) on the same features, for the ratio.
