@@ -6,7 +6,8 @@
 -- Per lead (all keys share the {lead_id} hash tag, so a lead's keys sit in one cluster slot):
 --   ls:{id}:b    string: the lead's state, MessagePack. Read once per call and written back
 --                once at its end, so applying an event costs table operations, not a round
---                of hash commands and field-name parsing (measured: ~3x less server time).
+--                of hash commands and field-name parsing (measured here: server time per
+--                event down from ~130 to ~80 us).
 --                m: latest event ts; g: {lw, le, la, cr} (last web, last email engagement,
 --                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
 --                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points}
