@@ -208,7 +208,7 @@ class LightGBMScorer:
     def encode(self, rows: Rows) -> np.ndarray:
         """Rows (dicts by feature name, or a :class:`FeatureBatch`) to the booster's matrix."""
         if isinstance(rows, FeatureBatch):
-            return self._encode_batch(rows, rows.flat())
+            return self._encode_batch(rows, rows.flat(), self._columns(rows))
         x = np.full((len(rows), len(self._names)), np.nan, dtype=np.float64)
         for i, row in enumerate(rows):
             for j, name in enumerate(self._names):
@@ -229,9 +229,16 @@ class LightGBMScorer:
                         continue
         return x
 
-    def _encode_batch(self, batch: FeatureBatch, flat: list[str]) -> np.ndarray:
-        """Column-wise from the batch's fields (``flat``, row-major): all numeric columns in
-        one vectorised conversion, categories by level code.
+    def _columns(self, batch: FeatureBatch) -> list[int | None]:
+        """For each model feature, its column in ``batch`` (None if the batch lacks it)."""
+        column_of = {name: c for c, name in enumerate(batch.names)}
+        return [column_of.get(name) for name in self._names]
+
+    def _encode_batch(
+        self, batch: FeatureBatch, flat: list[str], columns: list[int | None]
+    ) -> np.ndarray:
+        """Column-wise from the batch's fields (``flat``, row-major; ``columns`` from
+        ``_columns``): all numeric columns in one vectorised conversion, categories by code.
 
         Gives the same matrix as encoding ``batch.rows()``, except that a non-finite number
         is read as missing in every numeric column (the store never writes one).
@@ -240,11 +247,9 @@ class LightGBMScorer:
         x = np.full((n, len(self._names)), np.nan, dtype=np.float64)
         if not n:
             return x
-        column_of = {name: c for c, name in enumerate(batch.names)}
         parse = batch.parse
         numeric: list[tuple[int, int]] = []
-        for j, name in enumerate(self._names):
-            c = column_of.get(name)
+        for j, c in enumerate(columns):
             if c is None:
                 continue
             codes = self._codes[j]
@@ -274,9 +279,8 @@ class LightGBMScorer:
         value: Callable[[int, int], Any]
         if isinstance(rows, FeatureBatch):
             flat = rows.flat()
-            x = self._encode_batch(rows, flat)
-            column_of = {name: c for c, name in enumerate(rows.names)}
-            columns = [column_of.get(name) for name in self._names]
+            columns = self._columns(rows)
+            x = self._encode_batch(rows, flat, columns)
             parse = rows.parse
             width = len(rows.names)
 

@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
 from streamer.embedded import free_port, services, spawn_worker
-from streamer.exceptions import LeadscoreError, ServiceStartError
+from streamer.exceptions import ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
 from streamer.topics import ensure_topics
@@ -307,9 +307,7 @@ def run_bench(
         say(f"pre-filling the input topics with {events:,} events ...")
         producer = EventProducer(s, linger_ms=20)
         producer.send_all(_events_now(template, events, f"t{uid}"))
-        producer.flush(120)
-        if producer.errors:
-            raise LeadscoreError(f"pre-fill failed: {producer.errors[0]}")
+        producer.flush_or_raise(120)
 
         reader = ScoreReader(s)
         reader.start()

@@ -229,10 +229,7 @@ class Pipeline:
                 "score_100": int(round(s.score * 100)),
                 "tier": s.tier,
                 "model_version": version,
-                "reasons": [
-                    {"feature": r.feature, "value": r.value, "contribution": r.contribution}
-                    for r in s.reasons
-                ],
+                "reasons": [r.as_dict() for r in s.reasons],
                 "event_id": ev.event_id,
                 "event_ts": ev.ts,
                 "scored_at": scored_at,
