@@ -2,10 +2,12 @@
 
 1. pre-fills the input topics with simulated events and measures how fast one worker turns
    them into score records (steady state: first to last score record);
-2. produces at a fixed rate and measures event-to-score latency percentiles, sampling the
-   worker's memory as it goes (a long ``--latency-seconds`` makes this the soak test);
-3. reads the worker's per-stage timings from /metrics;
-4. runs the seed article's scoring path (one-row DataFrame + sklearn pipeline +
+2. produces at a fixed rate, one produce request per event, and measures event-to-score
+   latency percentiles;
+3. optionally (``--soak-seconds``) keeps the worker busy at that rate for longer, sampling its
+   memory and the latency minute by minute (the soak test);
+4. reads the worker's per-stage timings from /metrics;
+5. runs the seed article's scoring path (one-row DataFrame + sklearn pipeline +
    ``predict_proba`` per request) on the same features, for the ratio.
 """
 
@@ -27,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
 from streamer.embedded import free_port, services, spawn_worker
@@ -68,17 +69,24 @@ def _rss_summary(samples: list[float]) -> dict[str, float | int]:
 
 
 class ScoreReader:
-    """Counts score records and the latency of each (receipt time minus event time)."""
+    """Counts score records and, while ``track_latency`` is set, the latency of each (receipt
+    time minus event time), as ``(event time, latency)`` pairs in seconds.
+
+    It reads with aiokafka, by manual assignment: on the embedded broker, librdkafka's consumer
+    added ~30 ms per hop by itself (measured at 1,000 msg/s on a fresh topic: p50 28-36 ms, vs
+    2-11 ms for aiokafka), and that would have been counted as the worker's latency.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.count = 0
         self.first: float | None = None
         self.last: float | None = None
-        self.latencies: list[float] = []
+        self.latencies: list[tuple[float, float]] = []
         self.track_latency = False
+        self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._main, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -87,40 +95,51 @@ class ScoreReader:
         self._stop.set()
         self._thread.join(10)
 
-    def _run(self) -> None:
-        s = self._settings
-        c = Consumer(
-            {
-                **s.kafka_client_config(),
-                "group.id": f"bench-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
-        c.assign([TopicPartition(s.topic("scores"), p, 0) for p in range(s.topic_partitions)])
+    def _main(self) -> None:
         try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported by wait_for, not lost in a thread
+            self.error = exc
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            **s.aiokafka_client_config(), enable_auto_commit=False, fetch_max_wait_ms=5
+        )
+        await consumer.start()
+        try:
+            parts = [TopicPartition(s.topic("scores"), p) for p in range(s.topic_partitions)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
             while not self._stop.is_set():
-                for m in c.consume(10_000, timeout=0.05):
-                    value = None if m.error() else m.value()
-                    if value is None:
-                        continue
-                    now = time.time()
-                    if self.first is None:
-                        self.first = now
-                    self.last = now
-                    self.count += 1
-                    if self.track_latency:
-                        rec = orjson.loads(value)
-                        ts = parse_ts_ms(rec["event_ts"])
-                        if ts is not None:
-                            self.latencies.append(now - ts / 1000)
+                got = await consumer.getmany(timeout_ms=50, max_records=10_000)
+                now = time.time()
+                for records in got.values():
+                    self._count(records, now)
         finally:
-            c.close()
+            await consumer.stop()
+
+    def _count(self, records: list[Any], now: float) -> None:
+        if not records:
+            return
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.count += len(records)
+        if self.track_latency:
+            for m in records:
+                ts = parse_ts_ms(orjson.loads(m.value)["event_ts"])
+                if ts is not None:
+                    self.latencies.append((ts / 1000, now - ts / 1000))
 
     def wait_for(self, n: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.count < n and time.monotonic() < deadline:
+        while self.count < n and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.05)
+        if self.error is not None:
+            raise ServiceStartError(f"the score reader failed: {self.error!r}") from self.error
         return self.count >= n
 
 
@@ -204,21 +223,110 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
     return redis_bytes_per_lead(redis_url, leads[:1000])
 
 
+def _event_at(template: list[dict[str, Any]], i: int, tag: str, ts_ms: int) -> dict[str, Any]:
+    """Event ``i`` of an endless stream cycling through ``template``: a fresh id, time
+    ``ts_ms``, and lead ids renamed on every pass, so leads keep turning over as in real
+    traffic (a cache keyed by lead would show up as memory growth in the soak)."""
+    ev = template[i % len(template)]
+    return {
+        **ev,
+        "event_id": f"{tag}-{i}",
+        "lead_id": f"{tag}{i // len(template)}-{ev['lead_id']}",
+        "ts": format_ts_ms(ts_ms),
+    }
+
+
 def _events_now(template: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:
-    """``n`` events cycling through ``template`` with fresh ids and times of the last hours."""
+    """``n`` events of the stream, timed over the last ``n`` milliseconds."""
     now = int(time.time() * 1000)
-    out = []
-    for i in range(n):
-        ev = template[i % len(template)]
-        out.append(
-            {
-                **ev,
-                "event_id": f"{tag}-{i}",
-                "lead_id": f"{tag}-{ev['lead_id']}",
-                "ts": format_ts_ms(now - (n - i)),
-            }
-        )
-    return out
+    return [_event_at(template, i, tag, now - (n - i)) for i in range(n)]
+
+
+def _percentiles(ms: np.ndarray) -> dict[str, float | int | None]:
+    if not len(ms):
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    return {
+        "n": int(len(ms)),
+        "p50": round(float(np.percentile(ms, 50)), 2),
+        "p95": round(float(np.percentile(ms, 95)), 2),
+        "p99": round(float(np.percentile(ms, 99)), 2),
+        "max": round(float(ms.max()), 2),
+    }
+
+
+SOAK_TICK_S = 1.0
+"""The soak sends each second's events together (one produce batch per partition)."""
+
+
+def run_soak(
+    settings: Settings,
+    template: list[dict[str, Any]],
+    *,
+    tag: str,
+    rate: float,
+    seconds: float,
+    reader: ScoreReader,
+    worker_pid: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Keep the worker busy at ``rate`` events/s for ``seconds`` and watch its memory.
+
+    Events go out once a second, a second's worth at a time, as a collector forwarding web
+    traffic might send them, rather than one produce request each. The embedded broker
+    (Tansu, in-memory storage) lists every batch ever stored in a partition on each fetch
+    that returns data, so its cost grows with the batches written: with per-event requests,
+    or even 100 ms ticks, it fell behind within minutes (at 100 ms ticks the score reader
+    stalled after ~4 minutes while the broker ran at 120-140 % CPU). Fewer, larger batches
+    let it last the run; the soak is about the worker, not that broker.
+    """
+    producer = EventProducer(settings, linger_ms=5)
+    per_tick = max(1, round(rate * SOAK_TICK_S))
+    base = reader.count
+    reader.latencies.clear()
+    reader.track_latency = True
+    samples: list[float] = []
+    done_before = _metric_sums(settings.web_port).get("events", 0.0)
+    sent = ticks = 0
+    start = time.monotonic()
+    next_sample, next_report = start, start + 60.0
+    while (now := time.monotonic()) - start < seconds:
+        ts_ms = int(time.time() * 1000)
+        for _ in range(per_tick):
+            producer.send(_event_at(template, sent, tag, ts_ms))
+            sent += 1
+        if now >= next_sample:
+            samples.append(_rss_mb(worker_pid))
+            next_sample += RSS_SAMPLE_S
+        if now >= next_report:
+            say(
+                f"  soak {now - start:,.0f} s: {sent:,} sent, {reader.count - base:,} scored, "
+                f"worker RSS {samples[-1]:.1f} MB"
+            )
+            next_report += 60.0
+        ticks += 1
+        ahead = start + ticks * SOAK_TICK_S - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.flush_or_raise(60)
+    reader.wait_for(base + sent, timeout=120)
+    reader.track_latency = False
+    worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before
+    by_minute: dict[int, list[float]] = {}
+    t0 = min((t for t, _ in reader.latencies), default=0.0)
+    for t, lat in reader.latencies:
+        by_minute.setdefault(int((t - t0) // 60), []).append(lat * 1000)
+    return {
+        "seconds": seconds,
+        "rate_eps": rate,
+        "sent": sent,
+        "scored": reader.count - base,
+        "worker_events_done": int(worker_done),
+        "worker_rss_mb": _rss_summary(samples),
+        "latency_ms": _percentiles(np.array([lat for _, lat in reader.latencies]) * 1000),
+        "latency_ms_by_minute": [
+            {"minute": m, **_percentiles(np.array(v))} for m, v in sorted(by_minute.items())
+        ],
+    }
 
 
 def seed_path_rate(
@@ -259,6 +367,7 @@ def run_bench(
     events: int,
     rate: float,
     latency_seconds: float,
+    soak_seconds: float = 0.0,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     from streamer.simulator import SimConfig, simulate
@@ -308,6 +417,7 @@ def run_bench(
         producer = EventProducer(s, linger_ms=20)
         producer.send_all(_events_now(template, events, f"t{uid}"))
         producer.flush_or_raise(120)
+        producer.close()
 
         reader = ScoreReader(s)
         reader.start()
@@ -326,37 +436,41 @@ def run_bench(
             say(f"throughput: {steady:,.0f} events/s over {events:,} events")
 
             n_lat = int(rate * latency_seconds)
-            say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s ...")
+            say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s, one request each ...")
             lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
             batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
             reader.track_latency = True
             base = reader.count
-            lat_events = _events_now(template, n_lat, f"l{uid}")
             lat_producer = EventProducer(s, linger_ms=0)
             start = time.monotonic()
-            # The worker's memory is sampled through the fixed-rate run: with a long
-            # --latency-seconds this is the soak test (memory should stay flat).
-            rss_samples: list[float] = []
-            next_sample: float = start
-            for i, ev in enumerate(lat_events, start=1):
-                ev["ts"] = format_ts_ms(int(time.time() * 1000))
-                lat_producer.send(ev)
-                tick = time.monotonic()
-                if tick >= next_sample:
-                    rss_samples.append(_rss_mb(worker.pid))
-                    next_sample += RSS_SAMPLE_S
-                ahead = i / rate - (tick - start)
+            for i in range(n_lat):
+                lat_producer.send(_event_at(template, i, f"l{uid}", int(time.time() * 1000)))
+                ahead = (i + 1) / rate - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
-            lat_producer.flush()
+            lat_producer.close()
             reader.wait_for(base + n_lat, timeout=60)
-            lat = np.array(reader.latencies) * 1000
+            reader.track_latency = False
+            lat = np.array([x for _, x in reader.latencies]) * 1000
             lag = _quantile_bounds(
                 lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
             )
             batch_time = _quantile_bounds(
                 batch_before, _histogram(s.web_port, "leadscore_score_latency_seconds"), (0.5, 0.99)
             )
+            soak = None
+            if soak_seconds > 0:
+                say(f"soak: {rate:,.0f} events/s for {soak_seconds:,.0f} s ...")
+                soak = run_soak(
+                    s,
+                    template,
+                    tag=f"s{uid}",
+                    rate=rate,
+                    seconds=soak_seconds,
+                    reader=reader,
+                    worker_pid=worker.pid,
+                    say=say,
+                )
             rss_end = _rss_mb(worker.pid)
         finally:
             reader.stop()
@@ -378,14 +492,7 @@ def run_bench(
     return {
         "events": events,
         "throughput_eps": round(steady, 1),
-        "latency_ms": {
-            "rate_eps": rate,
-            "n": int(len(lat)),
-            "p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-            "p95": round(float(np.percentile(lat, 95)), 2) if len(lat) else None,
-            "p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
-            "max": round(float(lat.max()), 2) if len(lat) else None,
-        },
+        "latency_ms": {"rate_eps": rate, "seconds": latency_seconds, **_percentiles(lat)},
         "consume_lag_ms_bucket": lag,
         "batch_time_ms_bucket": batch_time,
         "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
@@ -396,7 +503,7 @@ def run_bench(
         "worker_rss_mb": {
             "after_burst": round(rss_after_burst, 1),
             "end": round(rss_end, 1),
-            "fixed_rate_run": _rss_summary(rss_samples),
         },
+        "soak": soak,
         "model_version": report["version"],
     }

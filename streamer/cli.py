@@ -251,7 +251,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from streamer.bench import run_bench
 
     result = run_bench(
-        settings, events=args.events, rate=args.rate, latency_seconds=args.latency_seconds, say=say
+        settings,
+        events=args.events,
+        rate=args.rate,
+        latency_seconds=args.latency_seconds,
+        soak_seconds=args.soak_seconds,
+        say=say,
     )
     if args.json:
         _emit(result)
@@ -377,11 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="end-to-end benchmark against a real broker and Redis",
         description="Pre-fills the input topics, runs one worker, reports steady-state "
         "events/s, event-to-score latency at a fixed rate, per-stage cost per event, "
-        "and the ratio to the seed article's one-row-DataFrame scoring path.",
+        "optionally the worker's memory over a long run (soak), and the ratio to the seed "
+        "article's one-row-DataFrame scoring path.",
     )
     b.add_argument("--events", type=int, default=100_000, help="events for the throughput run")
     b.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
-    b.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
+    b.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=10.0,
+        help="length of the latency run (default 10; the embedded broker slows down as it "
+        "fills with one-event batches, so a longer run measures the broker more than the worker)",
+    )
+    b.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=0.0,
+        help="then keep the worker busy at --rate for this long, sampling its memory and the "
+        "latency per minute (600 = the 10-minute soak; default: no soak)",
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON line")
     b.set_defaults(func=cmd_bench)
 

@@ -71,6 +71,11 @@ class EventProducer:
         if left:
             self.errors.append(f"{left} messages not delivered within {timeout:.0f} s")
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and release the client, so it stops reconnecting once the broker is gone."""
+        self.flush(timeout)
+        self._producer.close()
+
     def flush_or_raise(self, timeout: float = 30.0) -> None:
         """Flush, then raise if any event was not delivered: nothing is lost quietly."""
         self.flush(timeout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +104,28 @@ class Settings(BaseSettings):
             cfg["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
         if self.kafka_ssl_keyfile:
             cfg["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        return cfg
+
+    def aiokafka_client_config(self) -> dict[str, Any]:
+        """The same connection settings as keyword arguments for an aiokafka client."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.require_kafka(),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            cfg["ssl_context"] = create_ssl_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            )
+        if self.kafka_sasl_mechanism:
+            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            cfg["sasl_plain_username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            cfg["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
         return cfg
 
 

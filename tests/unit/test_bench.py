@@ -1,10 +1,12 @@
-"""The soak summary of ``leadscore bench``: worker memory sampled through the fixed-rate run."""
+"""Pieces of ``leadscore bench``: the soak's memory summary, its event stream, percentiles."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from streamer.bench import RSS_SAMPLE_S, _rss_summary
+from schemas.validation import parse_ts_ms
+from streamer.bench import RSS_SAMPLE_S, _event_at, _percentiles, _rss_summary
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -23,3 +25,35 @@ def test_a_leak_shows_as_growth_per_minute() -> None:
 
 def test_no_samples_says_so() -> None:
     assert _rss_summary([]) == {"samples": 0}
+
+
+def test_the_event_stream_has_fresh_ids_and_turns_its_leads_over() -> None:
+    template = [
+        {"event_id": "a", "lead_id": "L1", "source": "web", "type": "page_view", "ts": "x"},
+        {"event_id": "b", "lead_id": "L2", "source": "web", "type": "page_view", "ts": "x"},
+    ]
+    events = [_event_at(template, i, "s1", 1_700_000_000_000 + i) for i in range(6)]
+    assert len({e["event_id"] for e in events}) == 6
+    # Each pass over the template brings new leads, as real traffic does.
+    assert [e["lead_id"] for e in events] == [
+        "s10-L1",
+        "s10-L2",
+        "s11-L1",
+        "s11-L2",
+        "s12-L1",
+        "s12-L2",
+    ]
+    assert parse_ts_ms(events[5]["ts"]) == 1_700_000_000_005
+    assert template[0]["event_id"] == "a"  # the template is not modified
+
+
+def test_percentiles_of_nothing_are_none() -> None:
+    assert _percentiles(np.array([])) == {
+        "n": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+    }
+    p = _percentiles(np.arange(1, 101, dtype=float))
+    assert p["n"] == 100 and p["max"] == 100.0 and 50 <= p["p50"] <= 51
