@@ -283,10 +283,20 @@ class LightGBMScorer:
             x = self._encode_batch(rows, flat, columns)
             parse = rows.parse
             width = len(rows.names)
+            # Reason values repeat (small counts, category levels): parse each distinct
+            # field of a column once per batch.
+            seen: list[dict[str, Any]] = [{} for _ in range(width)]
 
             def value(i: int, j: int) -> Any:
                 c = columns[j]
-                return None if c is None else _json_value(parse(c, flat[i * width + c]))
+                if c is None:
+                    return None
+                field = flat[i * width + c]
+                known = seen[c]
+                if field in known:
+                    return known[field]
+                v = known[field] = _json_value(parse(c, field))
+                return v
 
         else:
             x = self.encode(rows)
@@ -313,13 +323,17 @@ class LightGBMScorer:
         # picked values go to Python lists in one step each (numpy scalars are slow to index).
         top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
         picked = np.take_along_axis(body, top, axis=1)
-        tops, amounts = top.tolist(), picked.tolist()
+        # Rounded here, all at once: np.round(a, 4) gives the double nearest a's 4-decimal
+        # rounding, as round(a, 4) does (they can differ only on exact decimal ties).
+        tops, amounts, rounded = top.tolist(), picked.tolist(), np.round(picked, 4).tolist()
         out = []
         for i, score in enumerate(scores):
             reasons = tuple(
-                Reason(names[j], value(i, j), round(a, 4))
-                for j, a in zip(tops[i], amounts[i], strict=True)
-                if a != 0.0
+                [
+                    Reason(names[j], value(i, j), r)
+                    for j, a, r in zip(tops[i], amounts[i], rounded[i], strict=True)
+                    if a != 0.0
+                ]
             )
             out.append(Scored(score, tier(score), reasons))
         return out

@@ -23,12 +23,14 @@ import orjson
 import redis.asyncio as aioredis
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.connection import Connection, SSLConnection
 
 from features.store import RedisFeatureStore
 from schemas.validation import parse_ts_ms
 from streamer.metrics import Metrics
 from streamer.models import ModelHolder
 from streamer.pipeline import Message, Pipeline, topic_sources
+from streamer.redisconn import HiredisPackConnection, HiredisPackSSLConnection
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,16 +60,23 @@ def redis_client(settings: Settings) -> Any:
     }
     if settings.redis_password is not None:
         kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_tls:
-        kwargs["ssl"] = True
-        if settings.redis_tls_cafile:
-            kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
+    if settings.redis_tls and settings.redis_tls_cafile:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
     if settings.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
         kwargs.pop("health_check_interval", None)
+        if settings.redis_tls:
+            kwargs["ssl"] = True
         return RedisCluster.from_url(settings.redis_url, **kwargs)
-    return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+    pool = aioredis.ConnectionPool.from_url(settings.redis_url, **kwargs)
+    # The URL picks TCP, TLS (rediss://) or a unix socket; LEADSCORE_REDIS_TLS turns a
+    # redis:// URL into TLS. TCP and TLS connections pack commands with hiredis.
+    if settings.redis_tls or issubclass(pool.connection_class, SSLConnection):
+        pool.connection_class = HiredisPackSSLConnection
+    elif pool.connection_class is Connection:
+        pool.connection_class = HiredisPackConnection
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _broker_credentials(settings: Settings) -> Any:
