@@ -131,10 +131,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
-        # Larger record batches: fewer produce requests, and fewer stored batches for a
-        # broker whose fetch cost grows with them (the embedded Tansu). Kafka's default
-        # message.max.bytes is ~1 MB.
-        producer_max_batch_size=512 * 1024,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.kafka_session_timeout_s,

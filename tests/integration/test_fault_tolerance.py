@@ -101,6 +101,14 @@ def kill_restart_and_finish(
     first.proc.kill()
     first.proc.wait(10)
     assert first.proc.returncode == -signal.SIGKILL
+    if in_flight:
+        # Recount now that the dead worker's last produce requests have settled: a record
+        # the broker was still storing when the snapshot above was read was counted in
+        # flight (seen once in CI: 243 in flight by the snapshot, 128 redelivered, and every
+        # event scored exactly once).
+        time.sleep(1.0)
+        published = {r["event_id"] for r in read_to_end(s, "scores")}
+        in_flight = applied_ids(s.redis_url, leads) - published
     assert processed < len(events), "the worker finished before it was killed"
 
     # Same app id -> same consumer group -> resumes from the committed offsets.
