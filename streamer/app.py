@@ -30,7 +30,6 @@ from schemas.validation import parse_ts_ms
 from streamer.metrics import Metrics
 from streamer.models import ModelHolder
 from streamer.pipeline import Message, Pipeline, topic_sources
-from streamer.publish import publish
 from streamer.redisconn import HiredisPackConnection, HiredisPackSSLConnection
 from streamer.settings import Settings
 
@@ -191,12 +190,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
                 for e in batch
             ]
             out = await rt.pipeline.process(msgs)
-            # Records go out a batch per partition through the aiokafka producer under
-            # Faust's (see streamer.publish); Faust's own send() queues them one by one.
-            kafka = producer._ensure_producer()
-            pending = await publish(kafka, dlq_topic, out.dlq)
-            pending += await publish(kafka, scores_topic, [(k.encode(), v) for k, v in out.scores])
-            pending += await publish(kafka, alerts_topic, [(k.encode(), v) for k, v in out.alerts])
+            pending = []
+            for key, value in out.dlq:
+                pending.append(await producer.send(dlq_topic, key, value, None, None, None))
+            for lead, value in out.scores:
+                pending.append(
+                    await producer.send(scores_topic, lead.encode(), value, None, None, None)
+                )
+            for lead, value in out.alerts:
+                pending.append(
+                    await producer.send(alerts_topic, lead.encode(), value, None, None, None)
+                )
             # Delivery before the next take: only then are this batch's offsets acked.
             # (Overlapping it with the next batch, acks deferred by message refcounts, was
             # tried: after rebalances Faust re-read or dropped in-flight events.)
