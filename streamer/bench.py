@@ -308,6 +308,7 @@ def run_soak(
         if ahead > 0:
             time.sleep(ahead)
     producer.flush_or_raise(60)
+    producer.close()
     reader.wait_for(base + sent, timeout=120)
     reader.track_latency = False
     worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before

@@ -119,8 +119,9 @@ def observe_many(hist: Histogram, values: Sequence[float]) -> None:
             hist.observe(v)
         return
     hist._raise_if_not_observable()  # a labelled parent must not be observed
+    amounts = np.asarray(values, dtype=np.float64)
     # A value falls in the first bucket whose upper bound is >= it, as in observe().
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
     for i in np.flatnonzero(counts).tolist():
         buckets[i].inc(int(counts[i]))
-    total.inc(float(np.sum(values)))
+    total.inc(float(amounts.sum()))

@@ -102,10 +102,10 @@ def kill_restart_and_finish(
     first.proc.wait(10)
     assert first.proc.returncode == -signal.SIGKILL
     if in_flight:
-        # Recount now that the dead worker's last produce requests have settled: a record
-        # the broker was still storing when the snapshot above was read was counted in
-        # flight (seen once in CI: 243 in flight by the snapshot, 128 redelivered, and every
-        # event scored exactly once).
+        # Recount now that the dead worker's last produce requests have settled, so a
+        # record that reached the broker after the snapshot above isn't counted in flight.
+        # (While a per-partition publisher was tried, reads here missed acknowledged records:
+        # 243 in flight by the snapshot, 128 redelivered, every event scored exactly once.)
         time.sleep(1.0)
         published = {r["event_id"] for r in read_to_end(s, "scores")}
         in_flight = applied_ids(s.redis_url, leads) - published
