@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from model.exceptions import RulesConfigError
-from model.scoring import FeatureBatch, Reason, Row, Rows, Scored, Thresholds, Value, top_reasons
+from model.scoring import (
+    FeatureBatch,
+    Reason,
+    Row,
+    Rows,
+    Scored,
+    ScoredRecord,
+    Thresholds,
+    Value,
+    as_records,
+    top_reasons,
+)
 
 _OPS = (">=", ">", "<=", "<", "==", "in")
 
@@ -127,6 +138,9 @@ class RuleScorer:
                 by_feature[rule.feature] = by_feature.get(rule.feature, 0.0) + rule.points
         reasons = [Reason(f, row.get(f), p) for f, p in by_feature.items()]
         return total, reasons
+
+    def score_records(self, rows: Rows) -> list[ScoredRecord]:
+        return as_records(self.score_batch(rows))
 
     def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
         if isinstance(rows, FeatureBatch):

@@ -78,6 +78,19 @@ class Scored(NamedTuple):
     reasons: tuple[Reason, ...]
 
 
+class ScoredRecord(NamedTuple):
+    """A score with its reasons already as the score record's JSON objects (the worker's
+    form: it serialises them straight away, so no ``Reason`` is built only to be converted)."""
+
+    score: float
+    tier: Tier
+    reasons: list[dict[str, Any]]
+
+
+def as_records(scored: Sequence[Scored]) -> list[ScoredRecord]:
+    return [ScoredRecord(s.score, s.tier, [r.as_dict() for r in s.reasons]) for s in scored]
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Lower score bounds of the hot and warm tiers (stored with the model)."""
@@ -100,6 +113,10 @@ class Scorer(Protocol):
     def version(self) -> str: ...
 
     def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]: ...
+
+    def score_records(self, rows: Rows) -> list[ScoredRecord]:
+        """``score_batch`` with reasons, each as ``{"feature", "value", "contribution"}``."""
+        ...
 
 
 def top_reasons(items: Sequence[Reason], k: int) -> tuple[Reason, ...]:

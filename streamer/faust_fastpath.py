@@ -77,6 +77,42 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
             return stop.value
 
 
+def quiet_monitor() -> type:
+    """Faust's ``Monitor`` with its per-message and per-send callbacks turned off.
+
+    The stock monitor runs five Python callbacks for every event (message in, stream event
+    in/out, message out; send initiated/completed for every record sent), keeping counters
+    and timings that this project doesn't read: its metrics are its own Prometheus ones.
+    Everything else (commit and assignment latencies, table counters) is kept.
+    """
+    from faust.sensors.monitor import Monitor
+
+    class QuietMonitor(Monitor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            return None
+
+        def on_stream_event_out(
+            self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+        ) -> None:
+            return None
+
+        def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_send_initiated(
+            self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+        ) -> None:
+            return None
+
+        def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+            return None
+
+    return QuietMonitor
+
+
 def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool:
     """Apply the fixes once; returns False (and changes nothing) on unverified versions."""
     global _installed

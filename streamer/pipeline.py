@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -59,6 +59,12 @@ def iso_now(now: float) -> str:
 
 T = TypeVar("T")
 
+Emit = Callable[
+    [Sequence[tuple[str, bytes]], Sequence[tuple[bytes | None, bytes]]], Awaitable[None]
+]
+"""Called by ``Pipeline.process`` with each chunk's new score records and DLQ records, so the
+caller can send them while Redis applies the next chunk (see ``process``)."""
+
 #: Events per store call within a batch: small enough that scoring one chunk overlaps the
 #: Redis call for the next, large enough that the per-call cost stays small.
 REDIS_CHUNK = 128
@@ -90,7 +96,14 @@ class Pipeline:
         self._confirm.extend(out.scored)
         out.scored = []
 
-    async def process(self, messages: Sequence[Message]) -> BatchOutput:
+    async def process(self, messages: Sequence[Message], emit: Emit | None = None) -> BatchOutput:
+        """Validate, apply in Redis and score ``messages``; all records are in the result.
+
+        With ``emit``, each chunk's records are also handed over as soon as the chunk is
+        scored, while the Redis call for the next chunk is already running: the caller's
+        sends then overlap with Redis instead of following the whole batch. Tier-change
+        alerts need every chunk's scores saved first, so they are only in the result.
+        """
         out = BatchOutput()
         if not messages:
             return out
@@ -146,6 +159,7 @@ class Pipeline:
                 seen.add(key)
                 unique.append((msg, ev))
         chunks = [unique[k : k + self._chunk] for k in range(0, len(unique), self._chunk)]
+        emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
         if not chunks and confirm:
             await self._store.apply_batch([], confirm)
         # The store call for chunk k+1 is sent as soon as chunk k's reply is in (so Redis
@@ -167,9 +181,14 @@ class Pipeline:
                 s0 = time.perf_counter()
                 self._score_chunk(chunk, updates, out, counts, tiers)
                 model_s += time.perf_counter() - s0
+                if emit is not None:
+                    await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
+                    emitted = (len(out.scores), len(out.dlq))
         finally:
             if task is not None:
                 task.cancel()
+        if emit is not None and emitted != (len(out.scores), len(out.dlq)):
+            await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
         for (src, outcome), n in counts.items():
             m.events.labels(source=src, outcome=outcome).inc(n)
         for tier, n in tiers.items():
@@ -219,7 +238,7 @@ class Pipeline:
         if texts and specs is not None:
             batch = vector_batch(texts, specs)
         scorer = self._scorer()
-        results = scorer.score_batch(batch)
+        results = scorer.score_records(batch)
         now = self._clock()
         scored_at = iso_now(now)
         version = scorer.version
@@ -230,7 +249,7 @@ class Pipeline:
                 "score_100": int(round(s.score * 100)),
                 "tier": s.tier,
                 "model_version": version,
-                "reasons": [r.as_dict() for r in s.reasons],
+                "reasons": s.reasons,
                 "event_id": ev.event_id,
                 "event_ts": ev.ts,
                 "scored_at": scored_at,

@@ -10,7 +10,7 @@ from features.definitions import SPECS, Count, Profile
 from features.offline import VECTOR_SEP, parse_vector
 from model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
 from model.rules import RuleScorer
-from model.scoring import FeatureBatch, Thresholds
+from model.scoring import FeatureBatch, Thresholds, as_records
 from streamer.pipeline import vector_batch
 
 LEVELS = ("a", "b", "c")
@@ -69,6 +69,17 @@ def test_column_wise_scores_and_reasons_equal_the_dict_path(scorer: LightGBMScor
     np.testing.assert_array_equal(scorer.encode(batch), scorer.encode(batch.rows()))
     assert scorer.score_batch(batch) == scorer.score_batch(batch.rows())
     assert any(s.reasons for s in scorer.score_batch(batch))
+
+
+def test_score_records_are_score_batch_with_reasons_as_dicts(scorer: LightGBMScorer) -> None:
+    """The worker's form (reasons built straight as the record's dicts) says the same."""
+    batch = vector_batch(_vectors(300, 4), SPECS)
+    expected = as_records(scorer.score_batch(batch))
+    assert scorer.score_records(batch) == expected
+    assert scorer.score_records(batch.rows()) == expected
+    assert sum(len(r.reasons) for r in expected) > 300
+    rules = RuleScorer.default()
+    assert rules.score_records(batch) == as_records(rules.score_batch(batch))
 
 
 def test_rules_take_a_feature_batch_too() -> None:

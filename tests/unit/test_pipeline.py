@@ -90,6 +90,28 @@ async def test_store_calls_in_chunks_keep_order_and_a_repeat_in_a_later_chunk_is
         assert await store.read(lead) == await one_call._store.read(lead)  # noqa: SLF001
 
 
+async def test_emit_hands_over_every_record_once_chunk_by_chunk_in_order():
+    """The worker sends what ``emit`` gets while the store applies the next chunk: every
+    score and DLQ record of the batch, once each, in the result's order."""
+    p, _store, _m = make(chunk=2)
+    events = [ev(i, lead=f"L-{i % 3}") for i in range(7)]
+    batch = [msg(i, e) for i, e in enumerate(events)]
+    batch.insert(3, msg(99, None, raw=b"{broken"))
+    calls: list[tuple[list, list]] = []
+
+    async def emit(scores, dlq) -> None:
+        calls.append((list(scores), list(dlq)))
+
+    out = await p.process(batch, emit)
+    assert len(calls) == 4  # one per chunk of two events
+    assert [s for c in calls for s in c[0]] == out.scores and len(out.scores) == 7
+    assert [d for c in calls for d in c[1]] == out.dlq and len(out.dlq) == 1
+
+    calls.clear()
+    only_bad = await p.process([msg(100, None, raw=b"[]")], emit)
+    assert calls == [([], only_bad.dlq)] and len(only_bad.dlq) == 1
+
+
 async def test_a_redelivered_batch_emits_nothing_new_once_delivered():
     p, _store, _m = make()
     batch = [msg(i, ev(i)) for i in range(5)]
