@@ -52,6 +52,19 @@ def test_one_leaf_pass_gives_lightgbms_probabilities_and_the_same_attributions()
     np.testing.assert_allclose(contrib.sum(axis=1), b.predict(x, raw_score=True), atol=1e-9)
 
 
+def test_the_sparse_product_adds_the_leaf_credits_as_the_dense_gather_does():
+    """Same numbers to the last bit as summing each reached leaf's credit row, tree by tree."""
+    b, x = _model(depth=5, rounds=120, categorical=True)
+    path = PathExplainer(b)
+    leaves = path.leaves(b, x)
+    rows = path._flat[leaves + path._offsets[: leaves.shape[1]]]  # noqa: SLF001
+    dense = np.zeros((len(x), path.n_features + 1))
+    for t in range(leaves.shape[1]):
+        dense += rows[:, t]
+    np.testing.assert_array_equal(path.contributions_from_leaves(leaves), dense)
+    assert path.contributions_from_leaves(leaves[:0]).shape == (0, path.n_features + 1)
+
+
 def test_models_other_than_plain_binary_use_lightgbms_own_prediction():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(500, 3))
