@@ -158,7 +158,10 @@ class Pipeline:
             else:
                 seen.add(key)
                 unique.append((msg, ev))
-        chunks = [unique[k : k + self._chunk] for k in range(0, len(unique), self._chunk)]
+        # The first chunk is smaller: nothing overlaps the wait for its store call.
+        first = max(1, self._chunk // 4)
+        bounds = [0, *range(first, len(unique), self._chunk), len(unique)]
+        chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
         emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
         if not chunks and confirm:
             await self._store.apply_batch([], confirm)
@@ -169,6 +172,7 @@ class Pipeline:
             if chunks
             else None
         )
+        save: asyncio.Task[dict[str, str | None]] | None = None
         try:
             for k, chunk in enumerate(chunks):
                 assert task is not None  # noqa: S101 - set for every chunk
@@ -181,23 +185,28 @@ class Pipeline:
                 s0 = time.perf_counter()
                 self._score_chunk(chunk, updates, out, counts, tiers)
                 model_s += time.perf_counter() - s0
+                if k + 1 == len(chunks) and out.records:
+                    # The latest scores are saved while the last chunk's records are sent.
+                    save = await _started(self._store.save_scores(out.records))
                 if emit is not None:
                     await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
                     emitted = (len(out.scores), len(out.dlq))
+            if emit is not None and emitted != (len(out.scores), len(out.dlq)):
+                await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
+            for (src, outcome), n in counts.items():
+                m.events.labels(source=src, outcome=outcome).inc(n)
+            for tier, n in tiers.items():
+                m.scores.labels(tier=tier).inc(n)
+            t3 = time.perf_counter()
+            if save is not None:
+                previous = await save
+                save = None
+                self._alerts(out, previous)
+            t4 = time.perf_counter()
         finally:
-            if task is not None:
-                task.cancel()
-        if emit is not None and emitted != (len(out.scores), len(out.dlq)):
-            await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
-        for (src, outcome), n in counts.items():
-            m.events.labels(source=src, outcome=outcome).inc(n)
-        for tier, n in tiers.items():
-            m.scores.labels(tier=tier).inc(n)
-        t3 = time.perf_counter()
-        if out.records:
-            previous = await self._store.save_scores(out.records)
-            self._alerts(out, previous)
-        t4 = time.perf_counter()
+            for pending in (task, save):
+                if pending is not None:
+                    pending.cancel()
         out.stage_seconds = {"validate": t1 - t0, "redis": waited + (t4 - t3), "model": model_s}
         for stage, secs in out.stage_seconds.items():
             m.stage_seconds.labels(stage=stage).observe(secs)

@@ -45,7 +45,12 @@ class Settings(BaseSettings):
         default=10, description="consumer long-poll wait (fast path only); bounds idle latency"
     )
     batch_max: int = 500
-    batch_wait_ms: int = 10
+    batch_wait_ms: int = Field(
+        default=2,
+        description="longest wait for a micro-batch to fill; under load batches fill anyway, "
+        "and at low rates each event waits up to this long (10 -> 2 ms: median latency "
+        "at 1,000 events/s ~8 ms lower in the bench)",
+    )
     max_future_skew_s: int = 86_400
     model_poll_s: float = 2.0
     max_reasons: int = 5
