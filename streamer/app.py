@@ -266,8 +266,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         topics = (scores_topic, dlq_topic, alerts_topic)
         partitions: dict[str, dict[str, int]] = {}
         batch_wait = settings.batch_wait_ms / 1000
-        take = stream.take_events  # type: ignore[attr-defined]
-        async for batch in take(settings.batch_max, within=batch_wait):
+        if settings.faust_fastpath:
+            from streamer.faust_fastpath import take_events
+
+            batches = take_events(stream, settings.batch_max, batch_wait)
+        else:
+            batches = stream.take_events(settings.batch_max, within=batch_wait)  # type: ignore[attr-defined]
+        async for batch in batches:
             started = time.perf_counter()
             msgs = [
                 Message(

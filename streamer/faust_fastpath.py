@@ -25,7 +25,11 @@ lands on an idle partition. The fixes:
    stream still yields whenever its queue is empty, and non-zero sleeps are untouched;
 3. set the consumer's fetch max wait to ``fetch_max_wait_ms`` (a setting, default 10 ms).
 
-Both patch private internals, so they are applied only to the versions they were verified
+Measured on the embedded broker with a bare agent (``take_events(500)``, no work, 100,000
+200-byte messages on 4 partitions): 10,600 msg/s stock, 23,200 msg/s with these fixes.
+``take_events`` and ``quiet_monitor`` below are further per-message savings for the worker.
+
+They use private internals, so they are applied only to the versions they were verified
 on; on any other version Faust runs unpatched and a warning says so.
 """
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from importlib.metadata import version
 from typing import Any
 
@@ -75,6 +79,71 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
+
+
+async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+    """``stream.take_events(max_, within)`` whose buffer keeps filling while a batch is
+    processed.
+
+    Faust's ``take_events`` stops adding to its buffer from the moment it yields a batch
+    until the caller asks for the next one (its cleanup acks every buffered event, so the
+    buffer must hold only the yielded ones). The worker therefore alternated between
+    Faust delivering events (~40 us each, measured on a bare agent) and processing them,
+    and batches held only what Faust delivered within ``within``. Here the batch is taken
+    out of the buffer when it is yielded, and only its own events are acked after it is
+    processed, so Faust fills the next batch at the processing's await points (Redis and
+    broker round trips). Acks are as before: an event is acked once the batch it came in
+    has been processed, never earlier, and not at all if the processing raised (Faust's
+    take acks it then too). Buffered events are bounded by ``max_``.
+
+    On Faust versions this wasn't verified on, it is Faust's own ``take_events``.
+    """
+    if not _verified():
+        async for batch in stream.take_events(max_, within=within):
+            yield batch
+        return
+    events: list[Any] = []
+    full = asyncio.Event()
+    room = asyncio.Event()
+
+    async def add_to_buffer(value: Any) -> Any:
+        try:
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take buffer found current_event is None")
+            events.append(event)
+            if len(events) >= max_:
+                full.set()
+                room.clear()
+                await stream.wait(room)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - crashes the stream, as Faust's take does
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False  # acked below, once processed
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as Faust's take does
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(full, timeout=within or None)
+            if not events:
+                continue
+            batch = events[:]
+            events.clear()
+            full.clear()
+            room.set()
+            yield batch
+            # Only once the caller asks for more: a batch whose processing raised stays
+            # unacked, so its offsets are not committed and it is delivered again.
+            for event in batch:
+                await stream.ack(event)
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add_to_buffer)  # noqa: SLF001
 
 
 def quiet_monitor() -> type:
