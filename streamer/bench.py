@@ -270,6 +270,18 @@ def _percentiles(ms: np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def _by_period(
+    latencies: list[tuple[float, float]], period_s: float, label: str
+) -> list[dict[str, Any]]:
+    """Latency percentiles (ms) per ``period_s`` of event time, from ``(event time, latency
+    in seconds)`` pairs: a figure that grows period by period shows a slowdown."""
+    groups: dict[int, list[float]] = {}
+    t0 = min((t for t, _ in latencies), default=0.0)
+    for t, lat in latencies:
+        groups.setdefault(int((t - t0) // period_s), []).append(lat * 1000)
+    return [{label: k, **_percentiles(np.array(v))} for k, v in sorted(groups.items())]
+
+
 SOAK_TICK_S = 1.0
 """The soak sends each second's events together (one produce batch per partition)."""
 
@@ -328,10 +340,6 @@ def run_soak(
     reader.wait_for(base + sent, timeout=120)
     reader.track_latency = False
     worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before
-    by_minute: dict[int, list[float]] = {}
-    t0 = min((t for t, _ in reader.latencies), default=0.0)
-    for t, lat in reader.latencies:
-        by_minute.setdefault(int((t - t0) // 60), []).append(lat * 1000)
     return {
         "seconds": seconds,
         "rate_eps": rate,
@@ -340,9 +348,7 @@ def run_soak(
         "worker_events_done": int(worker_done),
         "worker_rss_mb": _rss_summary(samples),
         "latency_ms": _percentiles(np.array([lat for _, lat in reader.latencies]) * 1000),
-        "latency_ms_by_minute": [
-            {"minute": m, **_percentiles(np.array(v))} for m, v in sorted(by_minute.items())
-        ],
+        "latency_ms_by_minute": _by_period(reader.latencies, 60.0, "minute"),
     }
 
 
@@ -480,6 +486,7 @@ def run_bench(
             reader.wait_for(base + n_lat, timeout=60)
             reader.track_latency = False
             lat = np.array([x for _, x in reader.latencies]) * 1000
+            by_second = _by_period(reader.latencies, 1.0, "second")
             lag = _quantile_bounds(
                 lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
             )
@@ -521,7 +528,17 @@ def run_bench(
         "events": events,
         "throughput_eps": round(steady, 1),
         "worker_cpu_us_per_event": round(cpu_us, 1),
-        "latency_ms": {"rate_eps": rate, "seconds": latency_seconds, **_percentiles(lat)},
+        "latency_ms": {
+            "rate_eps": rate,
+            "seconds": latency_seconds,
+            **_percentiles(lat),
+            # The embedded broker's cost per fetch grows with the batches it holds (see
+            # README), so the run's latency is also given second by second.
+            "by_second": [
+                {k: v for k, v in p.items() if k in ("second", "n", "p50", "p99")}
+                for p in by_second
+            ],
+        },
         "consume_lag_ms_bucket": lag,
         "batch_time_ms_bucket": batch_time,
         "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},

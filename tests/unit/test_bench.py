@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from schemas.validation import parse_ts_ms
-from streamer.bench import RSS_SAMPLE_S, _event_at, _percentiles, _rss_summary
+from streamer.bench import RSS_SAMPLE_S, _by_period, _event_at, _percentiles, _rss_summary
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -57,3 +57,11 @@ def test_percentiles_of_nothing_are_none() -> None:
     }
     p = _percentiles(np.arange(1, 101, dtype=float))
     assert p["n"] == 100 and p["max"] == 100.0 and 50 <= p["p50"] <= 51
+
+
+def test_latency_by_period_groups_by_event_time_from_the_first_event() -> None:
+    pairs = [(100.2, 0.010), (100.9, 0.030), (101.3, 0.050), (103.5, 0.020)]
+    rows = _by_period(pairs, 1.0, "second")
+    got = [(r["second"], r["n"], r["max"]) for r in rows]
+    assert got == [(0, 2, 30.0), (1, 1, 50.0), (3, 1, 20.0)]
+    assert _by_period([], 60.0, "minute") == []
