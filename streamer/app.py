@@ -52,8 +52,9 @@ class Runtime:
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
 """``send(topic, key, value, partition)``: queue one record, return its delivery future."""
 
-#: Leads whose partitions are remembered (per output topic) before the memory is reset.
-PARTITION_MEMORY = 200_000
+#: Leads whose partitions are remembered (per output topic) before the memory is reset:
+#: ~2 MB at ~106 bytes an entry, so the worker's memory stays flat however many leads pass.
+PARTITION_MEMORY = 20_000
 
 
 class _Publisher:
