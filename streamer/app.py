@@ -244,15 +244,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
     )
     rt = Runtime(settings, store, models, metrics, pipeline)
 
-    events = app.topic(
-        settings.topic("web"),
-        settings.topic("email"),
-        settings.topic("crm"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    names = (settings.topic("web"), settings.topic("email"), settings.topic("crm"))
+    if settings.faust_fastpath:
+        from streamer.faust_fastpath import raw_schema
+
+        events = app.topic(*names, schema=raw_schema())
+    else:
+        events = app.topic(
+            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
     scores_topic = settings.topic("scores")
     dlq_topic = settings.topic("dlq")
     alerts_topic = settings.topic("alerts")

@@ -46,11 +46,14 @@ def _emit(obj: Any) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
+    from streamer import gc_tuning
     from streamer.app import create_app
     from streamer.topics import ensure_topics
 
     ensure_topics(settings)
     app, _rt = create_app(settings)
+    # Everything the worker keeps for its lifetime (modules, the model) exists by now.
+    gc_tuning.tune(settings.gc_gen0_threshold)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "and at low rates each event waits up to this long (10 -> 2 ms: median latency "
         "at 1,000 events/s ~8 ms lower in the bench)",
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        description="worker: allocations between young GC passes after freezing the start-up "
+        "heap (streamer.gc_tuning); 0 keeps Python's defaults",
+    )
     max_future_skew_s: int = 86_400
     model_poll_s: float = 2.0
     max_reasons: int = 5
