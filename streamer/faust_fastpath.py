@@ -82,19 +82,23 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
-    """``stream.take_events(max_, within)`` whose buffer keeps filling while a batch is
-    processed.
+    """``stream.take_events(max_, within)``, read from the stream's channel queue in bulk.
 
-    Faust's ``take_events`` stops adding to its buffer from the moment it yields a batch
-    until the caller asks for the next one (its cleanup acks every buffered event, so the
-    buffer must hold only the yielded ones). The worker therefore alternated between
-    Faust delivering events (~40 us each, measured on a bare agent) and processing them,
-    and batches held only what Faust delivered within ``within``. Here the batch is taken
-    out of the buffer when it is yielded, and only its own events are acked after it is
-    processed, so Faust fills the next batch at the processing's await points (Redis and
-    broker round trips). Acks are as before: an event is acked once the batch it came in
-    has been processed, never earlier, and not at all if the processing raised (Faust's
-    take acks it then too). Buffered events are bounded by ``max_``.
+    Faust's ``take_events`` collects a batch through the stream iterator: for every event a
+    ``sleep(0)``, a sensor call in and out, the current-event context variable, the take
+    processor and an ``ack`` through ``Stream.ack``, about as much Python again as the
+    conductor spends delivering it. It also stops filling its buffer from the moment it
+    yields a batch until the caller asks for the next one. Here the batch is taken straight
+    from the queue the conductor delivers into; the queue keeps filling while a batch is
+    processed (bounded by ``stream_buffer_maxsize``, with Faust's back-pressure), so a batch
+    is whatever has arrived, up to ``max_``, waiting at most ``within`` for more.
+
+    The stream iterator's rules are kept: an event of an older consumer generation, or one
+    taken while flow control is suspended (a rebalance), is acked and dropped as Faust
+    drops it; every other event is tracked as unacked (so a rebalance or shutdown waits for
+    it) and acked once the batch it came in has been processed, and not at all if the
+    processing raised, so its offset is not committed and it is delivered again. Faust's
+    per-event stream sensors are not called (``quiet_monitor`` ignores them anyway).
 
     On Faust versions this wasn't verified on, it is Faust's own ``take_events``.
     """
@@ -102,48 +106,46 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
         async for batch in stream.take_events(max_, within=within):
             yield batch
         return
-    events: list[Any] = []
-    full = asyncio.Event()
-    room = asyncio.Event()
-
-    async def add_to_buffer(value: Any) -> Any:
-        try:
-            event = stream.current_event
-            if event is None:
-                raise RuntimeError("take buffer found current_event is None")
-            events.append(event)
-            if len(events) >= max_:
-                full.set()
-                room.clear()
-                await stream.wait(room)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - crashes the stream, as Faust's take does
-            stream.log.exception("Error adding to take buffer: %r", exc)
-            await stream.crash(exc)
-        return value
-
-    enable_acks = stream.enable_acks
-    stream.enable_acks = False  # acked below, once processed
-    stream.add_processor(add_to_buffer)
-    stream._enable_passive(aiter(stream.channel))  # noqa: SLF001 - as Faust's take does
-    try:
-        while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=within or None)
-            if not events:
+    app = stream.app
+    queue = stream.channel.queue
+    unacked = app.consumer.unacked
+    acking_topics = app.topics.acking_topics
+    flow_control = app.flow_control
+    loop = asyncio.get_running_loop()
+    get_nowait = queue.get_nowait
+    empty = queue.empty
+    while not stream.should_stop:
+        raw = [await queue.get()]
+        while len(raw) < max_ and not empty():
+            raw.append(get_nowait())
+        if len(raw) < max_ and within > 0:
+            deadline = loop.time() + within
+            while len(raw) < max_ and (left := deadline - loop.time()) > 0:
+                try:
+                    raw.append(await asyncio.wait_for(queue.get(), left))
+                except TimeoutError:
+                    break
+                while len(raw) < max_ and not empty():
+                    raw.append(get_nowait())
+        generation = app.consumer_generation_id
+        active = flow_control.is_active()
+        batch = []
+        for event in raw:
+            message = event.message
+            if not active or message.generation_id != generation:
+                event.ack()
                 continue
-            batch = events[:]
-            events.clear()
-            full.clear()
-            room.set()
-            yield batch
-            # Only once the caller asks for more: a batch whose processing raised stays
-            # unacked, so its offsets are not committed and it is delivered again.
-            for event in batch:
-                await stream.ack(event)
-    finally:
-        stream.enable_acks = enable_acks
-        stream._processors.remove(add_to_buffer)  # noqa: SLF001
+            if message.topic in acking_topics and not message.tracked:
+                message.tracked = True
+                unacked.add(message)
+            batch.append(event)
+        if not batch:
+            continue
+        yield batch
+        # Only once the caller asks for more: a batch whose processing raised stays
+        # unacked, so its offsets are not committed and it is delivered again.
+        for event in batch:
+            event.ack()
 
 
 def raw_schema() -> Any:
@@ -159,10 +161,12 @@ def raw_schema() -> Any:
 
     class RawSchema(faust.Schema):
         def compile(self, app: Any, **_: Any) -> Any:
-            create_event = app.create_event
+            # ``app.create_event`` looks the class up in ``app.conf`` (a settings descriptor)
+            # for every message; it is fixed once the app is configured.
+            event_cls = app.conf.Event
 
             async def decode(message: Any, *, propagate: bool = False) -> Any:
-                return create_event(message.key, message.value, message.headers, message)
+                return event_cls(app, message.key, message.value, message.headers, message)
 
             return decode
 
@@ -260,6 +264,25 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
         consumer._fetch_max_wait_ms = fetch_max_wait_ms
         return consumer
 
+    from faust.transport.producer import ProducerBuffer
+
+    original_ebb = ProducerBuffer.wait_until_ebb
+
+    async def wait_until_ebb(self: Any) -> None:
+        # The conductor awaits this for every message it delivers; ``ProducerBuffer.size``
+        # reads ``app.conf.producer_threaded`` (a settings descriptor) each time, though it
+        # can't change once the app runs, so it is read once per buffer here.
+        threaded = self.__dict__.get("_leadscore_threaded")
+        if threaded is None:
+            threaded = self.__dict__["_leadscore_threaded"] = bool(self.app.conf.producer_threaded)
+        if threaded:
+            size = len(self.queue._queue) if self.queue else 0  # noqa: SLF001
+        else:
+            size = len(self.pending._queue)  # noqa: SLF001
+        if size > self.max_messages:
+            await original_ebb(self)
+
+    ProducerBuffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Consumer.wait_first = wait_first  # type: ignore[method-assign]
     py_streams.sleep = sleep  # type: ignore[attr-defined]

@@ -1,16 +1,17 @@
-"""The worker's start-up tuning: the garbage-collector settings and Faust's raw event schema."""
+"""The worker's Faust and runtime tuning: GC settings, the raw event schema, bulk takes."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import faust
 import pytest
 from faust.types import Message
 
 from streamer import gc_tuning
-from streamer.faust_fastpath import raw_schema
+from streamer.faust_fastpath import raw_schema, take_events
 
 
 @pytest.fixture
@@ -45,3 +46,30 @@ async def test_raw_schema_events_carry_the_message_bytes() -> None:
         assert event.key == key
         assert event.value == value
         assert event.message is msg
+
+
+async def test_take_events_batches_what_is_queued_and_acks_after_processing() -> None:
+    app = faust.App("take-events-test", broker="kafka://127.0.0.1:1", value_serializer="raw")
+    topic = app.topic("leads.web", value_type=bytes)
+    batches: list[list[bytes]] = []
+    acked_before: list[list[bool]] = []
+    previous: list = []
+
+    @app.agent(topic)
+    async def agent(stream: faust.StreamT) -> AsyncIterator[int]:
+        async for batch in take_events(stream, 4, 0.05):
+            # The previous batch is acked once this one is asked for; this one is not yet.
+            acked_before.append([e.message.acked for e in previous + batch])
+            previous[:] = batch
+            batches.append([e.value for e in batch])
+            yield len(batch)
+
+    async with agent.test_context() as ag:
+        for i in range(6):
+            await ag.put(str(i).encode(), wait=False)
+        for _ in range(100):
+            if sum(map(len, batches)) == 6:
+                break
+            await asyncio.sleep(0.01)
+    assert batches == [[b"0", b"1", b"2", b"3"], [b"4", b"5"]]
+    assert acked_before == [[False] * 4, [True] * 4 + [False] * 2]
