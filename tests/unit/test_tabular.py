@@ -299,6 +299,110 @@ def test_semicolon_table_with_placeholders_ids_and_odd_names(deals: dict) -> Non
     assert deals["meta"]["tabular"]["placeholder_as_level"] is True
 
 
+def crm_like(seed: int, n: int = 5000) -> pd.DataFrame:
+    """A CRM export like the real one in shape, with a known outcome process: an ID, a
+    long-tailed country column, drop-downs left on ``Select``, blank and missing cells,
+    behaviour counts, interactions, and a notes field sales fill in after the outcome."""
+    rng = np.random.default_rng(seed)
+    source = rng.choice(
+        ["Google", "Direct", "Referral", "Webinar", "Partner", "Select"],
+        n,
+        p=[0.3, 0.2, 0.15, 0.1, 0.1, 0.15],
+    )
+    countries = [f"C{i:02d}" for i in range(40)]
+    weights = 1 / np.arange(1, 41)
+    country = rng.choice(countries, n, p=weights / weights.sum())
+    title = rng.choice(["Manager", "Director", "VP", "Engineer", "Analyst", "Student", ""], n)
+    size = rng.choice(["1-10", "11-50", "51-200", "201-1000", "1000+"], n)
+    visits = rng.poisson(3, n)
+    minutes = np.round(rng.gamma(2, 4, n) * (visits > 0), 1)
+    opens = rng.poisson(2, n)
+    demo = rng.random(n) < 0.2
+    days = np.where(rng.random(n) < 0.1, np.nan, np.round(rng.exponential(20, n)))
+    last = rng.choice(["Email Opened", "Page Visited", "Form Submitted", "Unsubscribed"], n)
+    logit = (
+        -2.2
+        + 0.25 * np.minimum(visits, 8)
+        + 0.04 * minutes
+        + 1.4 * demo
+        + 0.6 * (title == "Director")
+        + 0.8 * (title == "VP")
+        - 1.0 * (title == "Student")
+        + 0.5 * np.isin(size, ["201-1000", "1000+"])
+        + 0.7 * (source == "Webinar")
+        - 1.5 * (last == "Unsubscribed")
+        + 0.5 * (last == "Form Submitted")
+        - 0.02 * np.nan_to_num(days, nan=30)
+        + 0.4 * np.isin(country, countries[:3])
+        + 0.6 * demo * (visits > 4)
+        + 0.1 * opens
+    )
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    won = rng.choice(["Closed won", "Enrolled"], n)
+    lost = rng.choice(["Closed lost", "No answer", "Not interested"], n)
+    notes = np.where(
+        rng.random(n) < 0.95, np.where(y, won, lost), rng.choice(["Closed won", ""], n)
+    )
+    return pd.DataFrame(
+        {
+            "Lead ID": [f"LD{seed}-{i:06d}" for i in range(n)],
+            "Lead Source": source,
+            "Country": country,
+            "Job Title": title,
+            "Company Size": size,
+            "Site Visits": visits,
+            "Minutes on Site": minutes,
+            "Email Opens (90d)": opens,
+            "Demo Requested?": np.where(demo, "Yes", "No"),
+            "Days Since Last Touch": days,
+            "Last Activity": last,
+            "Sales Notes": notes,
+            "Status": np.where(y, "Converted", "Lost"),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_crm_like_table_matches_reference_and_flags_the_post_outcome_notes(
+    tmp_path: Path, seed: int
+) -> None:
+    """The issue's yardstick on another CRM-like table: a stratified 80/20 split, ``train``
+    on the 80 %, ``predict`` on the 20 %, against ``LGBMClassifier(300, 0.05)`` with pandas
+    categoricals on every column but the post-outcome notes (which ours must flag and drop).
+    Seeds 1-5 measured: ours ahead by 0.010-0.027 AUC."""
+    path = tmp_path / "crm.csv"
+    crm_like(seed).to_csv(path, index=False)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    num = pd.read_csv(path)
+    y = (num["Status"] == "Converted").astype(int)
+    tr, te = train_test_split(raw, test_size=0.2, stratify=y, random_state=0)
+    tr.to_csv(tmp_path / "train.csv", index=False)
+    te.drop(columns=["Status"]).to_csv(tmp_path / "test.csv", index=False)
+    x = num.drop(columns=["Status", "Sales Notes"])
+    for c in x.columns:
+        if not pd.api.types.is_numeric_dtype(x[c]):
+            x[c] = x[c].astype("category")
+    ref = LGBMClassifier(n_estimators=300, learning_rate=0.05, verbose=-1, n_jobs=2)
+    ref.fit(x.loc[tr.index], y[tr.index])
+    ref_auc = roc_auc_score(y[te.index], ref.predict_proba(x.loc[te.index])[:, 1])
+    rep = train_from_table(
+        tmp_path / "train.csv",
+        "Status",
+        out_dir=tmp_path / "m",
+        time_budget_s=3600,
+        max_trials=6,
+        seed=7,
+    )
+    predict_table(rep["path"], tmp_path / "test.csv", tmp_path / "s.csv", warn=lambda _m: None)
+    ours = roc_auc_score(y[te.index], pd.read_csv(tmp_path / "s.csv")["score"])
+    print(f"CRM-like seed {seed}: ours {ours:.4f}, reference {ref_auc:.4f}")
+    assert ours >= ref_auc
+    leak = {w["column"]: w for w in rep["leakage_warnings"]}
+    assert leak["Sales Notes"]["action"] == "excluded"
+    assert "Sales Notes" not in rep["features"]
+    assert rep["target_mapping"] == {"Converted": 1, "Lost": 0}
+
+
 def test_rows_with_missing_target_are_dropped_and_reported(tmp_path: Path) -> None:
     df = synthetic(seed=6)
     df.loc[:9, "Won"] = ""
