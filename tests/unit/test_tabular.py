@@ -34,6 +34,23 @@ def shared_data() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "leads_x_education.csv"
 
 
+def reference_frame(num: pd.DataFrame, drop: list[str]) -> pd.DataFrame:
+    """The issue's yardstick input: every other column, text columns as pandas categoricals."""
+    x = num.drop(columns=drop)
+    x.columns = [c.replace(":", "_") for c in x.columns]  # LightGBM rejects ':' in names
+    for c in x.columns:
+        if not pd.api.types.is_numeric_dtype(x[c]):
+            x[c] = x[c].astype("category")
+    return x
+
+
+def reference_auc(x: pd.DataFrame, y: pd.Series, tr: pd.Index, te: pd.Index) -> float:
+    """Test AUC of the issue's yardstick, ``LGBMClassifier(300, 0.05)``, on one split."""
+    m = LGBMClassifier(n_estimators=300, learning_rate=0.05, verbose=-1, n_jobs=2)
+    m.fit(x.loc[tr], y.loc[tr])
+    return float(roc_auc_score(y.loc[te], m.predict_proba(x.loc[te])[:, 1]))
+
+
 # ----------------------------------------------------------------- the real CRM export
 
 
@@ -50,16 +67,9 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
     y_te = te["Converted"].astype(int).to_numpy()
     num = pd.read_csv(src)
 
-    def reference_auc(drop: list[str]) -> float:
-        # The issue's yardstick: LGBMClassifier with pandas categoricals on the same split.
-        x = num.drop(columns=["Converted", *drop])
-        x.columns = [c.replace(":", "_") for c in x.columns]  # LightGBM rejects ':' in names
-        for c in x.columns:
-            if not pd.api.types.is_numeric_dtype(x[c]):
-                x[c] = x[c].astype("category")
-        m = LGBMClassifier(n_estimators=300, learning_rate=0.05, verbose=-1, n_jobs=2)
-        m.fit(x.loc[tr.index], num.loc[tr.index, "Converted"])
-        return float(roc_auc_score(y_te, m.predict_proba(x.loc[te.index])[:, 1]))
+    def ref_auc(drop: list[str]) -> float:
+        x = reference_frame(num, ["Converted", *drop])
+        return reference_auc(x, num["Converted"], tr.index, te.index)
 
     def run(keep: tuple[str, ...]) -> tuple[dict, float, pd.DataFrame]:
         rep = train_from_table(
@@ -95,9 +105,9 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "flagged": flagged,
         "ids": ids,
         "test": te,
-        "ref_all": reference_auc([]),
-        "ref_without_flagged": reference_auc(list(flagged + ids)),
-        "ref_without_tags_only": reference_auc(list(flagged)),
+        "ref_all": ref_auc([]),
+        "ref_without_flagged": ref_auc(list(flagged + ids)),
+        "ref_without_tags_only": ref_auc(list(flagged)),
     }
 
 
@@ -157,11 +167,7 @@ def test_auc_over_repeated_splits_is_at_least_the_reference(tmp_path: Path, lead
     src = shared_data()
     raw = pd.read_csv(src, dtype=str, keep_default_na=False)
     num = pd.read_csv(src)
-    x = num.drop(columns=["Converted"])
-    x.columns = [c.replace(":", "_") for c in x.columns]
-    for c in x.columns:
-        if not pd.api.types.is_numeric_dtype(x[c]):
-            x[c] = x[c].astype("category")
+    x = reference_frame(num, ["Converted"])
     keep = leads["flagged"] + leads["ids"]
     diffs = []
     for seed in REPEAT_SPLITS:
@@ -169,9 +175,7 @@ def test_auc_over_repeated_splits_is_at_least_the_reference(tmp_path: Path, lead
         tr.to_csv(tmp_path / "train.csv", index=False)
         te.drop(columns=["Converted"]).to_csv(tmp_path / "test.csv", index=False)
         y_te = te["Converted"].astype(int).to_numpy()
-        ref = LGBMClassifier(n_estimators=300, learning_rate=0.05, verbose=-1, n_jobs=2)
-        ref.fit(x.loc[tr.index], num.loc[tr.index, "Converted"])
-        ref_auc = roc_auc_score(y_te, ref.predict_proba(x.loc[te.index])[:, 1])
+        ref_auc = reference_auc(x, num["Converted"], tr.index, te.index)
         rep = train_from_table(
             tmp_path / "train.csv",
             "Converted",
@@ -378,13 +382,7 @@ def test_crm_like_table_matches_reference_and_flags_the_post_outcome_notes(
     tr, te = train_test_split(raw, test_size=0.2, stratify=y, random_state=0)
     tr.to_csv(tmp_path / "train.csv", index=False)
     te.drop(columns=["Status"]).to_csv(tmp_path / "test.csv", index=False)
-    x = num.drop(columns=["Status", "Sales Notes"])
-    for c in x.columns:
-        if not pd.api.types.is_numeric_dtype(x[c]):
-            x[c] = x[c].astype("category")
-    ref = LGBMClassifier(n_estimators=300, learning_rate=0.05, verbose=-1, n_jobs=2)
-    ref.fit(x.loc[tr.index], y[tr.index])
-    ref_auc = roc_auc_score(y[te.index], ref.predict_proba(x.loc[te.index])[:, 1])
+    ref_auc = reference_auc(reference_frame(num, ["Status", "Sales Notes"]), y, tr.index, te.index)
     rep = train_from_table(
         tmp_path / "train.csv",
         "Status",
