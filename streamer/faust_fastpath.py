@@ -97,11 +97,12 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
     processed (bounded by ``stream_buffer_maxsize``, with Faust's back-pressure), so a batch
     is whatever has arrived, up to ``max_``, waiting at most ``within`` for more.
 
-    The stream iterator's rules are kept: an event of an older consumer generation, or one
-    taken while flow control is suspended (a rebalance), is acked and dropped as Faust
-    drops it; every other event is tracked as unacked (so a rebalance or shutdown waits for
-    it) and acked once the batch it came in has been processed, and not at all if the
-    processing raised, so its offset is not committed and it is delivered again. Faust's
+    The stream iterator's rules are kept, but one: an event of an older consumer generation,
+    or one taken while flow control is suspended (a rebalance), is dropped as Faust drops
+    it, yet not acked (see below); every other event is tracked as unacked (so a rebalance
+    or shutdown waits for it) and acked once the batch it came in has been processed, and
+    not at all if the processing raised, so its offset is not committed and it is delivered
+    again. Faust's
     per-event stream sensors are not called (``quiet_monitor`` ignores them anyway).
 
     On Faust versions this wasn't verified on, it is Faust's own ``take_events``.
@@ -137,7 +138,12 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
         for event in raw:
             message = event.message
             if not active or message.generation_id != generation:
-                event.ack()
+                # Dropped without an ack (Faust's iterator acks it). After a rebalance the
+                # consumer's acked offsets of a partition start empty and its committed
+                # offset unknown, so an ack here would let the next commit skip past this
+                # event and everything before it that the new generation has not yet
+                # processed; a partition handed on at the next rebalance would then lose
+                # them. Unacked, it is fetched again from the committed offset.
                 continue
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True

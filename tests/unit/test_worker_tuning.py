@@ -73,3 +73,32 @@ async def test_take_events_batches_what_is_queued_and_acks_after_processing() ->
             await asyncio.sleep(0.01)
     assert batches == [[b"0", b"1", b"2", b"3"], [b"4", b"5"]]
     assert acked_before == [[False] * 4, [True] * 4 + [False] * 2]
+
+
+async def test_take_events_drops_an_older_generations_events_without_acking_them() -> None:
+    # After a rebalance the consumer's acked offsets of a partition start empty: an ack of a
+    # stale event would let the next commit skip events the new generation has not processed.
+    app = faust.App("take-events-stale", broker="kafka://127.0.0.1:1", value_serializer="raw")
+    topic = app.topic("leads.web", value_type=bytes)
+    batches: list[list[bytes]] = []
+
+    @app.agent(topic)
+    async def agent(stream: faust.StreamT) -> AsyncIterator[int]:
+        # A long wait: every put below lands in one batch, checked after the last one.
+        async for batch in take_events(stream, 10, 0.5):
+            batches.append([e.value for e in batch])
+            yield len(batch)
+
+    async with agent.test_context() as ag:
+        app.consumer_generation_id = 1
+        stale = [await ag.put(f"old-{i}".encode(), wait=False) for i in range(3)]
+        app.consumer_generation_id = 2
+        fresh = [await ag.put(f"new-{i}".encode(), wait=False) for i in range(2)]
+        for _ in range(200):
+            if batches:
+                break
+            await asyncio.sleep(0.01)
+    assert batches == [[b"new-0", b"new-1"]]
+    assert [e.message.generation_id for e in stale] == [1, 1, 1]
+    assert [e.message.acked for e in stale] == [False] * 3
+    assert all(e.message.generation_id == 2 for e in fresh)
