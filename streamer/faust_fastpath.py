@@ -102,8 +102,8 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
     it, yet not acked (see below); every other event is tracked as unacked (so a rebalance
     or shutdown waits for it) and acked once the batch it came in has been processed, and
     not at all if the processing raised, so its offset is not committed and it is delivered
-    again. Faust's
-    per-event stream sensors are not called (``quiet_monitor`` ignores them anyway).
+    again. Faust's per-event stream sensors are not called (``quiet_monitor`` ignores them
+    anyway).
 
     On Faust versions this wasn't verified on, it is Faust's own ``take_events``.
     """
