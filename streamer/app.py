@@ -11,6 +11,7 @@ re-emits the score records of events whose results never reached the broker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -30,7 +31,7 @@ from features.store import RedisFeatureStore
 from schemas.validation import parse_ts_ms
 from streamer.metrics import Metrics
 from streamer.models import ModelHolder
-from streamer.pipeline import Message, Pipeline, topic_sources
+from streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
 from streamer.redisconn import HiredisPackConnection, HiredisPackSSLConnection
 from streamer.settings import Settings
 
@@ -267,38 +268,75 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         topics = (scores_topic, dlq_topic, alerts_topic)
         partitions: dict[str, dict[str, int]] = {}
         batch_wait = settings.batch_wait_ms / 1000
+        ack: Callable[[list[Any]], None] | None = None
         if settings.faust_fastpath:
-            from streamer.faust_fastpath import take_events
+            from streamer.faust_fastpath import ack_events, caller_acks, take_events
 
-            batches = take_events(stream, settings.batch_max, batch_wait)
+            ack = ack_events if caller_acks() else None
+            batches = take_events(stream, settings.batch_max, batch_wait, ack=ack is None)
         else:
             batches = stream.take_events(settings.batch_max, within=batch_wait)  # type: ignore[attr-defined]
-        async for batch in batches:
-            started = time.perf_counter()
-            msgs = [
-                Message(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                    e.message.timestamp,
-                )
-                for e in batch
-            ]
-            pub = _Publisher(send, topics, partitions)
-            out = await rt.pipeline.process(msgs, pub.emit)
-            await pub.alerts(out.alerts)
-            t1 = time.perf_counter()
-            # Delivery before the next take: only then are this batch's offsets acked.
-            # (Overlapping it with the next batch, acks deferred by message refcounts, was
-            # tried: after rebalances Faust re-read or dropped in-flight events.)
+        # The previous batch's delivery, still running while this batch is processed.
+        finishing: asyncio.Task[None] | None = None
+        # Batches a crashed run of this agent left undelivered come again: score them again.
+        rt.pipeline.forget_in_flight()
+
+        async def finish(
+            before: asyncio.Task[None] | None,
+            events: list[Any],
+            pub: _Publisher,
+            out: BatchOutput,
+            started: float,
+            sent: float,
+        ) -> None:
+            # Batches finish in the order taken: acks out of order could let a commit skip
+            # a batch whose records are not yet on the broker.
+            if before is not None:
+                await before
             pub.remember(await asyncio.gather(*pub.pending))
-            t2 = time.perf_counter()
+            done = time.perf_counter()
             rt.pipeline.delivered(out)
+            if ack is not None:
+                ack(events)
             rt.metrics.stage_seconds.labels(stage="publish").observe(pub.seconds)
-            rt.metrics.stage_seconds.labels(stage="delivery").observe(t2 - t1)
-            rt.metrics.score_latency.observe(t2 - started)
+            rt.metrics.stage_seconds.labels(stage="delivery").observe(done - sent)
+            rt.metrics.score_latency.observe(done - started)
+
+        try:
+            async for batch in batches:
+                started = time.perf_counter()
+                msgs = [
+                    Message(
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
+                        e.message.timestamp,
+                    )
+                    for e in batch
+                ]
+                pub = _Publisher(send, topics, partitions)
+                out = await rt.pipeline.process(msgs, pub.emit)
+                await pub.alerts(out.alerts)
+                before, finishing = (
+                    finishing,
+                    asyncio.ensure_future(
+                        finish(finishing, batch, pub, out, started, time.perf_counter())
+                    ),
+                )
+                if ack is None:
+                    # Faust acks a batch when the next is taken: deliver before taking it.
+                    await finishing
+                elif before is not None:
+                    # One batch delivers while the next is processed, no more.
+                    await before
+        finally:
+            if finishing is not None and not finishing.done():
+                # Its records are sent: let the acks follow their delivery (at shutdown or
+                # a rebalance Faust waits for them), unless the agent itself is cancelled.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(finishing)
 
     @app.on_partitions_assigned.connect
     def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -2,11 +2,11 @@
 
 1. pre-fills the input topics with simulated events and measures how fast one worker turns
    them into score records (steady state: first to last score record);
-2. produces at a fixed rate, one produce request per event, and measures event-to-score
-   latency percentiles;
-3. optionally (``--soak-seconds``) keeps the worker busy at that rate for longer, sampling its
-   memory and the latency minute by minute (the soak test);
-4. reads the worker's per-stage timings from /metrics;
+2. on fresh topics, with a second worker, produces at a fixed rate, one produce request per
+   event, and measures event-to-score latency percentiles;
+3. optionally (``--soak-seconds``) keeps that worker busy at that rate for longer, sampling
+   its memory and the latency minute by minute (the soak test);
+4. reads the first worker's per-stage timings from /metrics;
 5. runs the seed article's scoring path (one-row DataFrame + sklearn pipeline +
    ``predict_proba`` per request) on the same features, for the ratio.
 """
@@ -84,10 +84,15 @@ class ScoreReader:
     It reads with aiokafka, by manual assignment: on the embedded broker, librdkafka's consumer
     added ~30 ms per hop by itself (measured at 1,000 msg/s on a fresh topic: p50 28-36 ms, vs
     2-11 ms for aiokafka), and that would have been counted as the worker's latency.
+
+    The embedded broker holds every fetch for its full ``fetch_max_wait_ms`` and, on each one
+    that returns data, lists every batch stored in the partition: a reader that only counts
+    (the throughput run) polls less often, so it doesn't take the broker's CPU from the worker.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fetch_max_wait_ms: int = 5) -> None:
         self._settings = settings
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self.count = 0
         self.first: float | None = None
         self.last: float | None = None
@@ -119,7 +124,9 @@ class ScoreReader:
 
         s = self._settings
         consumer = AIOKafkaConsumer(
-            **s.aiokafka_client_config(), enable_auto_commit=False, fetch_max_wait_ms=5
+            **s.aiokafka_client_config(),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await consumer.start()
         try:
@@ -182,6 +189,19 @@ def _histogram(port: int, name: str) -> list[tuple[float, float]]:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out.append((float(le), float(line.rsplit(" ", 1)[1])))
     return out
+
+
+def _histogram_count_sum(port: int, name: str) -> tuple[float, float]:
+    """``(count, sum)`` of a Prometheus histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_count"):
+            count = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+    return count, total
 
 
 def _quantile_bounds(
@@ -384,6 +404,41 @@ def seed_path_rate(
     return n / (time.perf_counter() - start)
 
 
+def _phase_settings(base: Settings, uid: str, phase: str) -> Settings:
+    """Settings of one bench phase: its own topics, consumer group and web port."""
+    return base.model_copy(
+        update={
+            "app_id": f"leadscore-bench-{uid}-{phase}",
+            "topic_prefix": f"bench{uid}{phase}.",
+            "web_port": free_port(),
+        }
+    )
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+    """Wait until the worker's ``/ready`` answers 200 (partitions assigned, model loaded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            break
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    raise ServiceStartError(f"the worker did not get ready in {timeout:.0f} s; its log:\n{tail}")
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(5)
+
+
 def run_bench(
     settings: Settings,
     *,
@@ -393,6 +448,12 @@ def run_bench(
     soak_seconds: float = 0.0,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
+    """Throughput, then latency (and the soak), each on its own topics with its own worker.
+
+    The embedded broker's cost per fetch grows with the batches stored in a partition
+    (README): on shared topics the burst's thousands of score batches would slow every fetch
+    of the latency run that follows, which measures that broker, not the worker.
+    """
     from streamer.simulator import SimConfig, simulate
     from streamer.training import train_from_event_list
 
@@ -402,18 +463,14 @@ def run_bench(
         tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp,
     ):
         uid = uuid.uuid4().hex[:8]
-        s = settings.model_copy(
+        base = settings.model_copy(
             update={
                 "kafka_bootstrap": svc.kafka_bootstrap,
                 "redis_url": svc.redis_url,
                 "model_dir": Path(tmp) / "models",
-                "app_id": f"leadscore-bench-{uid}",
-                "topic_prefix": f"bench{uid}.",
-                "web_port": free_port(),
                 "web_host": "127.0.0.1",
             }
         )
-        ensure_topics(s)
         now = int(time.time() * 1000)
         say("training a model on simulated history ...")
         history = simulate(
@@ -433,18 +490,23 @@ def run_bench(
             )
             if isinstance(e, Event)
         ]
-        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=s.model_dir)
+        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=base.model_dir)
         template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
 
+        # 1. Throughput: pre-filled topics, one worker, first to last score record.
+        s = _phase_settings(base, uid, "t")
+        ensure_topics(s)
         say(f"pre-filling the input topics with {events:,} events ...")
         producer = EventProducer(s, linger_ms=20)
         producer.send_all(_events_now(template, events, f"t{uid}"))
         producer.flush_or_raise(120)
         producer.close()
 
-        reader = ScoreReader(s)
+        # Only counts here: 100 ms fetches cost the broker a twentieth of 5 ms ones and add at
+        # most 0.1 s to a burst that lasts several seconds.
+        reader = ScoreReader(s, fetch_max_wait_ms=100)
         reader.start()
-        log_path = Path(tmp) / "worker.log"
+        log_path = Path(tmp) / "worker-throughput.log"
         say("starting the worker ...")
         worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
         # Worker CPU per event over the burst: steadier than events/s on a shared machine,
@@ -462,19 +524,32 @@ def run_bench(
                 * 1e6
             )
             rss_after_burst = _rss_mb(worker.pid)
-
             stages = _metric_sums(s.web_port)
-            say(
-                f"throughput: {steady:,.0f} events/s over {events:,} events; "
-                f"worker CPU {cpu_us:,.0f} us/event"
-            )
+            batches = _histogram_count_sum(s.web_port, "leadscore_batch_events")
+        finally:
+            reader.stop()
+            _stop(worker)
+        say(
+            f"throughput: {steady:,.0f} events/s over {events:,} events; "
+            f"worker CPU {cpu_us:,.0f} us/event"
+        )
 
+        # 2. Latency at a fixed rate (and the soak): fresh topics, a fresh worker.
+        s = _phase_settings(base, uid, "l")
+        ensure_topics(s)
+        reader = ScoreReader(s, fetch_max_wait_ms=5)
+        reader.start()
+        log_path = Path(tmp) / "worker-latency.log"
+        worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
+        try:
+            _wait_ready(worker, s.web_port, log_path, timeout=60)
+            rss_start = _rss_mb(worker.pid)
             n_lat = int(rate * latency_seconds)
             say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s, one request each ...")
             lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
             batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
             reader.track_latency = True
-            base = reader.count
+            base_count = reader.count
             lat_producer = EventProducer(s, linger_ms=0)
             start = time.monotonic()
             for i in range(n_lat):
@@ -483,7 +558,7 @@ def run_bench(
                 if ahead > 0:
                     time.sleep(ahead)
             lat_producer.close()
-            reader.wait_for(base + n_lat, timeout=60)
+            reader.wait_for(base_count + n_lat, timeout=60)
             reader.track_latency = False
             lat = np.array([x for _, x in reader.latencies]) * 1000
             by_second = _by_period(reader.latencies, 1.0, "second")
@@ -509,11 +584,7 @@ def run_bench(
             rss_end = _rss_mb(worker.pid)
         finally:
             reader.stop()
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            _stop(worker)
 
         say("measuring Redis memory per lead on the simulated 90-day history ...")
         memory = asyncio.run(_history_memory(s.redis_url, evs, f"m{uid}"))
@@ -541,6 +612,9 @@ def run_bench(
         },
         "consume_lag_ms_bucket": lag,
         "batch_time_ms_bucket": batch_time,
+        # Mean micro-batch over the burst: near BATCH_MAX when the worker, not the fetch from
+        # the broker, sets the pace.
+        "burst_batch_events_mean": round(batches[1] / max(batches[0], 1.0), 1),
         "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
         "seed_path_scores_per_s": round(seed_rate, 1),
         "speedup_vs_seed_path": round(steady / seed_rate, 1),
@@ -548,7 +622,9 @@ def run_bench(
         "history_events_per_lead": round(len(evs) / len({e.lead_id for e in evs}), 1),
         "worker_rss_mb": {
             "after_burst": round(rss_after_burst, 1),
-            "end": round(rss_end, 1),
+            # The latency run's worker, once ready and at the end (after the soak, if any).
+            "latency_worker_start": round(rss_start, 1),
+            "latency_worker_end": round(rss_end, 1),
         },
         "soak": soak,
         "model_version": report["version"],

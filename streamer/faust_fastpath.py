@@ -85,7 +85,9 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
             return stop.value
 
 
-async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+async def take_events(
+    stream: Any, max_: int, within: float, *, ack: bool = True
+) -> AsyncIterator[list[Any]]:
     """``stream.take_events(max_, within)``, read from the stream's channel queue in bulk.
 
     Faust's ``take_events`` collects a batch through the stream iterator: for every event a
@@ -105,7 +107,14 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
     again. Faust's per-event stream sensors are not called (``quiet_monitor`` ignores them
     anyway).
 
-    On Faust versions this wasn't verified on, it is Faust's own ``take_events``.
+    With ``ack=False`` the caller acks each batch itself (``ack_events``), for instance once
+    its results are delivered while the next batch is already being processed. A rebalance
+    or shutdown then waits for those acks; every batch must be acked, in the order taken,
+    once done (an ack out of order could let a commit skip an unfinished batch).
+
+    On Faust versions this wasn't verified on, it is Faust's own ``take_events``, which acks
+    a batch when the next is asked for whatever ``ack`` says; ``caller_acks()`` tells
+    which one runs.
     """
     if not _verified():
         async for batch in stream.take_events(max_, within=within):
@@ -120,7 +129,12 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
     get_nowait = queue.get_nowait
     empty = queue.empty
     while not stream.should_stop:
-        raw = [await queue.get()]
+        try:
+            raw = [await queue.get()]
+        except StopAsyncIteration:
+            # Faust throws it into the channel's queue when the stream stops; raised out of
+            # this generator it would turn into a RuntimeError (PEP 479) logged as a crash.
+            return
         while len(raw) < max_ and not empty():
             raw.append(get_nowait())
         if len(raw) < max_ and within > 0:
@@ -154,8 +168,20 @@ async def take_events(stream: Any, max_: int, within: float) -> AsyncIterator[li
         yield batch
         # Only once the caller asks for more: a batch whose processing raised stays
         # unacked, so its offsets are not committed and it is delivered again.
-        for event in batch:
-            event.ack()
+        if ack:
+            ack_events(batch)
+
+
+def caller_acks() -> bool:
+    """Whether ``take_events(..., ack=False)`` leaves the acks to its caller here (the
+    verified Faust versions); elsewhere Faust's own take acks them."""
+    return _verified()
+
+
+def ack_events(batch: list[Any]) -> None:
+    """Ack a batch taken with ``take_events(..., ack=False)``."""
+    for event in batch:
+        event.ack()
 
 
 def raw_schema() -> Any:

@@ -93,6 +93,14 @@ class Pipeline:
         self._max_future_ms = max_future_ms
         self._clock = clock
         self._confirm: list[tuple[str, str]] = []
+        self._in_flight: set[tuple[str, str]] = set()
+        """Events this pipeline scored whose confirmation has not yet reached the store: their
+        records are being delivered, or are delivered and confirmed with the next call."""
+
+    def forget_in_flight(self) -> None:
+        """Forget the undelivered batches: their events will come again (the agent restarted,
+        or the process did), and must then be scored again, not taken for duplicates."""
+        self._in_flight.clear()
 
     def delivered(self, out: BatchOutput) -> None:
         """``out``'s records are on the broker: confirm them with the next store call."""
@@ -148,6 +156,8 @@ class Pipeline:
                 valid.append((msg, res))
         t1 = time.perf_counter()
         confirm, self._confirm = self._confirm, []
+        # The first store call below confirms these before it applies this batch's events.
+        self._in_flight.difference_update(confirm)
         waited = model_s = 0.0
         # A repeat of an event within the batch is a duplicate of its first copy. It is
         # caught here because the copies may fall in different store calls, and the script
@@ -227,7 +237,15 @@ class Pipeline:
         rows: list[dict[str, Any]] = []
         specs = None
         scored_events: list[tuple[Message, Event]] = []
+        in_flight = self._in_flight
         for (msg, ev), upd in zip(chunk, updates, strict=True):
+            if upd.outcome == "redelivered" and (ev.lead_id, ev.event_id) in in_flight:
+                # A repeat of an event an earlier batch scored, whose delivery is not yet
+                # confirmed in the store (the worker processes a batch while the one before it
+                # delivers): a duplicate, not a redelivery after a crash, whose record would
+                # otherwise be sent twice.
+                counts[(ev.source, "duplicate")] += 1
+                continue
             if upd.outcome in ("ok", "redelivered"):
                 if upd.vector is not None:
                     texts.append(upd.vector)
@@ -268,6 +286,7 @@ class Pipeline:
             }
             out.records.append(rec)
             out.scored.append((ev.lead_id, ev.event_id))
+            in_flight.add((ev.lead_id, ev.event_id))
             out.scores.append((ev.lead_id, orjson.dumps(rec)))
             counts[(ev.source, "scored")] += 1
             tiers[s.tier] += 1

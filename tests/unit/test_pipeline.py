@@ -127,7 +127,8 @@ async def test_a_batch_whose_scores_never_reached_the_broker_is_scored_again():
     p, store, m = make()
     batch = [msg(i, ev(i)) for i in range(5)]
     first = await p.process(batch)
-    # no delivered(): the worker died before the records were on the broker
+    # no delivered(): the worker died before the records were on the broker, and restarted
+    p.forget_in_flight()
     again = await p.process(batch)
     assert [r["event_id"] for r in again.records] == [r["event_id"] for r in first.records]
     strip = [{k: v for k, v in r.items() if k != "scored_at"} for r in first.records]
@@ -135,6 +136,21 @@ async def test_a_batch_whose_scores_never_reached_the_broker_is_scored_again():
     assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 5
     feats = await store.read("L-1")
     assert feats is not None and feats["web_page_views_1h"] == 5  # counted once
+
+
+async def test_a_repeat_of_an_event_still_being_delivered_is_a_duplicate():
+    # The worker processes a batch while the one before it delivers: a repeat of an event
+    # of that batch is a duplicate (its record is on its way), not a redelivery to re-score.
+    p, _store, m = make()
+    first = await p.process([msg(i, ev(i)) for i in range(3)])
+    second = await p.process([msg(3, ev(1)), msg(4, ev(4))])
+    assert [r["event_id"] for r in second.records] == [ev(4)["event_id"]]
+    assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
+    assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 0
+    p.delivered(first)
+    third = await p.process([msg(5, ev(2))])
+    assert third.records == []
+    assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 2
 
 
 async def test_tier_change_emits_an_alert():
