@@ -219,7 +219,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
-        broker_commit_every=1000,
+        # Offsets are committed by Faust's timer task, once a second. A count-based commit
+        # runs inside the loop that hands messages to the agent, which then stops delivering
+        # until the producer is flushed and the broker has answered the commit: at 1,000
+        # events/s a stall every second, which the events arriving meanwhile wait out.
+        broker_commit_every=2**31 - 1,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,

@@ -159,9 +159,11 @@ def test_kill_minus_9_then_restart_keeps_features_exact(settings_factory, worker
         f"re-read {resumed} events ({metric_total(second, 'duplicate')} duplicates)"
     )
     # Features and the dedupe sets are checked in kill_restart_and_finish. Open defect (issue
-    # 5): after a kill at a random moment, one event of 20,400 was once left with no score
-    # record (the in-flight window is covered by the test above); until its cause is found
-    # this bounds the loss to less than one batch instead of asserting none.
+    # 5): after a kill at a random moment, score records have gone missing in rare runs (once
+    # 1 event of 20,400; once 25, in about 50 runs with another process loading a core; those
+    # 25 were all among the last events of their partitions, applied and still pending in
+    # Redis). A loss in the rebalance test, from stale acks, is fixed in take_events; until
+    # this one's cause is found the loss is bounded to less than a batch, not asserted none.
     missing = expected - set(ids)
     assert len(missing) < s.batch_max, f"{len(missing)} events with no score record"
 
