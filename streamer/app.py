@@ -223,6 +223,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         # runs inside the loop that hands messages to the agent, which then stops delivering
         # until the producer is flushed and the broker has answered the commit: at 1,000
         # events/s a stall every second, which the events arriving meanwhile wait out.
+        # (A count that is never reached: None would mean Faust's default, 10,000.)
         broker_commit_every=2**31 - 1,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.kafka_session_timeout_s,
