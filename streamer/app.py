@@ -57,6 +57,8 @@ Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
 #: ~2 MB at ~106 bytes an entry, so the worker's memory stays flat however many leads pass.
 PARTITION_MEMORY = 20_000
 
+PRODUCER_BATCH_BYTES = 256 * 1024
+
 
 class _Publisher:
     """Sends one batch's records as the pipeline hands them over, chunk by chunk, while Redis
@@ -226,6 +228,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         # (A count that is never reached: None would mean Faust's default, 10,000.)
         broker_commit_every=2**31 - 1,
         broker_commit_interval=1.0,
+        # One batch of up to 256 KB per partition and send, not aiokafka's 16 KB: a burst's
+        # micro-batch of records then goes out as one batch per partition instead of several
+        # (bench: the publish stage went from ~26 to ~8 us an event), and a broker stores a
+        # quarter of the batches. Still far below Kafka's 1 MB default message.max.bytes.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,

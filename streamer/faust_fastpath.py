@@ -25,7 +25,15 @@ lands on an idle partition. The fixes:
    stream still yields whenever its queue is empty, and non-zero sleeps are untouched;
 3. set the consumer's fetch max wait to ``fetch_max_wait_ms`` (a setting, default 10 ms);
 4. read the producer buffer's mode once instead of through ``app.conf`` for every message
-   the conductor delivers (``ProducerBuffer.wait_until_ebb``).
+   the conductor delivers (``ProducerBuffer.wait_until_ebb``);
+5. don't let Faust's fetch loop (``Consumer._wait_next_records``) sit out a second while
+   partitions are paused for a full stream buffer. It asks the fetcher for the active
+   partitions only, waiting up to 1 s for new data, and sleeps 1 s when none is active; when
+   the agent drains the buffer and a partition resumes, neither wait ends early. Seen in a
+   bench burst: two paused partitions held the rest of the data, the active ones were at their
+   end, and the agent idled with an empty queue for 0.4-0.7 s, several times in 17 s. Here,
+   while any partition is paused that way, the fetcher is asked with a short timeout
+   (``PAUSED_POLL_S``), and with none active the loop waits for the first to resume.
 
 ``take_events`` (batches straight from the channel queue, no stream iterator per event),
 ``raw_schema`` (events built from the message bytes) and ``quiet_monitor`` below are
@@ -41,12 +49,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from importlib.metadata import version
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: The fetch loop's wait for new records while some partitions are paused for a full buffer.
+PAUSED_POLL_S = 0.05
 VERIFIED = {"faust-streaming": ("0.11", "0.15"), "mode-streaming": ("0.4", "0.7")}
 YIELD_EVERY = 64
 _installed = False
@@ -245,6 +255,43 @@ def quiet_monitor() -> type:
     return QuietMonitor
 
 
+def paused_fetch_patches(
+    original_next_records: Callable[..., Awaitable[Any]],
+    original_buffer_drop: Callable[[Any, Any], None],
+) -> tuple[Callable[..., Awaitable[Any]], Callable[[Any, Any], None]]:
+    """Fix 5 above: ``Consumer._wait_next_records`` and ``Consumer.on_buffer_drop`` built on
+    Faust's own, so that a partition resumed after a full buffer is fetched from at once."""
+
+    def resumed(consumer: Any) -> asyncio.Event:
+        event = consumer.__dict__.get("_leadscore_resumed")
+        if event is None:
+            event = consumer.__dict__["_leadscore_resumed"] = asyncio.Event()
+        return event
+
+    async def wait_next_records(self: Any, timeout: float) -> Any:
+        if self._buffered_partitions and self.flow_active and not self.app.client_only:
+            active = self._get_active_partitions()
+            if not active:
+                # All paused by full buffers: wait for one to resume (Faust: sleep(1)). No
+                # records this time; the caller asks again and fetches what is active then.
+                event = resumed(self)
+                event.clear()
+                await self.wait(event, timeout=1.0)
+                return {}, active
+            # A paused partition resumes while the fetcher waits on the active ones, which
+            # may have nothing new: ask again soon. (The call runs in the consumer's thread
+            # and can't be cut short: records it drained would be lost with it.)
+            timeout = min(timeout, PAUSED_POLL_S)
+        return await original_next_records(self, timeout)
+
+    def on_buffer_drop(self: Any, tp: Any) -> None:
+        original_buffer_drop(self, tp)
+        if tp not in self._buffered_partitions:
+            resumed(self).set()
+
+    return wait_next_records, on_buffer_drop
+
+
 def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool:
     """Apply the fixes once; returns False (and changes nothing) on unverified versions."""
     global _installed
@@ -318,6 +365,11 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
         if size > self.max_messages:
             await original_ebb(self)
 
+    wait_next_records, on_buffer_drop = paused_fetch_patches(
+        Consumer._wait_next_records, Consumer.on_buffer_drop
+    )
+    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign,assignment]
+    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign,assignment]
     ProducerBuffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Consumer.wait_first = wait_first  # type: ignore[method-assign]

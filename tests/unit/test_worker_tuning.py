@@ -1,17 +1,20 @@
-"""The worker's Faust and runtime tuning: GC settings, the raw event schema, bulk takes."""
+"""The worker's Faust and runtime tuning: GC settings, the raw event schema, bulk takes, the
+fetch loop while partitions are paused for a full buffer."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import faust
 import pytest
-from faust.types import Message
+from faust.transport.consumer import Consumer
+from faust.types import TP, Message
 
 from streamer import gc_tuning
-from streamer.faust_fastpath import raw_schema, take_events
+from streamer.faust_fastpath import PAUSED_POLL_S, paused_fetch_patches, raw_schema, take_events
 
 
 @pytest.fixture
@@ -102,3 +105,50 @@ async def test_take_events_drops_an_older_generations_events_without_acking_them
     assert [e.message.generation_id for e in stale] == [1, 1, 1]
     assert [e.message.acked for e in stale] == [False] * 3
     assert all(e.message.generation_id == 2 for e in fresh)
+
+
+def _paused_consumer(app_id: str, active: set[TP], paused: set[TP]) -> Any:
+    """A (not started) Faust consumer whose ``paused`` partitions are paused for a full
+    stream buffer, as ``Consumer.on_buffer_full`` leaves them."""
+    consumer = faust.App(app_id, broker="kafka://127.0.0.1:1").consumer
+    consumer._active_partitions = set(active) | set(paused)
+    for tp in paused:
+        consumer.on_buffer_full(tp)
+    return consumer
+
+
+async def test_fetch_loop_asks_again_soon_while_a_partition_is_paused_for_a_full_buffer() -> None:
+    timeouts: list[float] = []
+
+    async def faust_wait(self: Any, timeout: float) -> tuple[dict, set[TP]]:
+        timeouts.append(timeout)
+        return {}, self._get_active_partitions()
+
+    wait_next, on_drop = paused_fetch_patches(faust_wait, Consumer.on_buffer_drop)
+    paused, active = TP("leads.web", 0), TP("leads.web", 1)
+    consumer = _paused_consumer("paused-fetch", {active}, {paused})
+    assert consumer._get_active_partitions() == {active}
+    await wait_next(consumer, 1.0)
+    assert timeouts == [PAUSED_POLL_S]
+    on_drop(consumer, paused)
+    await wait_next(consumer, 1.0)
+    assert timeouts == [PAUSED_POLL_S, 1.0], "nothing paused: Faust's own wait"
+
+
+async def test_fetch_loop_with_every_partition_paused_wakes_when_one_resumes() -> None:
+    async def faust_wait(self: Any, timeout: float) -> tuple[dict, set[TP]]:
+        raise AssertionError("Faust's wait would sleep a second with nothing active")
+
+    wait_next, on_drop = paused_fetch_patches(faust_wait, Consumer.on_buffer_drop)
+    tp = TP("leads.web", 0)
+    consumer = _paused_consumer("paused-all", set(), {tp})
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.ensure_future(wait_next(consumer, 1.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    resumed_at = loop.time()
+    on_drop(consumer, tp)
+    records, _active = await asyncio.wait_for(waiting, 0.5)
+    assert loop.time() - resumed_at < 0.5
+    assert records == {}
+    assert consumer._get_active_partitions() == {tp}
