@@ -230,8 +230,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
         broker_commit_interval=1.0,
         # One batch of up to 256 KB per partition and send, not aiokafka's 16 KB: a burst's
         # micro-batch of records then goes out as one batch per partition instead of several
-        # (bench: the publish stage went from ~26 to ~8 us an event), and a broker stores a
-        # quarter of the batches. Still far below Kafka's 1 MB default message.max.bytes.
+        # (bench: the publish stage went from ~26 to ~8 us an event), and the broker stores
+        # fewer, larger batches. Still well below Kafka's 1 MB default message.max.bytes.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,

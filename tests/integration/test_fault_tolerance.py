@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from collections import Counter
 
 import pytest
@@ -165,6 +166,17 @@ def test_kill_minus_9_then_restart_keeps_features_exact(settings_factory, worker
     # Redis). A loss in the rebalance test, from stale acks, is fixed in take_events; until
     # this one's cause is found the loss is bounded to less than a batch, not asserted none.
     missing = expected - set(ids)
+    if missing:
+        # Tells a loss from a read that stopped short: the records of the last events are
+        # read again once the broker has had time to settle. Shown in the test summary.
+        time.sleep(5)
+        found = missing & set(scored_ids(s, expected))
+        warnings.warn(
+            f"{len(missing)} events had no score record after the restart; a second read 5 s "
+            f"later found {len(found)} of them (restarted worker: {resumed} events, "
+            f"{metric_total(second, 'redelivered')} redelivered): {sorted(missing)[:3]}",
+            stacklevel=1,
+        )
     assert len(missing) < s.batch_max, f"{len(missing)} events with no score record"
 
 
