@@ -285,8 +285,10 @@ def paused_fetch_patches(
         return await original_next_records(self, timeout)
 
     def on_buffer_drop(self: Any, tp: Any) -> None:
+        # Faust's resumes ``tp`` (and forgets it as buffered) only if it was paused for it.
+        was_paused = tp in self._buffered_partitions
         original_buffer_drop(self, tp)
-        if tp not in self._buffered_partitions:
+        if was_paused:
             resumed(self).set()
 
     return wait_next_records, on_buffer_drop
