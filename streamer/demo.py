@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from schemas.validation import format_ts_ms
 from streamer.embedded import free_port, services, spawn_worker
 from streamer.exceptions import LeadscoreError, ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
-from streamer.topics import ensure_topics
+from streamer.topics import end_offsets, ensure_topics
 from streamer.training import train_from_event_list
 
 
@@ -117,14 +117,9 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
     consumer = Consumer({**settings.kafka_client_config(), "group.id": "leadscore-demo-offsets"})
     try:
         md = consumer.list_topics(timeout=10)
-        out: dict[tuple[str, int], int] = {}
-        for t in topics:
-            for p in md.topics[t].partitions:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-                out[(t, p)] = high if high >= 0 else OFFSET_END
-        return out
     finally:
         consumer.close()
+    return end_offsets(settings, [(t, p) for t in topics for p in md.topics[t].partitions])
 
 
 def _wait_ready(port: int, worker: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:

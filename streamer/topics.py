@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
+from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamer.exceptions import KafkaUnavailableError
@@ -53,3 +56,56 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             raise KafkaUnavailableError(f"can't create topic {topic}: {exc}") from exc
     log.info("created topics %s", ", ".join(created))
     return created
+
+
+def end_offsets(
+    settings: Settings, partitions: Iterable[tuple[str, int]], timeout: float = 30.0
+) -> dict[tuple[str, int], int]:
+    """The end offset (the offset the next record will get) of each ``(topic, partition)``.
+
+    Kafka answers ListOffsets(latest) with it. Tansu, the embedded broker, answers with the
+    base offset of the partition's last record batch plus one, so the rest of that batch
+    lies beyond its answer (a reader that stopped there missed up to a batch of records).
+    Its fetch responses do carry the true high watermark, so every non-empty partition is
+    also read from one offset before the answer (inside its last batch) until a record comes
+    back, and the larger of the two figures is the end. Against Kafka both agree.
+    """
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"leadscore-end-offsets-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        start: list[TopicPartition] = []
+        for topic, part in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+            ends[(topic, part)] = max(high, 0)
+            if high > max(low, 0):
+                start.append(TopicPartition(topic, part, high - 1))
+        if not start:
+            return ends
+        # Manual assignment: a consumer group would first wait for a join.
+        consumer.assign(start)
+        pending = {(tp.topic, tp.partition) for tp in start}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            heard = {
+                (m.topic(), m.partition()) for m in consumer.consume(1000, 0.2) if not m.error()
+            }
+            for key in [k for k in pending if k in heard]:
+                # A record from the partition came in a fetch response: its watermark is cached.
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+                ends[key] = max(ends[key], high)
+                pending.discard(key)
+        if pending:
+            log.warning(
+                "no fetch answer within %.0f s for %s; their listed end offsets may be short",
+                timeout,
+                sorted(pending),
+            )
+        return ends
+    finally:
+        consumer.close()
