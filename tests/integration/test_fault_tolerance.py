@@ -160,9 +160,10 @@ def test_kill_minus_9_then_restart_keeps_features_exact(settings_factory, worker
     )
     # Features and the dedupe sets are checked in kill_restart_and_finish. Score records went
     # missing here in rare runs (once 1 of 20,400; once 25 in about 50 runs with another
-    # process loading a core), all among the last records of their partitions: the reader
-    # stopped at the embedded broker's ListOffsets answer, which falls short of a partition's
-    # last batch (test_topics.py). read_to_end now reads to the true end, so none may miss.
+    # process loading a core), all among the last records of their partitions. That is what
+    # a reader misses when it stops at the embedded broker's ListOffsets answer, which falls
+    # short of a partition's last batch (test_topics.py), as read_to_end did; it now reads
+    # to the true end, so none may be missing.
     missing = expected - set(ids)
     if missing:
         # Tells a loss from a read that stopped short: read again once the broker settled.
