@@ -95,8 +95,14 @@ def end_offsets(
             heard = {
                 (m.topic(), m.partition()) for m in consumer.consume(1000, 0.2) if not m.error()
             }
-            for key in [k for k in pending if k in heard]:
-                # A record from the partition came in a fetch response: its watermark is cached.
+            # A record came back, or the position moved past the start without one (the last
+            # offset was a transaction marker): a fetch response was read, its watermark cached.
+            moved = {
+                (tp.topic, tp.partition)
+                for tp in consumer.position([TopicPartition(*k) for k in pending])
+                if tp.offset > ends[(tp.topic, tp.partition)] - 1
+            }
+            for key in [k for k in pending if k in heard or k in moved]:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
                 ends[key] = max(ends[key], high)
                 pending.discard(key)
