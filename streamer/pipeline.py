@@ -120,7 +120,6 @@ class Pipeline:
             return out
         m = self._metrics
         m.batch_size.observe(len(messages))
-        t0 = time.perf_counter()
         now_ms = int(self._clock() * 1000)
         # Counted per batch and added once per label: labels() per event cost ~4 % of the CPU.
         counts: Counter[tuple[str, str]] = Counter()
@@ -130,63 +129,46 @@ class Pipeline:
             m.consume_lag,
             [max(0.0, now_s - msg.timestamp) for msg in messages if msg.timestamp is not None],
         )
-        valid: list[tuple[Message, Event]] = []
-        for msg in messages:
-            source = self._topic_sources.get(msg.topic)
-            res: Event | Invalid = validate_event(
-                msg.value,
-                topic_source=source,
-                key=msg.key,
-                now_ms=now_ms,
-                max_future_ms=self._max_future_ms,
-            )
-            if isinstance(res, Invalid):
-                rec = dlq_record(
-                    msg.value,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    key=msg.key,
-                    error=res,
-                )
-                out.dlq.append((msg.key, orjson.dumps(rec)))
-                m.dlq.labels(code=res.code).inc()
-                counts[(source or "unknown", "invalid")] += 1
-            else:
-                valid.append((msg, res))
-        t1 = time.perf_counter()
         confirm, self._confirm = self._confirm, []
         # The first store call below confirms these before it applies this batch's events.
         self._in_flight.difference_update(confirm)
-        waited = model_s = 0.0
+        waited = model_s = validate_s = 0.0
         # A repeat of an event within the batch is a duplicate of its first copy. It is
         # caught here because the copies may fall in different store calls, and the script
         # knows an event applied earlier in the same call only (other calls leave it pending).
         seen: set[tuple[str, str]] = set()
         unique: list[tuple[Message, Event]] = []
-        for msg, ev in valid:
-            key = (ev.lead_id, ev.event_id)
-            if key in seen:
-                counts[(ev.source, "duplicate")] += 1
-            else:
-                seen.add(key)
-                unique.append((msg, ev))
-        # The first chunk is smaller: nothing overlaps the wait for its store call.
+        # The first chunk is smaller: nothing overlaps the wait for its store call. That call
+        # goes out as soon as the chunk's events are validated; the rest of the batch is
+        # validated while Redis applies it.
         first = max(1, self._chunk // 4)
-        bounds = [0, *range(first, len(unique), self._chunk), len(unique)]
-        chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-        emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
-        if not chunks and confirm:
-            await self._store.apply_batch([], confirm)
-        # The store call for chunk k+1 is sent as soon as chunk k's reply is in (so Redis
-        # applies them in order: per-lead order holds), and runs while chunk k is scored.
-        task = (
-            await _started(self._store.apply_batch([ev for _, ev in chunks[0]], confirm))
-            if chunks
-            else None
-        )
+        remaining = iter(messages)
+        task: asyncio.Task[list[Update]] | None = None
         save: asyncio.Task[dict[str, str | None]] | None = None
         try:
+            for head in (True, False):
+                v0 = time.perf_counter()
+                for msg in remaining:
+                    ev = self._validate(msg, now_ms, out, counts)
+                    if ev is None:
+                        continue
+                    if (ev.lead_id, ev.event_id) in seen:
+                        counts[(ev.source, "duplicate")] += 1
+                        continue
+                    seen.add((ev.lead_id, ev.event_id))
+                    unique.append((msg, ev))
+                    if head and len(unique) == first:
+                        break
+                validate_s += time.perf_counter() - v0
+                if head and unique:
+                    task = await _started(self._store.apply_batch([e for _, e in unique], confirm))
+            bounds = [0, *range(first, len(unique), self._chunk), len(unique)]
+            chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+            emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
+            if not chunks and confirm:
+                await self._store.apply_batch([], confirm)
+            # The store call for chunk k+1 is sent as soon as chunk k's reply is in (so Redis
+            # applies them in order: per-lead order holds), and runs while chunk k is scored.
             for k, chunk in enumerate(chunks):
                 assert task is not None  # noqa: S101 - set for every chunk
                 w0 = time.perf_counter()
@@ -220,10 +202,37 @@ class Pipeline:
             for pending in (task, save):
                 if pending is not None:
                     pending.cancel()
-        out.stage_seconds = {"validate": t1 - t0, "redis": waited + (t4 - t3), "model": model_s}
+        out.stage_seconds = {"validate": validate_s, "redis": waited + (t4 - t3), "model": model_s}
         for stage, secs in out.stage_seconds.items():
             m.stage_seconds.labels(stage=stage).observe(secs)
         return out
+
+    def _validate(
+        self, msg: Message, now_ms: int, out: BatchOutput, counts: Counter[tuple[str, str]]
+    ) -> Event | None:
+        """The message's event, or None after adding its DLQ record to ``out``."""
+        source = self._topic_sources.get(msg.topic)
+        res: Event | Invalid = validate_event(
+            msg.value,
+            topic_source=source,
+            key=msg.key,
+            now_ms=now_ms,
+            max_future_ms=self._max_future_ms,
+        )
+        if not isinstance(res, Invalid):
+            return res
+        rec = dlq_record(
+            msg.value,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            error=res,
+        )
+        out.dlq.append((msg.key, orjson.dumps(rec)))
+        self._metrics.dlq.labels(code=res.code).inc()
+        counts[(source or "unknown", "invalid")] += 1
+        return None
 
     def _score_chunk(
         self,

@@ -90,6 +90,35 @@ async def test_store_calls_in_chunks_keep_order_and_a_repeat_in_a_later_chunk_is
         assert await store.read(lead) == await one_call._store.read(lead)  # noqa: SLF001
 
 
+async def test_first_store_call_goes_out_before_the_rest_of_the_batch_is_validated():
+    """Redis applies the first chunk while the worker validates the rest of the batch; the
+    chunks, their order and the results are those of validating everything first."""
+    p, store, m = make(chunk=8)  # first chunk: 2 events, then chunks of 8
+    seen_at_calls: list[tuple[list[str], float]] = []
+    apply = store.apply_batch
+
+    async def recording(events, confirm=()):  # type: ignore[no-untyped-def]
+        dlq = value(m, "leadscore_dlq_total", code="not_json")
+        seen_at_calls.append(([e.event_id for e in events], dlq))
+        return await apply(events, confirm)
+
+    store.apply_batch = recording  # type: ignore[method-assign]
+    batch = [msg(0, ev(0)), msg(1, ev(0)), msg(2, ev(1))]  # e0 twice: the head holds e0, e1
+    batch += [msg(3 + i, ev(2 + i)) for i in range(9)]
+    batch.append(msg(99, None, raw=b"{broken"))
+    out = await p.process(batch)
+    assert [ids for ids, _ in seen_at_calls] == [
+        ["e0", "e1"],
+        [f"e{i}" for i in range(2, 10)],
+        ["e10"],
+    ]
+    # The broken message at the end was validated after the first call, before the second.
+    assert [dlq for _, dlq in seen_at_calls] == [0.0, 1.0, 1.0]
+    assert [r["event_id"] for r in out.records] == [f"e{i}" for i in range(11)]
+    assert len(out.dlq) == 1
+    assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
+
+
 async def test_emit_hands_over_every_record_once_chunk_by_chunk_in_order():
     """The worker sends what ``emit`` gets while the store applies the next chunk: every
     score and DLQ record of the batch, once each, in the result's order."""
