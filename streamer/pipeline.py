@@ -152,10 +152,11 @@ class Pipeline:
                     ev = self._validate(msg, now_ms, out, counts)
                     if ev is None:
                         continue
-                    if (ev.lead_id, ev.event_id) in seen:
+                    key = (ev.lead_id, ev.event_id)
+                    if key in seen:
                         counts[(ev.source, "duplicate")] += 1
                         continue
-                    seen.add((ev.lead_id, ev.event_id))
+                    seen.add(key)
                     unique.append((msg, ev))
                     if head and len(unique) == first:
                         break

@@ -79,33 +79,28 @@ def end_offsets(
     )
     try:
         ends: dict[tuple[str, int], int] = {}
-        start: list[TopicPartition] = []
+        start: dict[tuple[str, int], int] = {}
         for topic, part in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
             ends[(topic, part)] = max(high, 0)
             if high > max(low, 0):
-                start.append(TopicPartition(topic, part, high - 1))
+                start[(topic, part)] = high - 1
         if not start:
             return ends
         # Manual assignment: a consumer group would first wait for a join.
-        consumer.assign(start)
-        pending = {(tp.topic, tp.partition) for tp in start}
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
+        pending = set(start)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            heard = {
-                (m.topic(), m.partition()) for m in consumer.consume(1000, 0.2) if not m.error()
-            }
-            # A record came back, or the position moved past the start without one (the last
-            # offset was a transaction marker): a fetch response was read, its watermark cached.
-            moved = {
-                (tp.topic, tp.partition)
-                for tp in consumer.position([TopicPartition(*k) for k in pending])
-                if tp.offset > ends[(tp.topic, tp.partition)] - 1
-            }
-            for key in [k for k in pending if k in heard or k in moved]:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-                ends[key] = max(ends[key], high)
-                pending.discard(key)
+            consumer.consume(1000, 0.2)
+            # The position moved past the start (a record came back, or the last offset was a
+            # transaction marker): a fetch response was read and its watermark cached.
+            for tp in consumer.position([TopicPartition(*k) for k in pending]):
+                key = (tp.topic, tp.partition)
+                if tp.offset > start[key]:
+                    _low, high = consumer.get_watermark_offsets(tp, cached=True)
+                    ends[key] = max(ends[key], high)
+                    pending.discard(key)
         if pending:
             log.warning(
                 "no fetch answer within %.0f s for %s; their listed end offsets may be short",
