@@ -21,6 +21,16 @@ local SEP = '\31'
 local floor = math.floor
 local format = string.format
 
+-- Counts as text, each number converted once per call: table.concat would format every
+-- number it joins with sprintf('%.14g'), and a vector holds a couple dozen counts, mostly
+-- the same few small numbers. tostring gives the very same text. (Measured on the bench's
+-- traffic: script time per event 86-89 -> 75-86 us, four interleaved runs each.)
+local COUNT_TEXT = setmetatable({}, { __index = function(t, n)
+  local s = tostring(n)
+  t[n] = s
+  return s
+end })
+
 local function bucket(ts, r) return floor(ts / RES_MS[r]) end
 
 -- Stamps compare by ts, then by event_id, so the winner doesn't depend on arrival order.
@@ -70,8 +80,8 @@ local function compute(st, ref, prune_from)
   for i, f in ipairs(FEATURES) do
     local t = f.t
     if t == 'c' then
-      -- table.concat writes integers exactly (as '%d' would) below 1e14.
-      out[i] = counts[i]
+      -- Integers are written exactly (as '%d' would) below 1e14.
+      out[i] = COUNT_TEXT[counts[i]]
     elseif t == 'rate' then
       local den = counts[f.b]
       if den > 0 then out[i] = format('%.17g', counts[f.a] / den) else out[i] = '' end

@@ -120,8 +120,14 @@ class FeatureStore(Protocol):
         self, lead_id: str, at_ms: int | None = None
     ) -> dict[str, FeatureValue] | None: ...
 
-    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
-        """Keep each lead's latest record; return each lead's tier before this call."""
+    async def save_scores(
+        self, records: Sequence[dict[str, Any]], encoded: Sequence[bytes] | None = None
+    ) -> dict[str, str | None]:
+        """Keep each lead's latest record; return each lead's tier before this call.
+
+        ``encoded``, if given, holds each record as JSON already (the worker has it from
+        publishing), so a store that keeps JSON needn't serialise the records again.
+        """
         ...
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None: ...
@@ -231,26 +237,32 @@ class RedisFeatureStore:
         text = raw.decode() if isinstance(raw, bytes) else raw
         return parse_vector(text, self._specs)
 
-    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    async def save_scores(
+        self, records: Sequence[dict[str, Any]], encoded: Sequence[bytes] | None = None
+    ) -> dict[str, str | None]:
         # The latest record per lead wins; records arrive in per-lead order within a batch.
-        latest: dict[str, dict[str, Any]] = {r["lead_id"]: r for r in records}
-        if not latest:
+        last: dict[str, int] = {r["lead_id"]: i for i, r in enumerate(records)}
+        if not last:
             return {}
+        latest = {
+            lead_id: encoded[i] if encoded is not None else orjson.dumps(records[i])
+            for lead_id, i in last.items()
+        }
         if not self._per_slot:
             tiers = await self._save(list(latest.items()))
         else:
-            groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+            groups: dict[int, list[tuple[str, bytes]]] = {}
             for item in latest.items():
                 groups.setdefault(lead_slot(item[0]), []).append(item)
             parts = await asyncio.gather(*(self._save(g) for g in groups.values()))
             tiers = {k: v for part in parts for k, v in part.items()}
         return tiers
 
-    async def _save(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
+    async def _save(self, items: list[tuple[str, bytes]]) -> dict[str, str | None]:
         """One script call (not one SET per lead: command packing cost more than the write)
         stores the records and returns each lead's previous tier."""
         keys = [lead_keys(lead_id).latest for lead_id, _ in items]
-        args: list[Any] = ["s", *(orjson.dumps(rec) for _, rec in items)]
+        args: list[Any] = ["s", *(payload for _, payload in items)]
         previous = await self._call(keys, args)
         return {
             lead_id: (old.decode() if isinstance(old, bytes) else old) if old else None
@@ -320,7 +332,9 @@ class MemoryFeatureStore:
         state = self.leads.get(lead_id)
         return None if state is None else state.features(at_ms)
 
-    async def save_scores(self, records: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    async def save_scores(
+        self, records: Sequence[dict[str, Any]], encoded: Sequence[bytes] | None = None
+    ) -> dict[str, str | None]:
         previous: dict[str, str | None] = {}
         for r in records:
             if r["lead_id"] not in previous:

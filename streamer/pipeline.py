@@ -44,6 +44,7 @@ class Message(NamedTuple):
 @dataclass(slots=True)
 class BatchOutput:
     scores: list[tuple[str, bytes]] = field(default_factory=list)
+    """(lead_id, JSON) of each score record, in ``records`` order."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -183,7 +184,9 @@ class Pipeline:
                 model_s += time.perf_counter() - s0
                 if k + 1 == len(chunks) and out.records:
                     # The latest scores are saved while the last chunk's records are sent.
-                    save = await _started(self._store.save_scores(out.records))
+                    save = await _started(
+                        self._store.save_scores(out.records, [b for _, b in out.scores])
+                    )
                 if emit is not None:
                     await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
                     emitted = (len(out.scores), len(out.dlq))

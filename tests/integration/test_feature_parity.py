@@ -128,3 +128,37 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     scores = read_topic(s, "scores", until=len(events), timeout=10)
     ids = [r["value"]["event_id"] for r in scores]
     assert len(ids) == len(set(ids)) == metric_total(worker, "scored")
+
+
+@pytest.mark.parametrize("per_slot", [False, True], ids=["one-call", "split-by-cluster-slot"])
+def test_saved_scores_keep_each_leads_latest_record_and_report_its_previous_tier(
+    redis_url, per_slot
+):
+    """The worker hands over its records' JSON as published (``encoded``); the store keeps
+    exactly those bytes, as it keeps the records it serialises itself."""
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"S-{tag}-a", f"S-{tag}-b"
+
+    def rec(lead: str, tier: str, n: int) -> dict:
+        return {"lead_id": lead, "tier": tier, "score": n / 10, "event_id": f"e{n}"}
+
+    async def run() -> tuple[dict, dict, dict, bytes | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = RedisFeatureStore(client, per_slot=per_slot)
+        try:
+            first = await store.save_scores([rec(a, "cold", 1), rec(b, "warm", 2)])
+            batch = [rec(a, "warm", 3), rec(b, "hot", 4), rec(a, "hot", 5)]
+            # Key order differs from what orjson.dumps(record) gives: the bytes are kept.
+            encoded = [orjson.dumps(dict(reversed(r.items()))) for r in batch]
+            second = await store.save_scores(batch, encoded)
+            latest = await store.latest_score(a)
+            raw = await client.get(lead_keys(a).latest)
+        finally:
+            await client.aclose()
+        return first, second, latest or {}, raw
+
+    first, second, latest, raw = asyncio.run(run())
+    assert first == {a: None, b: None}
+    assert second == {a: "cold", b: "warm"}
+    assert latest == {"lead_id": a, "tier": "hot", "score": 0.5, "event_id": "e5"}
+    assert raw == orjson.dumps(dict(reversed(rec(a, "hot", 5).items())))

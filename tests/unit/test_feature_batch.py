@@ -92,3 +92,22 @@ def test_a_vector_with_the_wrong_field_count_is_an_error() -> None:
     batch = FeatureBatch(("a", "b"), ["1\x1f2", "3"], VECTOR_SEP, lambda _j, f: f)
     with pytest.raises(ValueError, match="don't have 2 fields"):
         batch.flat()
+
+
+def test_field_caches_give_the_same_results_across_batches_and_when_they_start_over(
+    scorer: LightGBMScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scorer keeps what each field text encodes to from batch to batch, starting over
+    when a column's cache is full; neither may change a score, a reason or a matrix."""
+    import model.artifact as artifact
+
+    monkeypatch.setattr(artifact, "_CACHE_MAX", 16)
+    fresh = LightGBMScorer(scorer.booster, scorer.meta)
+    for seed in range(5, 10):
+        texts = _vectors(120, seed)
+        texts[0] = texts[0].replace("a", "x", 1)  # a field no level or number matches
+        batch = vector_batch(texts, SPECS)
+        np.testing.assert_array_equal(fresh.encode(batch), fresh.encode(batch.rows()))
+        assert fresh.score_records(batch) == fresh.score_records(batch.rows())
+    caches = [c for layout in fresh._layouts.values() for c in layout.numbers if c is not None]  # noqa: SLF001
+    assert caches and all(len(c) <= 16 for c in caches)
