@@ -77,10 +77,9 @@ class _Layout:
     for each model feature, its column in the batch and its field caches."""
 
     columns: list[int | None]
-    numbers: list[_FieldCache | None]
-    """Numeric features: text -> float (NaN for empty, unreadable or non-finite)."""
-    codes: list[_FieldCache | None]
-    """Categorical features: text -> level index (NaN for missing or unseen)."""
+    encoders: list[_FieldCache | None]
+    """Text -> the model's input: a float for numeric features (NaN for empty, unreadable
+    or non-finite), the level index for categorical ones (NaN for missing or unseen)."""
     values: list[_FieldCache | None]
     """Text -> the value a reason reports (JSON-ready)."""
 
@@ -299,20 +298,20 @@ class LightGBMScorer:
         column_of = {name: c for c, name in enumerate(batch.names)}
         columns = [column_of.get(name) for name in self._names]
         parse = batch.parse
-        numbers: list[_FieldCache | None] = []
-        codes: list[_FieldCache | None] = []
+        encoders: list[_FieldCache | None] = []
         values: list[_FieldCache | None] = []
         for j, c in enumerate(columns):
-            if c is None:
-                numbers.append(None)
-                codes.append(None)
-                values.append(None)
-                continue
             levels = self._codes[j]
-            numbers.append(None if levels is not None else _FieldCache(_as_float))
-            codes.append(None if levels is None else _FieldCache(_coder(levels, parse, c)))
-            values.append(_FieldCache(functools.partial(_reason_value, parse, c)))
-        layout = self._layouts[key] = _Layout(columns, numbers, codes, values)
+            if c is None:
+                encoders.append(None)
+            elif levels is None:
+                encoders.append(_FieldCache(_as_float))
+            else:
+                encoders.append(_FieldCache(_coder(levels, parse, c)))
+            values.append(
+                None if c is None else _FieldCache(functools.partial(_reason_value, parse, c))
+            )
+        layout = self._layouts[key] = _Layout(columns, encoders, values)
         if len(self._layouts) > 8:  # a new parser per batch would otherwise pile up
             self._layouts = {key: layout}
         return layout
@@ -328,15 +327,9 @@ class LightGBMScorer:
         x = np.full((n, len(self._names)), np.nan, dtype=np.float64)
         if not n:
             return x
-        for j, c in enumerate(layout.columns):
-            if c is None:
-                continue
-            # (Not ``numbers[j] or codes[j]``: an empty cache is falsy.)
-            cache = layout.numbers[j]
-            if cache is None:
-                cache = layout.codes[j]
-            assert cache is not None  # noqa: S101 - one of the two is set for a present column
-            x[:, j] = np.fromiter(map(cache.__getitem__, flat[c::width]), np.float64, n)
+        for j, (c, cache) in enumerate(zip(layout.columns, layout.encoders, strict=True)):
+            if c is not None and cache is not None:  # both set or neither
+                x[:, j] = np.fromiter(map(cache.__getitem__, flat[c::width]), np.float64, n)
         return x
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:

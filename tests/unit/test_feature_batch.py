@@ -109,5 +109,5 @@ def test_field_caches_give_the_same_results_across_batches_and_when_they_start_o
         batch = vector_batch(texts, SPECS)
         np.testing.assert_array_equal(fresh.encode(batch), fresh.encode(batch.rows()))
         assert fresh.score_records(batch) == fresh.score_records(batch.rows())
-    caches = [c for layout in fresh._layouts.values() for c in layout.numbers if c is not None]  # noqa: SLF001
+    caches = [c for layout in fresh._layouts.values() for c in layout.encoders if c is not None]  # noqa: SLF001
     assert caches and all(len(c) <= 16 for c in caches)
