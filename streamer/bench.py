@@ -31,7 +31,8 @@ import numpy as np
 import orjson
 
 from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
-from streamer.embedded import free_port, services, spawn_worker
+from streamer.cpu import CpuMeter
+from streamer.embedded import Services, free_port, services, spawn_worker
 from streamer.exceptions import ServiceStartError
 from streamer.produce import EventProducer
 from streamer.settings import Settings
@@ -43,15 +44,6 @@ def _rss_mb(pid: int) -> float:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` so far (NaN when it can't be read)."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return float("nan")
 
 
@@ -98,9 +90,8 @@ class ScoreReader:
         self.last: float | None = None
         self.latencies: list[tuple[float, float]] = []
         self.track_latency = False
-        self.watch_pid: int | None = None
-        """A process whose CPU time is sampled when the first record arrives."""
-        self.cpu_at_first = float("nan")
+        self.meter: CpuMeter | None = None
+        """Started when the first record arrives (the burst's CPU shares)."""
         self.count_at_first = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -147,8 +138,8 @@ class ScoreReader:
         if self.first is None:
             self.first = now
             self.count_at_first = len(records)
-            if self.watch_pid is not None:
-                self.cpu_at_first = _cpu_seconds(self.watch_pid)
+            if self.meter is not None:
+                self.meter.start()
         self.last = now
         self.count += len(records)
         if self.track_latency:
@@ -315,6 +306,7 @@ def run_soak(
     seconds: float,
     reader: ScoreReader,
     worker_pid: int,
+    meter: CpuMeter,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Keep the worker busy at ``rate`` events/s for ``seconds`` and watch its memory.
@@ -335,6 +327,7 @@ def run_soak(
     samples: list[float] = []
     done_before = _metric_sums(settings.web_port).get("events", 0.0)
     sent = ticks = 0
+    meter.start()
     start = time.monotonic()
     next_sample, next_report = start, start + 60.0
     while (now := time.monotonic()) - start < seconds:
@@ -359,6 +352,7 @@ def run_soak(
     producer.close()
     reader.wait_for(base + sent, timeout=120)
     reader.track_latency = False
+    cpu = meter.read()
     worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before
     return {
         "seconds": seconds,
@@ -367,6 +361,7 @@ def run_soak(
         "scored": reader.count - base,
         "worker_events_done": int(worker_done),
         "worker_rss_mb": _rss_summary(samples),
+        "cpu_percent": cpu,
         "latency_ms": _percentiles(np.array([lat for _, lat in reader.latencies]) * 1000),
         "latency_ms_by_minute": _by_period(reader.latencies, 60.0, "minute"),
     }
@@ -437,6 +432,24 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait(5)
+
+
+def _meter(svc: Services, worker_pid: int) -> CpuMeter:
+    """A meter over the worker, this process, and the broker and Redis if started here (an
+    external one's share is only in the machine's total)."""
+    pids = {"worker": worker_pid, "bench": os.getpid()}
+    for started in svc.started:
+        if started.proc is not None:
+            pids[started.name] = started.proc.pid
+    return CpuMeter(pids)
+
+
+def _cpu_text(shares: dict[str, float]) -> str:
+    """``worker 98, broker 25, ..., machine 190 of 200`` for progress lines."""
+    parts = [f"{k} {v:.0f}" for k, v in shares.items() if k not in ("machine", "steal", "cores")]
+    if "machine" in shares:
+        parts.append(f"machine {shares['machine']:.0f} of {100 * shares['cores']:.0f}")
+    return ", ".join(parts)
 
 
 def run_bench(
@@ -510,16 +523,17 @@ def run_bench(
         say("starting the worker ...")
         worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
         # Worker CPU per event over the burst: steadier than events/s on a shared machine,
-        # where the broker and Redis compete for the same cores.
-        reader.watch_pid = worker.pid
+        # where the broker and Redis compete for the same cores (their shares are reported).
+        meter = reader.meter = _meter(svc, worker.pid)
         try:
             if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
                 raise ServiceStartError(f"only {reader.count}/{events} scored; worker log:\n{tail}")
             assert reader.first is not None and reader.last is not None  # noqa: S101
             steady = events / max(reader.last - reader.first, 1e-9)
+            cpu_burst = meter.read()
             cpu_us = (
-                (_cpu_seconds(worker.pid) - reader.cpu_at_first)
+                meter.seconds().get("worker", float("nan"))
                 / max(events - reader.count_at_first, 1)
                 * 1e6
             )
@@ -531,7 +545,7 @@ def run_bench(
             _stop(worker)
         say(
             f"throughput: {steady:,.0f} events/s over {events:,} events; "
-            f"worker CPU {cpu_us:,.0f} us/event"
+            f"worker CPU {cpu_us:,.0f} us/event; CPU % {_cpu_text(cpu_burst)}"
         )
 
         # 2. Latency at a fixed rate (and the soak): fresh topics, a fresh worker.
@@ -551,6 +565,8 @@ def run_bench(
             reader.track_latency = True
             base_count = reader.count
             lat_producer = EventProducer(s, linger_ms=0)
+            lat_meter = _meter(svc, worker.pid)
+            lat_meter.start()
             start = time.monotonic()
             for i in range(n_lat):
                 lat_producer.send(_event_at(template, i, f"l{uid}", int(time.time() * 1000)))
@@ -560,6 +576,9 @@ def run_bench(
             lat_producer.close()
             reader.wait_for(base_count + n_lat, timeout=60)
             reader.track_latency = False
+            cpu_lat = lat_meter.read()
+            say(f"latency run CPU % {_cpu_text(cpu_lat)}")
+            cpu_us_at_rate = lat_meter.seconds().get("worker", float("nan")) / max(n_lat, 1) * 1e6
             lat = np.array([x for _, x in reader.latencies]) * 1000
             by_second = _by_period(reader.latencies, 1.0, "second")
             lag = _quantile_bounds(
@@ -579,6 +598,7 @@ def run_bench(
                     seconds=soak_seconds,
                     reader=reader,
                     worker_pid=worker.pid,
+                    meter=_meter(svc, worker.pid),
                     say=say,
                 )
             rss_end = _rss_mb(worker.pid)
@@ -599,9 +619,14 @@ def run_bench(
         "events": events,
         "throughput_eps": round(steady, 1),
         "worker_cpu_us_per_event": round(cpu_us, 1),
+        # Who had the CPU while each phase was measured (percent of one core; "machine" is
+        # every process, this benchmark's own load generator and reader included).
+        "cpu_percent": {"burst": cpu_burst, "latency": cpu_lat},
         "latency_ms": {
             "rate_eps": rate,
             "seconds": latency_seconds,
+            # At a low rate micro-batches are small, so fixed costs per batch weigh more.
+            "worker_cpu_us_per_event": round(cpu_us_at_rate, 1),
             **_percentiles(lat),
             # The embedded broker's cost per fetch grows with the batches it holds (see
             # README), so the run's latency is also given second by second.

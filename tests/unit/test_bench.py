@@ -1,12 +1,24 @@
-"""Pieces of ``leadscore bench``: the soak's memory summary, its event stream, percentiles."""
+"""Pieces of ``leadscore bench``: the soak's memory summary, its event stream, percentiles,
+CPU shares."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
 from schemas.validation import parse_ts_ms
-from streamer.bench import RSS_SAMPLE_S, _by_period, _event_at, _percentiles, _rss_summary
+from streamer.bench import (
+    RSS_SAMPLE_S,
+    _by_period,
+    _cpu_text,
+    _event_at,
+    _percentiles,
+    _rss_summary,
+)
+from streamer.cpu import CpuMeter, machine_cpu_seconds, process_cpu_seconds
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -65,3 +77,39 @@ def test_latency_by_period_groups_by_event_time_from_the_first_event() -> None:
     got = [(r["second"], r["n"], r["max"]) for r in rows]
     assert got == [(0, 2, 30.0), (1, 1, 50.0), (3, 1, 20.0)]
     assert _by_period([], 60.0, "minute") == []
+
+
+def test_cpu_meter_gives_each_process_its_share_of_one_core_over_the_interval() -> None:
+    now = [100.0]
+    used = {"worker": 10.0, "broker": 4.0, "machine": 30.0, "steal": 0.0}
+
+    def sample(pids: Mapping[str, int]) -> dict[str, float]:
+        assert set(pids) == {"worker", "broker"}
+        return dict(used)
+
+    meter = CpuMeter({"worker": 1, "broker": 2}, sample=sample, clock=lambda: now[0])
+    with pytest.raises(RuntimeError, match="before start"):
+        meter.read()
+    meter.start()
+    now[0] += 4.0
+    used.update(worker=13.6, broker=5.0, machine=37.2, steal=0.4)
+    shares = meter.read()
+    assert shares["worker"] == 90.0 and shares["broker"] == 25.0
+    assert shares["machine"] == 180.0 and shares["steal"] == 10.0
+    assert meter.seconds()["worker"] == pytest.approx(3.6)
+    assert _cpu_text(shares).startswith("worker 90, broker 25, machine 180 of ")
+
+
+def test_cpu_meter_leaves_out_a_process_it_cannot_read() -> None:
+    values = iter([{"worker": 1.0, "gone": float("nan")}, {"worker": 2.0, "gone": float("nan")}])
+    meter = CpuMeter({"worker": 1, "gone": 2}, sample=lambda _p: next(values), clock=lambda: 0.0)
+    meter.start()
+    assert meter.seconds() == {"worker": 1.0}
+
+
+def test_cpu_figures_come_from_proc_for_this_process_and_the_machine() -> None:
+    t = process_cpu_seconds(os.getpid())
+    assert t > 0  # this test process has used some CPU already
+    assert process_cpu_seconds(2**22 + 12345) != process_cpu_seconds(2**22 + 12345)  # NaN
+    machine = machine_cpu_seconds()
+    assert machine["busy"] >= t and machine["steal"] >= 0

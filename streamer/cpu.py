@@ -1,0 +1,99 @@
+"""CPU time of the processes in a benchmark run and of the whole machine, read from /proc.
+
+On a small machine the worker, the broker, Redis and the load generator share the same
+cores, so a rate or a latency figure says little without knowing who had the CPU while it
+was measured. ``CpuMeter`` gives, per named process and for the machine, the share of one
+core used over an interval (100 = one core busy the whole time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (NaN when it can't be read)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU time of all cores so far: ``busy`` (user, nice, system, irq, softirq) and ``steal``
+    (time the hypervisor gave this machine's cores to someone else); empty when unreadable."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        if first[0] == "cpu":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+            tick = os.sysconf("SC_CLK_TCK")
+            return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick}
+    return {}
+
+
+class CpuMeter:
+    """CPU shares over an interval: ``start()``, then ``read()`` (each may be called again).
+
+    ``pids`` names the processes to follow; ``machine`` and ``steal`` are the whole
+    machine's busy and stolen time, summed over its cores, so on 2 cores they go up to 200.
+    ``sample`` and ``clock`` are the sources, replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        pids: Mapping[str, int],
+        *,
+        sample: Callable[[Mapping[str, int]], dict[str, float]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pids = dict(pids)
+        self._sample = sample or _sample
+        self._clock = clock
+        self._t0: float | None = None
+        self._s0: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._t0, self._s0 = self._clock(), self._sample(self._pids)
+
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds used since ``start()``, per name (names that couldn't be read left out)."""
+        now = self._sample(self._pids)
+        return {
+            k: v - self._s0[k]
+            for k, v in now.items()
+            if k in self._s0 and v == v and self._s0[k] == self._s0[k]  # neither is NaN
+        }
+
+    def read(self) -> dict[str, float]:
+        """Percent of one core per name since ``start()``, and ``cores`` (the machine's count).
+
+        Raises
+        ------
+        RuntimeError
+            When called before ``start()``.
+        """
+        if self._t0 is None:
+            raise RuntimeError("CpuMeter.read() before start()")
+        wall = max(self._clock() - self._t0, 1e-9)
+        used = self.seconds()
+        out = {k: round(100.0 * v / wall, 1) for k, v in used.items()}
+        out["cores"] = float(os.cpu_count() or 1)
+        return out
+
+
+def _sample(pids: Mapping[str, int]) -> dict[str, float]:
+    out = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+    machine = machine_cpu_seconds()
+    if machine:
+        out["machine"] = machine["busy"]
+        out["steal"] = machine["steal"]
+    return out
