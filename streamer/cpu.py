@@ -14,12 +14,20 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+Target = int | tuple[int, int]
+"""A process id, or ``(process id, thread id)`` for one thread of it."""
 
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` so far (NaN when it can't be read)."""
+
+def process_cpu_seconds(target: Target) -> float:
+    """User plus system CPU time of a process or one of its threads so far (NaN when it
+    can't be read)."""
+    if isinstance(target, int):
+        path = f"/proc/{target}/stat"
+    else:
+        path = f"/proc/{target[0]}/task/{target[1]}/stat"
     with contextlib.suppress(OSError, IndexError, ValueError):
         # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return float("nan")
 
@@ -39,16 +47,16 @@ def machine_cpu_seconds() -> dict[str, float]:
 class CpuMeter:
     """CPU shares over an interval: ``start()``, then ``read()`` (each may be called again).
 
-    ``pids`` names the processes to follow; ``machine`` and ``steal`` are the whole
+    ``pids`` names the processes (or threads) to follow; ``machine`` and ``steal`` are the whole
     machine's busy and stolen time, summed over its cores, so on 2 cores they go up to 200.
     ``sample`` and ``clock`` are the sources, replaceable in tests.
     """
 
     def __init__(
         self,
-        pids: Mapping[str, int],
+        pids: Mapping[str, Target],
         *,
-        sample: Callable[[Mapping[str, int]], dict[str, float]] | None = None,
+        sample: Callable[[Mapping[str, Target]], dict[str, float]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pids = dict(pids)
@@ -90,7 +98,7 @@ class CpuMeter:
         return out
 
 
-def _sample(pids: Mapping[str, int]) -> dict[str, float]:
+def _sample(pids: Mapping[str, Target]) -> dict[str, float]:
     out = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
     machine = machine_cpu_seconds()
     if machine:

@@ -4,6 +4,7 @@ CPU shares."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,7 +19,7 @@ from streamer.bench import (
     _percentiles,
     _rss_summary,
 )
-from streamer.cpu import CpuMeter, machine_cpu_seconds, process_cpu_seconds
+from streamer.cpu import CpuMeter, Target, machine_cpu_seconds, process_cpu_seconds
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -83,7 +84,7 @@ def test_cpu_meter_gives_each_process_its_share_of_one_core_over_the_interval() 
     now = [100.0]
     used = {"worker": 10.0, "broker": 4.0, "machine": 30.0, "steal": 0.0}
 
-    def sample(pids: Mapping[str, int]) -> dict[str, float]:
+    def sample(pids: Mapping[str, Target]) -> dict[str, float]:
         assert set(pids) == {"worker", "broker"}
         return dict(used)
 
@@ -110,6 +111,8 @@ def test_cpu_meter_leaves_out_a_process_it_cannot_read() -> None:
 def test_cpu_figures_come_from_proc_for_this_process_and_the_machine() -> None:
     t = process_cpu_seconds(os.getpid())
     assert t > 0  # this test process has used some CPU already
+    main_thread = process_cpu_seconds((os.getpid(), threading.get_native_id()))
+    assert 0 < main_thread <= process_cpu_seconds(os.getpid())
     assert process_cpu_seconds(2**22 + 12345) != process_cpu_seconds(2**22 + 12345)  # NaN
     machine = machine_cpu_seconds()
     assert machine["busy"] >= t and machine["steal"] >= 0
