@@ -68,10 +68,6 @@ class CpuMeter:
     def start(self) -> None:
         self._t0, self._s0 = self._clock(), self._sample(self._pids)
 
-    @property
-    def started(self) -> bool:
-        return self._t0 is not None
-
     def seconds(self) -> dict[str, float]:
         """CPU seconds used since ``start()``, per name (names that couldn't be read left out)."""
         now = self._sample(self._pids)
