@@ -540,7 +540,7 @@ def run_bench(
             steady = events / max(reader.last - reader.first, 1e-9)
             cpu_burst = meter.read()
             cpu_us = (
-                meter.seconds().get("worker", float("nan"))
+                meter.used.get("worker", float("nan"))
                 / max(events - reader.count_at_first, 1)
                 * 1e6
             )
@@ -585,7 +585,7 @@ def run_bench(
             reader.track_latency = False
             cpu_lat = lat_meter.read()
             say(f"latency run CPU % {_cpu_text(cpu_lat)}")
-            cpu_us_at_rate = lat_meter.seconds().get("worker", float("nan")) / max(n_lat, 1) * 1e6
+            cpu_us_at_rate = lat_meter.used.get("worker", float("nan")) / max(n_lat, 1) * 1e6
             lat = np.array([x for _, x in reader.latencies]) * 1000
             by_second = _by_period(reader.latencies, 1.0, "second")
             lag = _quantile_bounds(

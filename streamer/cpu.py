@@ -64,6 +64,8 @@ class CpuMeter:
         self._clock = clock
         self._t0: float | None = None
         self._s0: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+        """The CPU seconds behind the last ``read()``, per name."""
 
     def start(self) -> None:
         self._t0, self._s0 = self._clock(), self._sample(self._pids)
@@ -88,8 +90,8 @@ class CpuMeter:
         if self._t0 is None:
             raise RuntimeError("CpuMeter.read() before start()")
         wall = max(self._clock() - self._t0, 1e-9)
-        used = self.seconds()
-        out = {k: round(100.0 * v / wall, 1) for k, v in used.items()}
+        self.used = self.seconds()
+        out = {k: round(100.0 * v / wall, 1) for k, v in self.used.items()}
         out["cores"] = float(os.cpu_count() or 1)
         return out
 
