@@ -25,14 +25,18 @@ import orjson
 import redis.asyncio as aioredis
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 from features.store import RedisFeatureStore
 from schemas.validation import parse_ts_ms
 from streamer.metrics import Metrics
 from streamer.models import ModelHolder
 from streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
-from streamer.redisconn import HiredisPackConnection, HiredisPackSSLConnection
+from streamer.redisconn import (
+    HiredisPackConnection,
+    HiredisPackSSLConnection,
+    HiredisPackUnixConnection,
+)
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,11 +164,13 @@ def redis_client(settings: Settings) -> Any:
         return RedisCluster.from_url(settings.redis_url, **kwargs)
     pool = aioredis.ConnectionPool.from_url(settings.redis_url, **kwargs)
     # The URL picks TCP, TLS (rediss://) or a unix socket; LEADSCORE_REDIS_TLS turns a
-    # redis:// URL into TLS. TCP and TLS connections pack commands with hiredis.
+    # redis:// URL into TLS. TCP, TLS and unix-socket connections pack commands with hiredis.
     if settings.redis_tls or issubclass(pool.connection_class, SSLConnection):
         pool.connection_class = HiredisPackSSLConnection
     elif pool.connection_class is Connection:
         pool.connection_class = HiredisPackConnection
+    elif pool.connection_class is UnixDomainSocketConnection:
+        pool.connection_class = HiredisPackUnixConnection
     return aioredis.Redis(connection_pool=pool)
 
 

@@ -89,6 +89,9 @@ class ScoreReader:
         self.first: float | None = None
         self.last: float | None = None
         self.latencies: list[tuple[float, float]] = []
+        self.to_scored: list[float] = []
+        """Per record with its latency: seconds from event time to the record's ``scored_at``
+        (the worker's clock: same machine), the part of the latency spent before publishing."""
         self.track_latency = False
         self.meter: CpuMeter | None = None
         """Started when the first record arrives (the burst's CPU shares)."""
@@ -144,9 +147,12 @@ class ScoreReader:
         self.count += len(records)
         if self.track_latency:
             for m in records:
-                ts = parse_ts_ms(orjson.loads(m.value)["event_ts"])
-                if ts is not None:
+                rec = orjson.loads(m.value)
+                ts = parse_ts_ms(rec["event_ts"])
+                scored = parse_ts_ms(rec["scored_at"])
+                if ts is not None and scored is not None:
                     self.latencies.append((ts / 1000, now - ts / 1000))
+                    self.to_scored.append((scored - ts) / 1000)
 
     def wait_for(self, n: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -323,6 +329,7 @@ def run_soak(
     per_tick = max(1, round(rate * SOAK_TICK_S))
     base = reader.count
     reader.latencies.clear()
+    reader.to_scored.clear()
     reader.track_latency = True
     samples: list[float] = []
     done_before = _metric_sums(settings.web_port).get("events", 0.0)
@@ -587,6 +594,14 @@ def run_bench(
             say(f"latency run CPU % {_cpu_text(cpu_lat)}")
             cpu_us_at_rate = lat_meter.used.get("worker", float("nan")) / max(n_lat, 1) * 1e6
             lat = np.array([x for _, x in reader.latencies]) * 1000
+            to_scored = np.array(reader.to_scored) * 1000
+            if len(lat):
+                p50, p99 = np.percentile(lat, [50, 99])
+                say(
+                    f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms; p99 up to the worker's "
+                    f"score {np.percentile(to_scored, 99):.1f} ms, after it "
+                    f"{np.percentile(lat - to_scored, 99):.1f} ms"
+                )
             by_second = _by_period(reader.latencies, 1.0, "second")
             lag = _quantile_bounds(
                 lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
@@ -635,6 +650,13 @@ def run_bench(
             # At a low rate micro-batches are small, so fixed costs per batch weigh more.
             "worker_cpu_us_per_event": round(cpu_us_at_rate, 1),
             **_percentiles(lat),
+            # Where it went: up to the worker's scored_at (the broker hop in, the wait for a
+            # micro-batch, Redis and the model), then publishing, the broker hop out and the
+            # reader's fetch. scored_at has millisecond resolution.
+            "split": {
+                "event_to_scored": _percentiles(to_scored),
+                "scored_to_reader": _percentiles(lat - to_scored),
+            },
             # The embedded broker's cost per fetch grows with the batches it holds (see
             # README), so the run's latency is also given second by second.
             "by_second": [

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 
 def _pack(encoder: Any, args: tuple[Any, ...]) -> list[bytes] | None:
@@ -36,5 +36,10 @@ class HiredisPackConnection(Connection):
 
 
 class HiredisPackSSLConnection(SSLConnection):
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return _pack(self.encoder, args) or super().pack_command(*args)
+
+
+class HiredisPackUnixConnection(UnixDomainSocketConnection):
     def pack_command(self, *args: Any) -> list[bytes]:
         return _pack(self.encoder, args) or super().pack_command(*args)

@@ -8,11 +8,13 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
+import orjson
 import pytest
 
 from schemas.validation import parse_ts_ms
 from streamer.bench import (
     RSS_SAMPLE_S,
+    ScoreReader,
     _by_period,
     _cpu_text,
     _event_at,
@@ -20,6 +22,7 @@ from streamer.bench import (
     _rss_summary,
 )
 from streamer.cpu import CpuMeter, Target, machine_cpu_seconds, process_cpu_seconds
+from streamer.settings import Settings
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -116,3 +119,26 @@ def test_cpu_figures_come_from_proc_for_this_process_and_the_machine() -> None:
     assert process_cpu_seconds(2**22 + 12345) != process_cpu_seconds(2**22 + 12345)  # NaN
     machine = machine_cpu_seconds()
     assert machine["busy"] >= t and machine["steal"] >= 0
+
+
+class _Record:
+    def __init__(self, event_ts: str, scored_at: str) -> None:
+        self.value = orjson.dumps({"event_ts": event_ts, "scored_at": scored_at})
+
+
+def test_the_score_reader_splits_each_latency_at_the_workers_scored_at() -> None:
+    reader = ScoreReader(Settings(kafka_bootstrap="127.0.0.1:1"))
+    reader._count([_Record("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.030Z")], 0.0)
+    assert reader.count == 1 and reader.latencies == [] and reader.to_scored == []
+    reader.track_latency = True
+    now = parse_ts_ms("2026-01-01T00:00:01.050Z") / 1000  # type: ignore[operator]
+    reader._count(
+        [
+            _Record("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.030Z"),
+            _Record("2026-01-01T00:00:01.010Z", "2026-01-01T00:00:01.030Z"),
+        ],
+        now,
+    )
+    assert [round(lat, 3) for _, lat in reader.latencies] == [0.05, 0.04]
+    # 30 and 20 ms to the score; the rest (20 ms each) after it.
+    assert [round(x, 3) for x in reader.to_scored] == [0.03, 0.02]

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from streamer.app import redis_client
-from streamer.redisconn import HiredisPackConnection, HiredisPackSSLConnection
+from streamer.embedded import ServiceStartError, redis_binary
+from streamer.redisconn import (
+    HiredisPackConnection,
+    HiredisPackSSLConnection,
+    HiredisPackUnixConnection,
+)
 from streamer.settings import Settings
 
 CASES: list[tuple[Any, ...]] = [
@@ -47,10 +55,10 @@ def test_another_encoding_is_packed_by_redis_py() -> None:
         ({}, HiredisPackConnection),
         ({"redis_url": "rediss://cache.example:6380/0"}, HiredisPackSSLConnection),
         ({"redis_tls": True, "redis_tls_cafile": "/etc/ca.pem"}, HiredisPackSSLConnection),
-        ({"redis_url": "unix:///run/redis.sock"}, UnixDomainSocketConnection),
+        ({"redis_url": "unix:///run/redis.sock"}, HiredisPackUnixConnection),
     ],
 )
-def test_the_worker_client_uses_them_for_tcp_and_tls(
+def test_the_worker_client_uses_them_for_tcp_tls_and_unix_sockets(
     settings: dict[str, Any], expected: type
 ) -> None:
     client = redis_client(Settings(**settings))
@@ -59,3 +67,34 @@ def test_the_worker_client_uses_them_for_tcp_and_tls(
         assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     # The connection can be made (REDIS_TLS once passed an argument connections refuse).
     assert isinstance(client.connection_pool.make_connection(), expected)
+
+
+async def test_a_unix_socket_round_trip(tmp_path: Path) -> None:
+    """A Redis on the same host is often reached through its unix socket: the worker's client
+    sends hiredis-packed commands over it and reads the replies."""
+    try:
+        binary = redis_binary()
+    except ServiceStartError as exc:
+        pytest.fail(f"no Redis binary to start: {exc}")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(  # noqa: S603 - the Redis binary the project starts elsewhere
+        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        client = redis_client(Settings(redis_url=f"unix://{sock}"))
+        try:
+            await client.set("k", "ünïcødé ✓", ex=60)
+            assert (await client.get("k")).decode() == "ünïcødé ✓"
+            assert await client.eval("return ARGV[1] .. KEYS[1]", 1, "b", "a") == b"ab"
+        finally:
+            await client.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(10)
