@@ -595,12 +595,19 @@ def run_bench(
             cpu_us_at_rate = lat_meter.used.get("worker", float("nan")) / max(n_lat, 1) * 1e6
             lat = np.array([x for _, x in reader.latencies]) * 1000
             to_scored = np.array(reader.to_scored) * 1000
+            lat_pct = _percentiles(lat)
+            # Where it went: up to the worker's scored_at (the broker hop in, the wait for a
+            # micro-batch, Redis and the model), then publishing, the broker hop out and the
+            # reader's fetch. scored_at has millisecond resolution.
+            split = {
+                "event_to_scored": _percentiles(to_scored),
+                "scored_to_reader": _percentiles(lat - to_scored),
+            }
             if len(lat):
-                p50, p99 = np.percentile(lat, [50, 99])
                 say(
-                    f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms; p99 up to the worker's "
-                    f"score {np.percentile(to_scored, 99):.1f} ms, after it "
-                    f"{np.percentile(lat - to_scored, 99):.1f} ms"
+                    f"latency: p50 {lat_pct['p50']} ms, p99 {lat_pct['p99']} ms; p99 up to the "
+                    f"worker's score {split['event_to_scored']['p99']} ms, after it "
+                    f"{split['scored_to_reader']['p99']} ms"
                 )
             by_second = _by_period(reader.latencies, 1.0, "second")
             lag = _quantile_bounds(
@@ -649,14 +656,8 @@ def run_bench(
             "seconds": latency_seconds,
             # At a low rate micro-batches are small, so fixed costs per batch weigh more.
             "worker_cpu_us_per_event": round(cpu_us_at_rate, 1),
-            **_percentiles(lat),
-            # Where it went: up to the worker's scored_at (the broker hop in, the wait for a
-            # micro-batch, Redis and the model), then publishing, the broker hop out and the
-            # reader's fetch. scored_at has millisecond resolution.
-            "split": {
-                "event_to_scored": _percentiles(to_scored),
-                "scored_to_reader": _percentiles(lat - to_scored),
-            },
+            **lat_pct,
+            "split": split,
             # The embedded broker's cost per fetch grows with the batches it holds (see
             # README), so the run's latency is also given second by second.
             "by_second": [

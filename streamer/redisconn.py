@@ -30,16 +30,22 @@ def _pack(encoder: Any, args: tuple[Any, ...]) -> list[bytes] | None:
         return None
 
 
-class HiredisPackConnection(Connection):
+class _HiredisPack:
+    """Mixed into a redis-py connection class ahead of it: packs with hiredis, else as it does."""
+
+    encoder: Any
+
     def pack_command(self, *args: Any) -> list[bytes]:
-        return _pack(self.encoder, args) or super().pack_command(*args)
+        return _pack(self.encoder, args) or super().pack_command(*args)  # type: ignore[misc]
 
 
-class HiredisPackSSLConnection(SSLConnection):
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return _pack(self.encoder, args) or super().pack_command(*args)
+class HiredisPackConnection(_HiredisPack, Connection):
+    pass
 
 
-class HiredisPackUnixConnection(UnixDomainSocketConnection):
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return _pack(self.encoder, args) or super().pack_command(*args)
+class HiredisPackSSLConnection(_HiredisPack, SSLConnection):
+    pass
+
+
+class HiredisPackUnixConnection(_HiredisPack, UnixDomainSocketConnection):
+    pass
