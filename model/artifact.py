@@ -20,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 
 from model.exceptions import ModelNotFoundError, RegistryError
-from model.explain import ExplainMethod, PathExplainer, contributions
+from model.explain import ExplainMethod, PathExplainer, contributions, top_k
 from model.scoring import (
     FeatureBatch,
     Reason,
@@ -405,25 +405,23 @@ class LightGBMScorer:
             def value(i: int, j: int) -> Any:
                 return _json_value(dict_rows[i].get(self._names[j]))
 
-        contrib: np.ndarray | None
+        names = self._names
+        k = min(self._max_reasons, len(names))
+        picked: np.ndarray | None = None
         if explain and self._path is not None:
-            # One pass over the trees gives both the score and the reasons.
-            raw, contrib = self._path.probabilities_and_contributions(self.booster, x)
+            # One pass over the trees gives the score, the attributions and the top k.
+            raw, top, picked = self._path.probabilities_and_top(self.booster, x, k)
         else:
             raw = self.predict_raw(x)
-            contrib = contributions(self.booster, x, self.explain, self._path) if explain else None
+            if explain:
+                top, picked = top_k(contributions(self.booster, x, self.explain, self._path), k)
         scores = np.clip(self.meta.calibrator.apply(raw), 0.0, 1.0).tolist()
         tier = self.meta.thresholds.tier
         tiers = [tier(score) for score in scores]
-        names = self._names
-        if contrib is None:
+        if picked is None:
             return scores, tiers, None
-        body = contrib[:, :-1]
-        k = min(self._max_reasons, len(names))
-        # Top-k by |contribution| for all rows at once; ties broken by feature order. The
-        # picked values go to Python lists in one step each (numpy scalars are slow to index).
-        top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
-        picked = np.take_along_axis(body, top, axis=1)
+        # The picked values go to Python lists in one step each (numpy scalars are slow to
+        # index).
         # Rounded here, all at once: np.round(a, 4) gives the double nearest a's 4-decimal
         # rounding, as round(a, 4) does (they can differ only on exact decimal ties).
         return (

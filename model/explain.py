@@ -4,8 +4,10 @@ TreeSHAP (``pred_contrib``) costs O(trees x leaves x depth^2) per row: about a m
 for a few hundred trees, far too slow for a stream of thousands of events per second. The
 path attribution (Saabas) walks each tree's decision path once and credits every change of
 the node value to the feature split on; with the per-leaf credits precomputed, a batch costs
-one ``pred_leaf`` call plus a sparse product with the table of leaf credits. Both decompose
-the raw score exactly: contributions plus the bias equal the model's log-odds.
+one ``pred_leaf`` call plus a sparse product with the table of leaf credits, or, where
+:mod:`model.trees` compiles the model, one compiled walk that sums the credits and picks the
+top reasons as it goes. Both decompose the raw score exactly: contributions plus the bias
+equal the model's log-odds.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 from scipy import sparse
+
+from model.trees import CompiledTrees
 
 ExplainMethod = Literal["path", "treeshap"]
 
@@ -43,6 +47,21 @@ class PathExplainer:
             and "objective=binary sigmoid:1" in header
             and "average_output" not in header
         )
+        # The trees walked by compiled code when the model allows it (model/trees.py), with
+        # the credit table laid out by their leaf offsets (no padding rows).
+        self.compiled = CompiledTrees.from_booster(booster)
+        sizes = [t["num_leaves"] for t in trees]
+        if self.compiled is not None and self.compiled.leaf_counts == sizes:
+            self._credits = self.compiled.credit_table(
+                np.concatenate([self.table[t, :n] for t, n in enumerate(sizes)])
+                if sizes
+                else np.zeros((0, self.n_features + 1))
+            )
+            # Compiled (or loaded from numba's cache) here, at model load, not on the first
+            # event: the worker loads its model before it reports ready.
+            self.compiled.explain(np.zeros((1, self.n_features)), self._credits, 1)
+        else:
+            self.compiled = None
 
     @staticmethod
     def _expected(node: dict[str, Any]) -> tuple[float, float]:
@@ -85,6 +104,8 @@ class PathExplainer:
                     stack.append((child, credit))
 
     def leaves(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
+        if self.compiled is not None:
+            return self.compiled.leaves(x).astype(np.int64)
         leaves = np.asarray(booster.predict(x, pred_leaf=True, num_threads=1), dtype=np.int64)
         return leaves.reshape(len(x), -1)
 
@@ -130,6 +151,31 @@ class PathExplainer:
         else:
             proba = np.asarray(booster.predict(x, num_threads=1))
         return proba, contrib
+
+    def probabilities_and_top(
+        self, booster: lgb.Booster, x: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model probabilities and, per row, the ``k`` columns with the largest attribution
+        by magnitude (ties to the lower column) and their attributions: what a score's
+        reasons need, without the full ``(rows, features)`` matrix when compiled."""
+        if self.compiled is None:
+            proba, contrib = self.probabilities_and_contributions(booster, x)
+            top, picked = top_k(contrib, k)
+            return proba, top, picked
+        raw, top, picked = self.compiled.explain(x, self._credits, k)
+        if self.plain_binary:
+            proba = 1.0 / (1.0 + np.exp(-raw))
+        else:
+            proba = np.asarray(booster.predict(x, num_threads=1))
+        return proba, top, picked
+
+
+def top_k(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``pred_contrib``-shaped ``contrib`` (bias last, ignored): the ``k`` columns
+    with the largest ``|attribution|``, ties broken by column order, and their values."""
+    body = contrib[:, :-1]
+    top = np.argsort(-np.abs(body), axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(body, top, axis=1)
 
 
 def contributions(

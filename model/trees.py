@@ -1,0 +1,313 @@
+"""A LightGBM model's trees as flat arrays, walked by compiled code (numba).
+
+On the worker's hot path LightGBM's ``predict(pred_leaf=True)`` cost about 14 us per row for
+the bench model (200 trees, 34 features, 128-row chunks): per row its C API builds a sparse
+copy of the row, fills a dense buffer from it and clears it again, and each call goes
+through the Python wrapper's checks. Walking the same trees here, and summing the leaf
+credits of the path attributions in the same loop, costs a few microseconds per row and
+releases the GIL.
+
+The decisions reproduce LightGBM's own (``include/LightGBM/tree.h``: ``NumericalDecision``,
+``CategoricalDecision``) bit for bit, including the input conversion of its dense-matrix
+predictor, which reads any value within ``kZeroThreshold`` of zero as 0. Tests compare the
+leaves with ``pred_leaf`` on data with missing, zero, tiny, negative and unseen values.
+Models this module does not cover (linear trees, several trees per iteration) give ``None``
+from :meth:`CompiledTrees.from_booster`, and the caller keeps LightGBM's predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numba
+import numpy as np
+
+# LightGBM's kZeroThreshold: the float 1e-35f, as a double.
+ZERO_THRESHOLD = float(np.float32(1e-35))
+# decision_type bits in the model text (tree.h: kCategoricalMask, kDefaultLeftMask, and the
+# missing type in bits 2-3: 0 None, 1 Zero, 2 NaN).
+_CATEGORICAL = 1
+_DEFAULT_LEFT = 2
+_MISSING_ZERO = 1
+_MISSING_NAN = 2
+# Node flags here: the categorical and default-left bits as in decision_type, then
+_ZERO_MISSING = 4
+"""0 goes to the default side."""
+_NAN_LEFT = 8
+"""NaN goes left (its side is fixed per node: see ``_node_flags``)."""
+
+
+@dataclass(frozen=True)
+class CompiledTrees:
+    """Every tree's split nodes in one set of arrays (node ids are global); children >= 0
+    are nodes, ``~child`` is a leaf index within the tree (plus ``leaf_offset[tree]``)."""
+
+    root: np.ndarray
+    """Per tree: its root node, or -1 (leaf 0) for a tree that is a single leaf."""
+    leaf_offset: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    flags: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    cat_start: np.ndarray
+    """Per categorical node: where its bitset starts in ``cat_bits`` (else 0)."""
+    cat_words: np.ndarray
+    cat_bits: np.ndarray
+    leaf_value: np.ndarray
+    """Every tree's leaf values, in ``leaf_offset`` order."""
+    n_features: int
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.root)
+
+    @property
+    def leaf_counts(self) -> list[int]:
+        return np.diff(np.append(self.leaf_offset, len(self.leaf_value))).tolist()
+
+    @classmethod
+    def from_booster(cls, booster: lgb.Booster) -> CompiledTrees | None:
+        """The trees ``booster.predict`` uses by default, or None for a model this module
+        does not cover."""
+        return cls.from_model_string(booster.model_to_string(), booster.num_feature())
+
+    @classmethod
+    def from_model_string(cls, text: str, n_features: int) -> CompiledTrees | None:
+        header, _, body = text.partition("\nTree=")
+        if _fields(header).get("num_tree_per_iteration", "1") != "1":
+            return None
+        trees = []
+        for block in ("Tree=" + body).split("\nTree=") if body else []:
+            fields = _fields(block.split("\nend of trees", 1)[0])
+            if fields.get("is_linear", "0") != "0":
+                return None
+            trees.append(fields)
+        roots: list[int] = []
+        offsets: list[int] = []
+        leaf_values: list[float] = []
+        feature: list[int] = []
+        threshold: list[float] = []
+        flags: list[int] = []
+        left: list[int] = []
+        right: list[int] = []
+        cat_start: list[int] = []
+        cat_words: list[int] = []
+        cat_bits: list[int] = []
+        for fields in trees:
+            n_leaves = int(fields["num_leaves"])
+            offsets.append(len(leaf_values))
+            values = _floats(fields["leaf_value"])
+            if len(values) != n_leaves:
+                raise ValueError("model text: leaf_value doesn't have num_leaves values")
+            leaf_values += values
+            if n_leaves == 1:
+                roots.append(-1)
+                continue
+            base = len(feature)
+            roots.append(base)
+            bounds = _ints(fields.get("cat_boundaries", ""))
+            bits_base = len(cat_bits)
+            cat_bits += _ints(fields.get("cat_threshold", ""))
+            feature += _ints(fields["split_feature"])
+            left += [c + base if c >= 0 else c for c in _ints(fields["left_child"])]
+            right += [c + base if c >= 0 else c for c in _ints(fields["right_child"])]
+            for thr, dec in zip(
+                _floats(fields["threshold"]), _ints(fields["decision_type"]), strict=True
+            ):
+                flags.append(_node_flags(dec, thr))
+                if dec & _CATEGORICAL:
+                    cat = int(thr)
+                    cat_start.append(bits_base + bounds[cat])
+                    cat_words.append(bounds[cat + 1] - bounds[cat])
+                    threshold.append(0.0)
+                else:
+                    cat_start.append(0)
+                    cat_words.append(0)
+                    threshold.append(thr)
+            if not len(feature) == len(left) == len(right) == len(flags) == base + n_leaves - 1:
+                raise ValueError("model text: a tree doesn't have num_leaves - 1 split nodes")
+        if feature and max(feature) >= n_features:
+            raise ValueError("model text: a split on a feature the booster doesn't have")
+        return cls(
+            root=np.asarray(roots, dtype=np.int32),
+            leaf_offset=np.asarray(offsets, dtype=np.int32),
+            feature=np.asarray(feature, dtype=np.int32),
+            threshold=np.asarray(threshold, dtype=np.float64),
+            flags=np.asarray(flags, dtype=np.int8),
+            left=np.asarray(left, dtype=np.int32),
+            right=np.asarray(right, dtype=np.int32),
+            cat_start=np.asarray(cat_start, dtype=np.int32),
+            cat_words=np.asarray(cat_words, dtype=np.int32),
+            cat_bits=np.asarray(cat_bits, dtype=np.uint32),
+            leaf_value=np.asarray(leaf_values, dtype=np.float64),
+            n_features=n_features,
+        )
+
+    def leaves(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, trees)`` leaf indices, as ``booster.predict(x, pred_leaf=True)``."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected a (rows, {self.n_features}) matrix, got {x.shape}")
+        return _leaves(
+            x,
+            self.root,
+            self.feature,
+            self.threshold,
+            self.flags,
+            self.left,
+            self.right,
+            self.cat_start,
+            self.cat_words,
+            self.cat_bits,
+        )
+
+    def credit_table(self, credits: np.ndarray) -> np.ndarray:
+        """``credits`` (one row per leaf in ``leaf_offset`` order: the attributions a row
+        reaching that leaf gets, bias last) checked and laid out for :meth:`explain`."""
+        if credits.shape != (len(self.leaf_value), self.n_features + 1):
+            raise ValueError("credits must have one row per leaf and one column per feature + 1")
+        return np.ascontiguousarray(credits[:, :-1], dtype=np.float64)
+
+    def explain(
+        self, x: np.ndarray, table: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw scores, and the ``k`` largest attributions of each row by magnitude.
+
+        Returns ``(raw, top, picked)``: the raw score summed tree by tree as LightGBM does,
+        the picked feature columns (ties by column order, as a stable sort would), and
+        their attributions summed over the trees in order.
+        """
+        return _explain(
+            self.leaves(x),
+            self.leaf_offset,
+            self.leaf_value,
+            table,
+            self.n_features,
+            k,
+        )
+
+
+def _node_flags(decision: int, threshold: float) -> int:
+    flags = decision & (_CATEGORICAL | _DEFAULT_LEFT)
+    if decision & _CATEGORICAL:
+        return flags
+    missing = (decision >> 2) & 3
+    if missing == _MISSING_ZERO:
+        flags |= _ZERO_MISSING
+    # NumericalDecision: NaN takes the default side with missing type NaN; otherwise it is
+    # read as 0, which with missing type Zero takes the default side too.
+    nan_left = bool(decision & _DEFAULT_LEFT) if missing else 0.0 <= threshold
+    return flags | (_NAN_LEFT if nan_left else 0)
+
+
+def _fields(block: str) -> dict[str, str]:
+    out = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split()]
+
+
+@numba.njit(nogil=True, cache=True)
+def _leaves(
+    x: np.ndarray,
+    root: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    flags: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    cat_start: np.ndarray,
+    cat_words: np.ndarray,
+    cat_bits: np.ndarray,
+) -> np.ndarray:
+    n = x.shape[0]
+    # The dense-matrix predictor keeps only values beyond kZeroThreshold (or NaN); the
+    # rest reach the trees as 0.
+    z = x.copy()
+    for i in range(n):
+        for j in range(x.shape[1]):
+            if abs(z[i, j]) <= ZERO_THRESHOLD:
+                z[i, j] = 0.0
+    out = np.empty((n, root.shape[0]), dtype=np.int32)
+    # Tree by tree: one tree's nodes stay in L1 while every row walks it (measured: ~7 %
+    # faster than row by row on the bench model).
+    for t in range(root.shape[0]):
+        for i in range(n):
+            node = root[t]
+            while node >= 0:
+                v = z[i, feature[node]]
+                f = flags[node]
+                if f & _CATEGORICAL:
+                    # static_cast<int> truncates; NaN, negatives and values past INT_MAX
+                    # come out negative there (x86) and go right.
+                    go = False
+                    if v > -1.0 and v < 2147483648.0:
+                        c = int(v)
+                        word = c >> 5
+                        if word < cat_words[node]:
+                            go = ((cat_bits[cat_start[node] + word] >> (c & 31)) & 1) == 1
+                else:
+                    # NumericalDecision without branches on the value: NaN goes to the side
+                    # precomputed for it (default side, or as 0 when missing type is None),
+                    # 0 to the default side when the missing type is Zero.
+                    zero = (v == 0.0) & ((f & _ZERO_MISSING) != 0)
+                    go = (
+                        ((v <= threshold[node]) & ~zero)
+                        | (zero & ((f & _DEFAULT_LEFT) != 0))
+                        | ((v != v) & ((f & _NAN_LEFT) != 0))
+                    )
+                node = left[node] if go else right[node]
+            out[i, t] = ~node
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _explain(
+    leaves: np.ndarray,
+    leaf_offset: np.ndarray,
+    leaf_value: np.ndarray,
+    credits: np.ndarray,
+    width: int,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = leaves.shape[0]
+    k = min(k, width)
+    raw = np.empty(n)
+    top = np.empty((n, k), dtype=np.int64)
+    picked = np.empty((n, k))
+    acc = np.empty(width)
+    taken = np.empty(width, dtype=np.bool_)
+    for i in range(n):
+        # Tree by tree, left to right, as LightGBM adds the raw score and as the sparse
+        # product of leaf one-hots with the credit table added the attributions.
+        total = 0.0
+        acc[:] = 0.0
+        for t in range(leaves.shape[1]):
+            leaf = leaf_offset[t] + leaves[i, t]
+            total += leaf_value[leaf]
+            for c in range(width):
+                acc[c] += credits[leaf, c]
+        raw[i] = total
+        # Largest |attribution| first, ties to the lower column: a stable argsort's order.
+        taken[:] = False
+        for r in range(k):
+            best = -1
+            for c in range(width):
+                if not taken[c] and (best < 0 or abs(acc[c]) > abs(acc[best])):
+                    best = c
+            taken[best] = True
+            top[i, r] = best
+            picked[i, r] = acc[best]
+    return raw, top, picked
