@@ -42,24 +42,29 @@ local function newer(ts, eid, stamp)
   return eid > seid
 end
 
--- The feature vector as of `ref`. With `prune_from`, buckets no window can reach any more
--- (measured from prune_from) are dropped from the state first.
-local function compute(st, ref, prune_from)
-  local refb = { m = bucket(ref, 'm'), h = bucket(ref, 'h'), d = bucket(ref, 'd') }
-  if prune_from then
-    local limit = { m = bucket(prune_from, 'm') - KEEP.m, h = bucket(prune_from, 'h') - KEEP.h,
-                    d = bucket(prune_from, 'd') - KEEP.d }
-    for cr, buckets in pairs(st.c) do
-      local lim = limit[string.sub(cr, -1)]
-      for b in pairs(buckets) do
-        if b <= lim then buckets[b] = nil end
-      end
-      if next(buckets) == nil then st.c[cr] = nil end
+-- Drops the buckets no window can reach any more, measured from `from` (the lead's latest
+-- event): memory stays bounded on long histories. Once per lead per call, at its end, not
+-- per event (that cost ~6 us of the ~33 us per event): the vectors can't differ, as a
+-- dropped bucket lies outside every window of every later `ref` >= `from`, and the stored
+-- state is the same, since the latest event's prune is the last and widest either way.
+local function prune(st, from)
+  local limit = { m = bucket(from, 'm') - KEEP.m, h = bucket(from, 'h') - KEEP.h,
+                  d = bucket(from, 'd') - KEEP.d }
+  for cr, buckets in pairs(st.c) do
+    local lim = limit[string.sub(cr, -1)]
+    for b in pairs(buckets) do
+      if b <= lim then buckets[b] = nil end
     end
-    for b in pairs(st.e) do
-      if b <= limit.d then st.e[b] = nil end
-    end
+    if next(buckets) == nil then st.c[cr] = nil end
   end
+  for b in pairs(st.e) do
+    if b <= limit.d then st.e[b] = nil end
+  end
+end
+
+-- The feature vector as of `ref`.
+local function compute(st, ref)
+  local refb = { m = bucket(ref, 'm'), h = bucket(ref, 'h'), d = bucket(ref, 'd') }
   local counts = {}
   for _, fi in ipairs(COUNT_FEATURES) do counts[fi] = 0 end
   for cr, buckets in pairs(st.c) do
@@ -130,6 +135,7 @@ local function finish()
   for _, kB in ipairs(lead_order) do
     local L = leads[kB]
     if L.dirty then
+      if L.st.m then prune(L.st, L.st.m) end
       redis.call('SET', kB, cmsgpack.pack(L.st), 'EX', TTL_S)
       redis.call('EXPIRE', L.kI, TTL_S)
       if L.applied then redis.call('EXPIRE', L.kP, PENDING_TTL_S) end
@@ -213,7 +219,7 @@ local function apply(kB, kI, kP, eid, ts, kind, prof)
       st.e[d] = (st.e[d] or 0) + k.pts
     end
   end
-  local vector = compute(st, maxts, maxts)
+  local vector = compute(st, maxts)
   redis.call('HSET', kP, eid, vector)
   L.applied = true
   applied_now[kP .. eid] = true
@@ -260,6 +266,6 @@ elseif mode == 'r' then
   if not st.m then return false end
   local ref = st.m
   if ARGV[2] ~= '' then ref = tonumber(ARGV[2]) end
-  return compute(st, ref, nil)
+  return compute(st, ref)
 end
 return redis.error_reply('leadscore store: unknown mode ' .. tostring(mode))

@@ -311,6 +311,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
             # a batch whose records are not yet on the broker.
             if before is not None:
                 await before
+            # The latest scores were saved while the next batch was validated; their alerts
+            # go out before the batch is acked.
+            await rt.pipeline.complete(out)
+            await pub.alerts(out.alerts)
             pub.remember(await asyncio.gather(*pub.pending))
             done = time.perf_counter()
             rt.pipeline.delivered(out)
@@ -335,8 +339,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
                     for e in batch
                 ]
                 pub = _Publisher(send, topics, partitions)
-                out = await rt.pipeline.process(msgs, pub.emit)
-                await pub.alerts(out.alerts)
+                out = await rt.pipeline.process(msgs, pub.emit, defer_alerts=True)
                 before, finishing = (
                     finishing,
                     asyncio.ensure_future(

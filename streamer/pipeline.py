@@ -7,6 +7,7 @@ is plain code that unit tests drive with an in-memory feature store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections import Counter
@@ -51,6 +52,8 @@ class BatchOutput:
     scored: list[tuple[str, str]] = field(default_factory=list)
     """(lead_id, event_id) of each score record: confirmed in the store once delivered."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    saving: asyncio.Task[dict[str, str | None]] | None = None
+    """The store call saving the latest scores, when ``process`` left it to ``complete``."""
 
 
 def iso_now(now: float) -> str:
@@ -97,6 +100,7 @@ class Pipeline:
         self._in_flight: set[tuple[str, str]] = set()
         """Events this pipeline scored whose confirmation has not yet reached the store: their
         records are being delivered, or are delivered and confirmed with the next call."""
+        self._last_save: asyncio.Task[dict[str, str | None]] | None = None
 
     def forget_in_flight(self) -> None:
         """Forget the undelivered batches: their events will come again (the agent restarted,
@@ -108,13 +112,19 @@ class Pipeline:
         self._confirm.extend(out.scored)
         out.scored = []
 
-    async def process(self, messages: Sequence[Message], emit: Emit | None = None) -> BatchOutput:
+    async def process(
+        self, messages: Sequence[Message], emit: Emit | None = None, *, defer_alerts: bool = False
+    ) -> BatchOutput:
         """Validate, apply in Redis and score ``messages``; all records are in the result.
 
         With ``emit``, each chunk's records are also handed over as soon as the chunk is
         scored, while the Redis call for the next chunk is already running: the caller's
         sends then overlap with Redis instead of following the whole batch. Tier-change
         alerts need every chunk's scores saved first, so they are only in the result.
+
+        With ``defer_alerts``, the call saving the latest scores is left running and the
+        alerts are added by ``complete(out)``: the worker awaits it while delivering the
+        batch, so that Redis saves this batch's scores while the next batch is validated.
         """
         out = BatchOutput()
         if not messages:
@@ -184,8 +194,10 @@ class Pipeline:
                 model_s += time.perf_counter() - s0
                 if k + 1 == len(chunks) and out.records:
                     # The latest scores are saved while the last chunk's records are sent.
-                    save = await _started(
-                        self._store.save_scores(out.records, [b for _, b in out.scores])
+                    save = self._last_save = await _started(
+                        self._save_after(
+                            self._last_save, out.records, [b for _, b in out.scores]
+                        )
                     )
                 if emit is not None:
                     await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
@@ -196,20 +208,43 @@ class Pipeline:
                 m.events.labels(source=src, outcome=outcome).inc(n)
             for tier, n in tiers.items():
                 m.scores.labels(tier=tier).inc(n)
-            t3 = time.perf_counter()
-            if save is not None:
-                previous = await save
-                save = None
-                self._alerts(out, previous)
-            t4 = time.perf_counter()
+            out.saving, save = save, None
         finally:
             for pending in (task, save):
                 if pending is not None:
                     pending.cancel()
-        out.stage_seconds = {"validate": validate_s, "redis": waited + (t4 - t3), "model": model_s}
+        out.stage_seconds = {"validate": validate_s, "redis": waited, "model": model_s}
+        if not defer_alerts:
+            await self.complete(out)
         for stage, secs in out.stage_seconds.items():
             m.stage_seconds.labels(stage=stage).observe(secs)
         return out
+
+    async def complete(self, out: BatchOutput) -> None:
+        """Wait for ``out``'s latest scores to be saved and add its tier-change alerts."""
+        if out.saving is None:
+            return
+        t0 = time.perf_counter()
+        previous = await out.saving
+        out.saving = None
+        out.stage_seconds["redis"] = out.stage_seconds.get("redis", 0.0) + (
+            time.perf_counter() - t0
+        )
+        self._alerts(out, previous)
+
+    async def _save_after(
+        self,
+        before: asyncio.Task[dict[str, str | None]] | None,
+        records: list[dict[str, Any]],
+        encoded: list[bytes],
+    ) -> dict[str, str | None]:
+        """Save after the previous batch's save: each returns the tiers the one before left,
+        and a lead's latest record must be its latest batch's."""
+        if before is not None and not before.done():
+            # Its own caller reports its failure; this batch's save goes ahead regardless.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(before)
+        return await self._store.save_scores(records, encoded)
 
     def _validate(
         self, msg: Message, now_ms: int, out: BatchOutput, counts: Counter[tuple[str, str]]

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.cluster import key_slot
 
 from features.definitions import DAY_MS
+from features.lua import kind_codes
 from features.offline import replay
 from features.store import RedisFeatureStore, apply_in_batches, lead_keys
 from schemas import EVENT_TYPES
@@ -58,6 +59,22 @@ def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
     return events
 
 
+# Every counter bucket and engagement day in a lead's stored state, flattened.
+_BUCKETS_LUA = """
+local st = cmsgpack.unpack(redis.call('GET', KEYS[1]))
+local out = {}
+for cr, buckets in pairs(st.c) do
+  for b, n in pairs(buckets) do
+    out[#out + 1] = cr; out[#out + 1] = tostring(b); out[#out + 1] = tostring(n)
+  end
+end
+for day, pts in pairs(st.e) do
+  out[#out + 1] = 'e'; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
+end
+return out
+"""
+
+
 @pytest.mark.parametrize("per_slot", [False, True], ids=["one-call", "split-by-cluster-slot"])
 def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
     """Also with batches split by cluster slot, as the worker does on Redis Cluster."""
@@ -88,6 +105,16 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
         assert finals[lead] == state.features(), lead
 
     sync = redis.Redis.from_url(redis_url)
+    # The stored buckets, after the script's pruning, are the replay's after its own.
+    codes = kind_codes()
+    for lead, state in expected.items():
+        flat = sync.eval(_BUCKETS_LUA, 1, lead_keys(lead).state)
+        stored = {
+            (flat[i].decode(), int(flat[i + 1])): int(flat[i + 2]) for i in range(0, len(flat), 3)
+        }
+        replayed = {(codes[kind] + res, b): n for (kind, res, b), n in state.counters.items()}
+        replayed |= {("e", day): pts for day, pts in state.engagement.items()}
+        assert stored == replayed, lead
     lead = next(iter(expected))
     keys = [lead_keys(lead).state, lead_keys(lead).ids]
     assert len({key_slot(k.encode()) for k in keys}) == 1, "a lead's keys share one cluster slot"
@@ -128,6 +155,22 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     scores = read_topic(s, "scores", until=len(events), timeout=10)
     ids = [r["value"]["event_id"] for r in scores]
     assert len(ids) == len(set(ids)) == metric_total(worker, "scored")
+
+
+# Every counter bucket and engagement day in a lead's stored state, flattened.
+_BUCKETS_LUA = """
+local st = cmsgpack.unpack(redis.call('GET', KEYS[1]))
+local out = {}
+for cr, buckets in pairs(st.c) do
+  for b, n in pairs(buckets) do
+    out[#out + 1] = cr; out[#out + 1] = tostring(b); out[#out + 1] = tostring(n)
+  end
+end
+for day, pts in pairs(st.e) do
+  out[#out + 1] = 'e'; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
+end
+return out
+"""
 
 
 @pytest.mark.parametrize("per_slot", [False, True], ids=["one-call", "split-by-cluster-slot"])

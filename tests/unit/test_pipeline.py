@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -193,6 +194,41 @@ async def test_tier_change_emits_an_alert():
     alerts = [orjson.loads(v) for _, v in out.alerts]
     assert alerts and alerts[0]["from_tier"] == "cold"
     assert value(m, "leadscore_alerts_total", to_tier=alerts[0]["to_tier"]) >= 1
+
+
+class SlowSaves(MemoryFeatureStore):
+    """Saves that take a while, the first one longest, as a busy Redis might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays = [0.05, 0.0]
+
+    async def save_scores(self, records, encoded=None):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(self.delays.pop(0) if self.delays else 0.0)
+        return await super().save_scores(records, encoded)
+
+
+async def test_deferred_alerts_come_with_complete_and_saves_stay_in_batch_order():
+    p, _store, _m = make()
+    p._store = store = SlowSaves()  # noqa: SLF001
+    first = await p.process([msg(0, ev(0))], defer_alerts=True)
+    # The second batch is processed while the first batch's save is still running.
+    second = await p.process(
+        [
+            msg(1, ev(1, "demo_request")),
+            msg(2, ev(2, "form_submit")),
+            msg(3, ev(3, "pricing_view")),
+        ],
+        defer_alerts=True,
+    )
+    assert first.saving is not None and not first.saving.done()
+    assert second.alerts == []
+    await p.complete(second)  # waits for the first batch's save before its own
+    await p.complete(first)
+    assert first.saving is None and first.alerts == []
+    alerts = [orjson.loads(v) for _, v in second.alerts]
+    assert alerts and alerts[0]["from_tier"] == "cold"
+    assert store.scores["L-1"]["event_id"] == "e3"
 
 
 async def test_reasons_explain_the_rule_score():
