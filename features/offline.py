@@ -39,15 +39,22 @@ FeatureValue = int | float | str | None
 _RES: tuple[Resolution, ...] = ("m", "h", "d")
 
 
+# ASCII control characters become spaces in profile values: the feature vectors the Lua
+# script returns separate their fields (and the store's replies) with control characters, so
+# one inside a value would shift every field after it and fail the whole batch.
+_CONTROL = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
+
+
 def profile_updates(event: Event) -> dict[str, str | None]:
-    """Profile attributes carried by a CRM event, normalised to strings (None clears)."""
+    """Profile attributes carried by a CRM event, normalised to strings (None clears), with
+    control characters replaced by spaces."""
     if event.source != "crm" or event.type not in ("lead_created", "lead_updated"):
         return {}
     out: dict[str, str | None] = {}
     for attr in PROFILE_FIELDS:
         if attr in event.attributes:
             v = event.attributes[attr]
-            out[attr] = None if v is None else str(v)
+            out[attr] = None if v is None else str(v).translate(_CONTROL)
     return out
 
 

@@ -22,6 +22,9 @@ from schemas.validation import Event
 
 log = logging.getLogger(__name__)
 
+RESULT_SEP = "\x1e"
+"""Separates the results of one script call (ASCII record separator)."""
+
 # Keys outlive the longest window by a week, so an idle lead's state expires on its own.
 DEFAULT_TTL_S = (RETENTION_MS // 1000) + 7 * 86_400
 
@@ -192,14 +195,13 @@ class RedisFeatureStore:
             results = await asyncio.gather(
                 *(self._apply([events[i] for i in idx], confs) for idx, confs in groups.values())
             )
-            raw = [None] * len(events)
+            raw = [""] * len(events)
             for (idx, _), res in zip(groups.values(), results, strict=True):
                 for i, item in zip(idx, res, strict=True):
                     raw[i] = item
         out: list[Update] = []
         specs = self._specs
-        for item in raw:
-            text = item.decode() if isinstance(item, bytes) else str(item)
+        for text in raw:
             head = text[0]
             if head == "F":
                 out.append(Update("ok", vector=text[1:], specs=specs))
@@ -211,7 +213,7 @@ class RedisFeatureStore:
                 out.append(Update("redelivered", vector=text[1:], specs=specs))
         return out
 
-    async def _apply(self, events: Sequence[Event], confirm: Sequence[Confirmation]) -> list[Any]:
+    async def _apply(self, events: Sequence[Event], confirm: Sequence[Confirmation]) -> list[str]:
         keys: list[str] = []
         args: list[Any] = ["u", len(events), len(confirm)]
         for ev in events:
@@ -227,8 +229,11 @@ class RedisFeatureStore:
         for lead_id, event_id in confirm:
             keys.append(lead_keys(lead_id).pending)
             args.append(event_id)
-        raw: list[Any] = await self._call(keys, args)
-        return raw
+        reply = await self._call(keys, args)
+        if not events:
+            return []
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return text.split(RESULT_SEP)
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
         raw = await self._call([lead_keys(lead_id).state], ["r", "" if at_ms is None else at_ms])

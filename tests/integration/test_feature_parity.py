@@ -205,3 +205,24 @@ def test_saved_scores_keep_each_leads_latest_record_and_report_its_previous_tier
     assert second == {a: "cold", b: "warm"}
     assert latest == {"lead_id": a, "tier": "hot", "score": 0.5, "event_id": "e5"}
     assert raw == orjson.dumps(dict(reversed(rec(a, "hot", 5).items())))
+
+
+def test_control_characters_in_a_profile_value_cannot_break_the_vector(redis_url):
+    """The vector's field separator inside a CRM value would shift every field after it."""
+    ts = int(time.time() * 1000) - 60_000
+    tag = uuid.uuid4().hex[:6]
+    attrs = {"industry": "soft\x1fware\x1e\x00", "country": "DE"}
+    event = Event(f"{tag}-0", f"P-{tag}", "crm", "lead_created", format_ts_ms(ts), ts, attrs)
+
+    async def run() -> list:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await RedisFeatureStore(client).apply_batch([event])
+        finally:
+            await client.aclose()
+
+    [update] = asyncio.run(run())
+    assert update.outcome == "ok"
+    assert update.features is not None
+    assert update.features["industry"] == "soft ware  "
+    assert update.features == replay([event])[event.lead_id].features()
