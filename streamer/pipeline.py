@@ -195,9 +195,7 @@ class Pipeline:
                 if k + 1 == len(chunks) and out.records:
                     # The latest scores are saved while the last chunk's records are sent.
                     save = self._last_save = await _started(
-                        self._save_after(
-                            self._last_save, out.records, [b for _, b in out.scores]
-                        )
+                        self._save_after(self._last_save, out.records, [b for _, b in out.scores])
                     )
                 if emit is not None:
                     await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
