@@ -18,6 +18,7 @@ from features.definitions import RETENTION_MS, SPECS, Spec
 from features.exceptions import FeatureStoreUnavailableError
 from features.lua import render_script
 from features.offline import FeatureValue, LeadState, parse_vector, profile_updates
+from features.ordered import OrderedScriptCalls
 from schemas.validation import Event
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,33 @@ class RedisFeatureStore:
         self._per_slot = per_slot
         self._specs = specs
         self._ttl_s = ttl_s
-        self._script = client.register_script(render_script(specs, ttl_s))
+        script = render_script(specs, ttl_s)
+        self._script = client.register_script(script)
         self._max_backoff_s = max_backoff_s
         self._retry_for_s = retry_for_s
+        # Batch updates go out on a connection of their own, in call order (features/
+        # ordered.py); on a cluster they are split by slot over the cluster's connections.
+        self._ordered = (
+            None
+            if per_slot
+            else OrderedScriptCalls(
+                client,
+                script,
+                self._script.sha,
+                max_backoff_s=max_backoff_s,
+                retry_for_s=retry_for_s,
+            )
+        )
+
+    @property
+    def ordered(self) -> bool:
+        """Concurrent ``apply_batch`` calls are applied in the order they were made."""
+        return self._ordered is not None
+
+    async def close(self) -> None:
+        """Close the batch-update connection (the client is the caller's to close)."""
+        if self._ordered is not None:
+            await self._ordered.close()
 
     @property
     def client(self) -> aioredis.Redis:
@@ -229,7 +254,10 @@ class RedisFeatureStore:
         for lead_id, event_id in confirm:
             keys.append(lead_keys(lead_id).pending)
             args.append(event_id)
-        reply = await self._call(keys, args)
+        if self._ordered is not None:
+            reply = await self._ordered.call(keys, args)
+        else:
+            reply = await self._call(keys, args)
         if not events:
             return []
         text = reply.decode() if isinstance(reply, bytes) else str(reply)

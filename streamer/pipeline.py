@@ -143,7 +143,7 @@ class Pipeline:
         confirm, self._confirm = self._confirm, []
         # The first store call below confirms these before it applies this batch's events.
         self._in_flight.difference_update(confirm)
-        waited = model_s = validate_s = 0.0
+        waited = model_s = 0.0
         # A repeat of an event within the batch is a duplicate of its first copy. It is
         # caught here because the copies may fall in different store calls, and the script
         # knows an event applied earlier in the same call only (other calls leave it pending).
@@ -151,44 +151,55 @@ class Pipeline:
         unique: list[tuple[Message, Event]] = []
         # The first chunk is smaller: nothing overlaps the wait for its store call. That call
         # goes out as soon as the chunk's events are validated; the rest of the batch is
-        # validated while Redis applies it.
+        # validated while Redis applies it. A store that applies calls in the order they are
+        # made (``ordered``: one connection) gets every chunk's call as soon as the chunk is
+        # validated; any other gets chunk k+1's call once chunk k's reply is in (so Redis
+        # applies them in order: per-lead order holds).
+        ordered = bool(getattr(self._store, "ordered", False))
         first = max(1, self._chunk // 4)
-        remaining = iter(messages)
-        task: asyncio.Task[list[Update]] | None = None
+        tasks: list[asyncio.Task[list[Update]]] = []
+        bounds = [0]  # where each chunk starts in ``unique``
         save: asyncio.Task[dict[str, str | None]] | None = None
+
+        async def send(a: int, b: int) -> None:
+            events = [e for _, e in unique[a:b]]
+            tasks.append(await _started(self._store.apply_batch(events, confirm if a == 0 else ())))
+
         try:
-            for head in (True, False):
-                v0 = time.perf_counter()
-                for msg in remaining:
-                    ev = self._validate(msg, now_ms, out, counts)
-                    if ev is None:
-                        continue
-                    key = (ev.lead_id, ev.event_id)
-                    if key in seen:
-                        counts[(ev.source, "duplicate")] += 1
-                        continue
-                    seen.add(key)
-                    unique.append((msg, ev))
-                    if head and len(unique) == first:
-                        break
-                validate_s += time.perf_counter() - v0
-                if head and unique:
-                    task = await _started(self._store.apply_batch([e for _, e in unique], confirm))
-            bounds = [0, *range(first, len(unique), self._chunk), len(unique)]
-            chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+            v0 = time.perf_counter()
+            for msg in messages:
+                ev = self._validate(msg, now_ms, out, counts)
+                if ev is None:
+                    continue
+                key = (ev.lead_id, ev.event_id)
+                if key in seen:
+                    counts[(ev.source, "duplicate")] += 1
+                    continue
+                seen.add(key)
+                unique.append((msg, ev))
+                if len(unique) - bounds[-1] == (first if len(bounds) == 1 else self._chunk):
+                    bounds.append(len(unique))
+                    if ordered or not tasks:
+                        s0 = time.perf_counter()
+                        await send(bounds[-2], bounds[-1])
+                        v0 += time.perf_counter() - s0
+            if len(unique) > bounds[-1]:
+                bounds.append(len(unique))
+                if ordered or not tasks:
+                    s0 = time.perf_counter()
+                    await send(bounds[-2], bounds[-1])
+                    v0 += time.perf_counter() - s0
+            validate_s = time.perf_counter() - v0
+            chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
             emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
             if not chunks and confirm:
                 await self._store.apply_batch([], confirm)
-            # The store call for chunk k+1 is sent as soon as chunk k's reply is in (so Redis
-            # applies them in order: per-lead order holds), and runs while chunk k is scored.
             for k, chunk in enumerate(chunks):
-                assert task is not None  # noqa: S101 - set for every chunk
                 w0 = time.perf_counter()
-                updates = await task
+                updates = await tasks[k]
                 waited += time.perf_counter() - w0
-                task = None
-                if k + 1 < len(chunks):
-                    task = await _started(self._store.apply_batch([ev for _, ev in chunks[k + 1]]))
+                if len(tasks) == k + 1 < len(chunks):
+                    await send(bounds[k + 1], bounds[k + 2])
                 s0 = time.perf_counter()
                 self._score_chunk(chunk, updates, out, counts, tiers)
                 model_s += time.perf_counter() - s0
@@ -208,8 +219,8 @@ class Pipeline:
                 m.scores.labels(tier=tier).inc(n)
             out.saving, save = save, None
         finally:
-            for pending in (task, save):
-                if pending is not None:
+            for pending in (*tasks, save):
+                if pending is not None and not pending.done():
                     pending.cancel()
         out.stage_seconds = {"validate": validate_s, "redis": waited, "model": model_s}
         if not defer_alerts:
