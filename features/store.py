@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -60,6 +61,9 @@ class LeadKeys(NamedTuple):
     """Feature vectors of applied events whose scores are not yet confirmed delivered."""
 
 
+# Cached: the worker needs a lead's keys for every event and confirmation, and active leads
+# recur; bounded, so a stream of new leads doesn't grow it.
+@functools.lru_cache(maxsize=1 << 15)
 def lead_keys(lead_id: str) -> LeadKeys:
     tag = hash_tag(lead_id)
     return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p")

@@ -329,9 +329,13 @@ class Pipeline:
         now = self._clock()
         scored_at = iso_now(now)
         version = scorer.version
+        # Per record: locals for the appends, counters added once per chunk.
+        add_record, add_scored, add_score = out.records.append, out.scored.append, out.scores.append
+        add_in_flight, dumps = in_flight.add, orjson.dumps
         for (_, ev), s in zip(scored_events, results, strict=True):
+            lead = ev.lead_id
             rec = {
-                "lead_id": ev.lead_id,
+                "lead_id": lead,
                 "score": round(s.score, 6),
                 "score_100": int(round(s.score * 100)),
                 "tier": s.tier,
@@ -341,12 +345,13 @@ class Pipeline:
                 "event_ts": ev.ts,
                 "scored_at": scored_at,
             }
-            out.records.append(rec)
-            out.scored.append((ev.lead_id, ev.event_id))
-            in_flight.add((ev.lead_id, ev.event_id))
-            out.scores.append((ev.lead_id, orjson.dumps(rec)))
-            counts[(ev.source, "scored")] += 1
-            tiers[s.tier] += 1
+            add_record(rec)
+            key = (lead, ev.event_id)
+            add_scored(key)
+            add_in_flight(key)
+            add_score((lead, dumps(rec)))
+        counts.update((ev.source, "scored") for _, ev in scored_events)
+        tiers.update(s.tier for s in results)
         observe_many(
             self._metrics.event_to_score,
             [max(0.0, now - m.timestamp) for m, _ in scored_events if m.timestamp is not None],
