@@ -116,6 +116,10 @@ class OrderedScriptCalls:
         except asyncio.CancelledError:
             self._fail(FeatureStoreUnavailableError("the feature store was closed"))
             raise
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+            # Nothing awaits this task: its callers must hear of any other failure.
+            self._open = False
+            self._fail(exc)
 
     async def _reopen(self) -> None:
         conn = self._conn

@@ -157,22 +157,6 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     assert len(ids) == len(set(ids)) == metric_total(worker, "scored")
 
 
-# Every counter bucket and engagement day in a lead's stored state, flattened.
-_BUCKETS_LUA = """
-local st = cmsgpack.unpack(redis.call('GET', KEYS[1]))
-local out = {}
-for cr, buckets in pairs(st.c) do
-  for b, n in pairs(buckets) do
-    out[#out + 1] = cr; out[#out + 1] = tostring(b); out[#out + 1] = tostring(n)
-  end
-end
-for day, pts in pairs(st.e) do
-  out[#out + 1] = 'e'; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
-end
-return out
-"""
-
-
 @pytest.mark.parametrize("per_slot", [False, True], ids=["one-call", "split-by-cluster-slot"])
 def test_saved_scores_keep_each_leads_latest_record_and_report_its_previous_tier(
     redis_url, per_slot
