@@ -119,6 +119,11 @@ class Update:
 class FeatureStore(Protocol):
     """What the worker needs from a feature store (Redis in production, memory in unit tests)."""
 
+    @property
+    def ordered(self) -> bool:
+        """Concurrent ``apply_batch`` calls are applied in the order they were made."""
+        ...
+
     async def apply_batch(
         self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
     ) -> list[Update]:
@@ -342,6 +347,13 @@ class MemoryFeatureStore:
         self.leads: dict[str, LeadState] = {}
         self.scores: dict[str, dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
+
+    @property
+    def ordered(self) -> bool:
+        # Its calls would apply in call order (none yields before it ends), but the pipeline
+        # then sends them all during validation; unit tests keep the call-after-reply path,
+        # and the Redis store's ordered path is tested against a real Redis.
+        return False
 
     async def apply_batch(
         self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()

@@ -41,25 +41,22 @@ class PathExplainer:
         # The raw score can come from the leaves (no second pass over the trees) only for a
         # plain boosted binary model: LightGBM then sums the leaf values tree by tree and
         # applies a sigmoid with slope 1, which ``probabilities_and_contributions`` reproduces.
-        header = booster.model_to_string(num_iteration=-1).split("\nTree=", 1)[0]
+        text = booster.model_to_string()
+        header = text.split("\nTree=", 1)[0]
         self.plain_binary = (
             model.get("num_class", 1) == 1
             and "objective=binary sigmoid:1" in header
             and "average_output" not in header
         )
-        # The trees walked by compiled code when the model allows it (model/trees.py), with
-        # the credit table laid out by their leaf offsets (no padding rows).
-        self.compiled = CompiledTrees.from_booster(booster)
-        sizes = [t["num_leaves"] for t in trees]
-        if self.compiled is not None and self.compiled.leaf_counts == sizes:
-            self._credits = self.compiled.credit_table(
-                np.concatenate([self.table[t, :n] for t, n in enumerate(sizes)])
-                if sizes
-                else np.zeros((0, self.n_features + 1))
-            )
+        # The same trees walked by compiled code when the model allows it (model/trees.py),
+        # reading the leaf values and credits above.
+        self.compiled = CompiledTrees.from_model_string(text, self.n_features)
+        if self.compiled is not None and self.compiled.leaf_counts == tuple(
+            t["num_leaves"] for t in trees
+        ):
             # Compiled (or loaded from numba's cache) here, at model load, not on the first
             # event: the worker loads its model before it reports ready.
-            self.compiled.explain(np.zeros((1, self.n_features)), self._credits, 1)
+            self._compiled_top(self.compiled, np.zeros((1, self.n_features)), 1)
         else:
             self.compiled = None
 
@@ -162,12 +159,18 @@ class PathExplainer:
             proba, contrib = self.probabilities_and_contributions(booster, x)
             top, picked = top_k(contrib, k)
             return proba, top, picked
-        raw, top, picked = self.compiled.explain(x, self._credits, k)
+        raw, top, picked = self._compiled_top(self.compiled, x, k)
         if self.plain_binary:
             proba = 1.0 / (1.0 + np.exp(-raw))
         else:
             proba = np.asarray(booster.predict(x, num_threads=1))
         return proba, top, picked
+
+    def _compiled_top(
+        self, compiled: CompiledTrees, x: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw scores, top columns and their attributions from the compiled walk."""
+        return compiled.explain(x, self._offsets, self._leaf_flat, self._flat, k)
 
 
 def top_k(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,11 +42,11 @@ _NAN_LEFT = 8
 @dataclass(frozen=True)
 class CompiledTrees:
     """Every tree's split nodes in one set of arrays (node ids are global); children >= 0
-    are nodes, ``~child`` is a leaf index within the tree (plus ``leaf_offset[tree]``)."""
+    are nodes, ``~child`` is a leaf index within the tree."""
 
     root: np.ndarray
     """Per tree: its root node, or -1 (leaf 0) for a tree that is a single leaf."""
-    leaf_offset: np.ndarray
+    leaf_counts: tuple[int, ...]
     feature: np.ndarray
     threshold: np.ndarray
     flags: np.ndarray
@@ -56,17 +56,11 @@ class CompiledTrees:
     """Per categorical node: where its bitset starts in ``cat_bits`` (else 0)."""
     cat_words: np.ndarray
     cat_bits: np.ndarray
-    leaf_value: np.ndarray
-    """Every tree's leaf values, in ``leaf_offset`` order."""
     n_features: int
 
     @property
     def n_trees(self) -> int:
         return len(self.root)
-
-    @property
-    def leaf_counts(self) -> list[int]:
-        return np.diff(np.append(self.leaf_offset, len(self.leaf_value))).tolist()
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster) -> CompiledTrees | None:
@@ -86,8 +80,7 @@ class CompiledTrees:
                 return None
             trees.append(fields)
         roots: list[int] = []
-        offsets: list[int] = []
-        leaf_values: list[float] = []
+        leaf_counts: list[int] = []
         feature: list[int] = []
         threshold: list[float] = []
         flags: list[int] = []
@@ -98,11 +91,7 @@ class CompiledTrees:
         cat_bits: list[int] = []
         for fields in trees:
             n_leaves = int(fields["num_leaves"])
-            offsets.append(len(leaf_values))
-            values = _floats(fields["leaf_value"])
-            if len(values) != n_leaves:
-                raise ValueError("model text: leaf_value doesn't have num_leaves values")
-            leaf_values += values
+            leaf_counts.append(n_leaves)
             if n_leaves == 1:
                 roots.append(-1)
                 continue
@@ -133,7 +122,7 @@ class CompiledTrees:
             raise ValueError("model text: a split on a feature the booster doesn't have")
         return cls(
             root=np.asarray(roots, dtype=np.int32),
-            leaf_offset=np.asarray(offsets, dtype=np.int32),
+            leaf_counts=tuple(leaf_counts),
             feature=np.asarray(feature, dtype=np.int32),
             threshold=np.asarray(threshold, dtype=np.float64),
             flags=np.asarray(flags, dtype=np.int8),
@@ -142,7 +131,6 @@ class CompiledTrees:
             cat_start=np.asarray(cat_start, dtype=np.int32),
             cat_words=np.asarray(cat_words, dtype=np.int32),
             cat_bits=np.asarray(cat_bits, dtype=np.uint32),
-            leaf_value=np.asarray(leaf_values, dtype=np.float64),
             n_features=n_features,
         )
 
@@ -164,30 +152,26 @@ class CompiledTrees:
             self.cat_bits,
         )
 
-    def credit_table(self, credits: np.ndarray) -> np.ndarray:
-        """``credits`` (one row per leaf in ``leaf_offset`` order: the attributions a row
-        reaching that leaf gets, bias last) checked and laid out for :meth:`explain`."""
-        if credits.shape != (len(self.leaf_value), self.n_features + 1):
-            raise ValueError("credits must have one row per leaf and one column per feature + 1")
-        return np.ascontiguousarray(credits[:, :-1], dtype=np.float64)
-
     def explain(
-        self, x: np.ndarray, table: np.ndarray, k: int
+        self,
+        x: np.ndarray,
+        leaf_offset: np.ndarray,
+        leaf_value: np.ndarray,
+        credits: np.ndarray,
+        k: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw scores, and the ``k`` largest attributions of each row by magnitude.
 
-        Returns ``(raw, top, picked)``: the raw score summed tree by tree as LightGBM does,
-        the picked feature columns (ties by column order, as a stable sort would), and
-        their attributions summed over the trees in order.
+        Leaf ``j`` of tree ``t`` is row ``leaf_offset[t] + j`` of ``leaf_value`` (its
+        output) and of ``credits`` (the attributions a row reaching it gets, one column per
+        feature, then the bias, which is not read). Returns ``(raw, top, picked)``: the raw
+        score summed tree by tree as LightGBM does, the picked feature columns (ties by
+        column order, as a stable sort would), and their attributions summed over the trees
+        in order.
         """
-        return _explain(
-            self.leaves(x),
-            self.leaf_offset,
-            self.leaf_value,
-            table,
-            self.n_features,
-            k,
-        )
+        if credits.ndim != 2 or credits.shape[1] != self.n_features + 1:
+            raise ValueError("credits must have one column per feature, then the bias")
+        return _explain(self.leaves(x), leaf_offset, leaf_value, credits, self.n_features, k)
 
 
 def _node_flags(decision: int, threshold: float) -> int:

@@ -155,7 +155,7 @@ class Pipeline:
         # made (``ordered``: one connection) gets every chunk's call as soon as the chunk is
         # validated; any other gets chunk k+1's call once chunk k's reply is in (so Redis
         # applies them in order: per-lead order holds).
-        ordered = bool(getattr(self._store, "ordered", False))
+        ordered = self._store.ordered
         first = max(1, self._chunk // 4)
         tasks: list[asyncio.Task[list[Update]]] = []
         bounds = [0]  # where each chunk starts in ``unique``
@@ -164,6 +164,16 @@ class Pipeline:
         async def send(a: int, b: int) -> None:
             events = [e for _, e in unique[a:b]]
             tasks.append(await _started(self._store.apply_batch(events, confirm if a == 0 else ())))
+
+        sending = 0.0  # time spent sending during validation, not validating
+
+        async def close_chunk() -> None:
+            nonlocal sending
+            bounds.append(len(unique))
+            if ordered or not tasks:
+                s0 = time.perf_counter()
+                await send(bounds[-2], bounds[-1])
+                sending += time.perf_counter() - s0
 
         try:
             v0 = time.perf_counter()
@@ -178,18 +188,10 @@ class Pipeline:
                 seen.add(key)
                 unique.append((msg, ev))
                 if len(unique) - bounds[-1] == (first if len(bounds) == 1 else self._chunk):
-                    bounds.append(len(unique))
-                    if ordered or not tasks:
-                        s0 = time.perf_counter()
-                        await send(bounds[-2], bounds[-1])
-                        v0 += time.perf_counter() - s0
+                    await close_chunk()
             if len(unique) > bounds[-1]:
-                bounds.append(len(unique))
-                if ordered or not tasks:
-                    s0 = time.perf_counter()
-                    await send(bounds[-2], bounds[-1])
-                    v0 += time.perf_counter() - s0
-            validate_s = time.perf_counter() - v0
+                await close_chunk()
+            validate_s = time.perf_counter() - v0 - sending
             chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
             emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
             if not chunks and confirm:

@@ -123,7 +123,7 @@ def test_explain_gives_the_raw_score_and_top_reasons_of_the_lightgbm_path() -> N
         np.testing.assert_array_equal(proba, ref_proba)
         np.testing.assert_array_equal(top, ref_top)
         np.testing.assert_array_equal(picked, ref_picked)
-    raw, _, _ = compiled.compiled.explain(x, compiled._credits, 2)  # noqa: SLF001
+    raw, _, _ = compiled._compiled_top(compiled.compiled, x, 2)  # noqa: SLF001
     np.testing.assert_array_equal(raw, booster.predict(x, raw_score=True))
 
 
