@@ -92,6 +92,9 @@ class TrainConfig:
     """CV mode: refit the shipped booster on every labelled row after evaluation."""
     platt_below_rows: int = 1000
     ensemble_size: int = 5
+    seed_bag: int = 1
+    """Each member configuration is trained this many times with different seeds (row and
+    column sampling), and all of them are averaged: less variance from the sampling."""
     """CV mode: the model averages the best few configurations, as many (up to this) as give
     the highest out-of-fold AUC; 1 keeps only the best configuration."""
 
@@ -458,11 +461,21 @@ def average_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
 
 
 def _train_members(
-    members: list[Trial], x: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int]
+    members: list[Trial],
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    cat_idx: list[int],
+    seed_bag: int = 1,
 ) -> lgb.Booster:
     """Train every member configuration on ``x`` and average them into one booster."""
     boosters = []
-    for t in members:
+    runs = [
+        (t, {**t.params, "seed": int(t.params.get("seed", 0)) + 1000 * j} if j else t.params)
+        for t in members
+        for j in range(seed_bag if _samples(t.params) else 1)
+    ]
+    for t, params in runs:
         # Fold models saw (k-1)/k of the rows; a model on all of them can use a few more trees.
         rounds = max(1, int(round(t.rounds * 1.1)))
         # No pre-filtering: the members' feature bins, and so their model headers, must agree.
@@ -473,8 +486,16 @@ def _train_members(
             categorical_feature=cat_idx or "auto",
             params={"feature_pre_filter": False},
         )
-        boosters.append(lgb.train(t.params, d, num_boost_round=rounds))
+        boosters.append(lgb.train(params, d, num_boost_round=rounds))
     return average_boosters(boosters)
+
+
+def _samples(params: dict[str, Any]) -> bool:
+    """Whether the seed changes what ``params`` train (row or column sampling)."""
+    return bool(
+        float(params.get("bagging_fraction", 1.0)) < 1.0
+        or float(params.get("feature_fraction", 1.0)) < 1.0
+    )
 
 
 def fit(
@@ -515,7 +536,7 @@ def fit(
             _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
         )
         thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
-        eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx)
+        eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx, cfg.seed_bag)
         train_index = dev
     else:
         tr, va, te = split_indices(ds, cfg)
@@ -547,7 +568,7 @@ def fit(
     booster = eval_booster
     if cfg.cv_folds >= 2 and cfg.refit_full:
         say(f"refitting on all {len(y)} labelled rows ({rounds} rounds)")
-        booster = _train_members(members, x, y, names, cat_idx)
+        booster = _train_members(members, x, y, names, cat_idx, cfg.seed_bag)
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = {
         "test": binary_metrics(y[te], cal_te),

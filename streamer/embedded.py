@@ -82,7 +82,9 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
-def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = log_dir / f"{name}.log"
     fh = log_path.open("wb")
     try:
@@ -91,6 +93,7 @@ def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
@@ -128,15 +131,27 @@ def broker_binary() -> str:
         raise ServiceStartError(f"no usable Tansu broker binary: {exc}") from exc
 
 
-def start_broker(log_dir: Path, timeout: float = 30.0) -> Service:
-    """Start Tansu on a free port; return its bootstrap ``127.0.0.1:PORT``."""
-    port = free_port()
+def start_broker(
+    log_dir: Path,
+    timeout: float = 30.0,
+    *,
+    port: int | None = None,
+    storage_engine: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Service:
+    """Start Tansu on ``port`` (default: a free one); return its bootstrap ``127.0.0.1:PORT``.
+
+    Tansu keeps everything in memory unless ``storage_engine`` names another store (this build
+    has ``s3://BUCKET/``, configured by the usual ``AWS_*`` variables passed in ``env``); a
+    broker with one keeps its topics, records and committed offsets across a restart on the
+    same port.
+    """
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc, log_path = _spawn(
-        "broker",
-        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        log_dir,
-    )
+    args = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    if storage_engine:
+        args += ["--storage-engine", storage_engine]
+    proc, log_path = _spawn("broker", args, log_dir, env)
     svc = Service("broker", f"127.0.0.1:{port}", proc, log_path)
     _wait_port(svc, "127.0.0.1", port, timeout)
     return svc

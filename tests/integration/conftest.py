@@ -274,11 +274,13 @@ def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0)
     return events
 
 
-def produce(s: Settings, events: list[dict], *, rate: float | None = None) -> None:
+def produce(
+    s: Settings, events: list[dict], *, rate: float | None = None, linger_ms: int = 5
+) -> None:
     """Send ``events`` (at ``rate`` per second) and wait until the broker has every one."""
     from streamer.produce import EventProducer
 
-    producer = EventProducer(s)
+    producer = EventProducer(s, linger_ms=linger_ms)
     producer.send_all(events, rate=rate)
     producer.flush(60)
     assert producer.errors == [], producer.errors[:3]

@@ -1,0 +1,160 @@
+"""Issue 5: the broker dies (SIGKILL) mid-stream and comes back; the worker carries on.
+
+A restart only means something if the broker keeps its data, and the embedded Tansu keeps it
+in memory by default. Here it stores topics, records and committed offsets in S3, served by
+moto's S3 server (a separate process, so it outlives the broker): the restarted broker on the
+same port has everything the first one acknowledged, the way a Kafka broker has its log.
+
+Checked: the worker neither exits nor needs a restart; every event (sent before, during the
+outage's aftermath, and after) gets a score record; and every lead's features equal the
+offline replay, so no event was applied twice or skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from streamer.embedded import Service, free_port, port_open, start_broker
+from streamer.settings import Settings
+from streamer.topics import ensure_topics
+
+from .conftest import (
+    assert_features_match_replay,
+    metric_total,
+    produce,
+    read_to_end,
+    recent_events,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "tansu"
+
+
+@pytest.fixture
+def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free port with one bucket; yields the broker's ``AWS_*`` env."""
+    port = free_port()
+    log = (tmp_path / "s3.log").open("wb")
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and a fixed module
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    "moto's S3 server did not start (it is a dev dependency: "
+                    "pip install -e '.[dev]'):\n" + (tmp_path / "s3.log").read_text()[-2000:]
+                )
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
+            assert r.status == 200
+        yield {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def start_persistent_broker(log_dir: Path, port: int, env: dict[str, str]) -> Service:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return start_broker(log_dir, port=port, storage_engine=f"s3://{BUCKET}/", env=env)
+
+
+def test_broker_killed_and_restarted_mid_stream(
+    object_store: dict[str, str], redis_url: str, worker_factory, tmp_path: Path
+) -> None:
+    port = free_port()
+    broker = start_persistent_broker(tmp_path / "broker-1", port, object_store)
+    restarted: Service | None = None
+    try:
+        uid = uuid.uuid4().hex[:8]
+        s = Settings(
+            kafka_bootstrap=broker.url,
+            redis_url=redis_url,
+            topic_prefix=f"t{uid}.",
+            app_id=f"leadscore-test-{uid}",
+            model_dir=tmp_path / "models",
+            web_port=free_port(),
+            web_host="127.0.0.1",
+            data_dir=tmp_path / "faust",
+            # Every fetch and produce is object-store requests here (moto answers a few hundred
+            # a second), so: fewer partitions, and fetches that wait longer for data.
+            topic_partitions=2,
+            fetch_max_wait_ms=300,
+        )
+        ensure_topics(s)
+        events = recent_events(100, 4_000, seed=53, dup_every=40)
+        expected = {e["event_id"] for e in events}
+        first, second = events[: len(events) // 2], events[len(events) // 2 :]
+        worker = worker_factory(s)
+        # The first half is sent at a pace, so the kill lands while events are still arriving
+        # (and the producer, too, has to ride out the outage: its unsent events are retried).
+        pool = ThreadPoolExecutor(1)
+        sender = pool.submit(produce, s, first, rate=800, linger_ms=100)
+        deadline = time.monotonic() + 60
+        while metric_total(worker) < 300:
+            assert worker.proc.poll() is None, worker.log_tail()
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.05)
+
+        # Mid-stream: SIGKILL, no goodbye to the group, in-flight fetches and produces cut.
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGKILL)
+        broker.proc.wait(10)
+        at_kill = metric_total(worker)
+        time.sleep(3.0)  # the worker's clients notice and start reconnecting
+        assert worker.proc.poll() is None, f"worker exited without its broker:\n{worker.log_tail()}"
+        restarted = start_persistent_broker(tmp_path / "broker-2", port, object_store)
+        sender.result(120)  # re-raises the producer's failure: every event acknowledged
+        pool.shutdown()
+        produce(s, second, linger_ms=100)
+        wait_caught_up(s, [worker], timeout=180)
+        assert worker.proc.poll() is None, worker.log_tail()
+        processed = metric_total(worker)
+        assert_features_match_replay(worker, events)
+        scored = Counter(r["event_id"] for r in read_to_end(s, "scores"))
+        assert set(scored) <= expected, "a score for an event that was never sent"
+        missing = expected - set(scored)
+        print(
+            f"broker killed after {at_kill} events processed; {processed} processed in all for "
+            f"{len(events)} sent ({len(expected)} distinct); {sum(scored.values())} score "
+            f"records, {sum(scored.values()) - len(scored)} duplicates, {len(missing)} missing"
+        )
+        assert at_kill < len(first), "the worker finished the first half before the kill"
+        assert missing == set(), f"{len(missing)} events with no score: {sorted(missing)[:3]}"
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        broker.stop()
