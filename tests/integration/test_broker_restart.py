@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +26,9 @@ from pathlib import Path
 import pytest
 
 from streamer.embedded import Service, free_port, port_open, start_broker
-from streamer.settings import Settings
-from streamer.topics import ensure_topics
 
 from .conftest import (
+    WorkerProcess,
     assert_features_match_replay,
     metric_total,
     produce,
@@ -93,28 +91,21 @@ def start_persistent_broker(log_dir: Path, port: int, env: dict[str, str]) -> Se
 
 
 def test_broker_killed_and_restarted_mid_stream(
-    object_store: dict[str, str], redis_url: str, worker_factory, tmp_path: Path
+    object_store: dict[str, str], settings_factory, worker_factory, tmp_path: Path
 ) -> None:
     port = free_port()
     broker = start_persistent_broker(tmp_path / "broker-1", port, object_store)
     restarted: Service | None = None
+    worker: WorkerProcess | None = None
     try:
-        uid = uuid.uuid4().hex[:8]
-        s = Settings(
+        s = settings_factory(
             kafka_bootstrap=broker.url,
-            redis_url=redis_url,
-            topic_prefix=f"t{uid}.",
-            app_id=f"leadscore-test-{uid}",
-            model_dir=tmp_path / "models",
-            web_port=free_port(),
-            web_host="127.0.0.1",
             data_dir=tmp_path / "faust",
             # Every fetch and produce is object-store requests here (moto answers a few hundred
             # a second), so: fewer partitions, and fetches that wait longer for data.
             topic_partitions=2,
             fetch_max_wait_ms=300,
         )
-        ensure_topics(s)
         events = recent_events(100, 4_000, seed=53, dup_every=40)
         expected = {e["event_id"] for e in events}
         first, second = events[: len(events) // 2], events[len(events) // 2 :]
@@ -155,6 +146,9 @@ def test_broker_killed_and_restarted_mid_stream(
         assert at_kill < len(first), "the worker finished the first half before the kill"
         assert missing == set(), f"{len(missing)} events with no score: {sorted(missing)[:3]}"
     finally:
+        # The worker first: stopping, it commits and flushes, which a gone broker would stall.
+        if worker is not None:
+            worker.stop()
         if restarted is not None:
             restarted.stop()
         broker.stop()
