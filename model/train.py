@@ -92,13 +92,13 @@ class TrainConfig:
     """CV mode: refit the shipped booster on every labelled row after evaluation."""
     platt_below_rows: int = 1000
     ensemble_size: int = 5
+    """CV mode: the model averages the best few configurations, as many (up to this) as give
+    the highest out-of-fold AUC; 1 keeps only the best configuration."""
     seed_bag: int = 3
     """CV mode: a member configuration that samples rows or columns is trained this many
     times with different seeds and all of them are averaged (less variance from the
     sampling). On the real CRM export, 3 against 1 raised the held-out AUC in each of 6 splits
     (by 0.00004-0.00036, mean 0.00014) for about 1.5x the training time."""
-    """CV mode: the model averages the best few configurations, as many (up to this) as give
-    the highest out-of-fold AUC; 1 keeps only the best configuration."""
 
 
 @dataclass(slots=True)
@@ -429,8 +429,9 @@ def average_boosters(
     ``weights``, which must sum to 1, when given).
 
     The artifact is a single ``model.txt``; a GBDT's raw score is the sum of its trees' leaf
-    values, so concatenating the members' trees with every leaf value divided by their number
-    gives exactly the average. All members must be trained on the same features.
+    values, so concatenating the members' trees with every leaf value multiplied by its
+    member's weight (1/k by default) gives exactly the (weighted) average. All members must
+    be trained on the same features.
 
     Raises
     ------

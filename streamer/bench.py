@@ -53,19 +53,24 @@ RSS_SAMPLE_S = 10.0
 
 def _rss_summary(samples: list[float]) -> dict[str, float | int]:
     """First, highest and last of the worker's RSS samples (MB), and the growth per minute
-    fitted over them (least squares), so a leak shows as a positive slope."""
+    fitted over them (least squares), so a leak shows as a positive slope; also the slope
+    over the second half alone, which start-up warm-up (caches filling) doesn't lift."""
     if not samples:
         return {"samples": 0}
-    per_min = 0.0
-    if len(samples) >= 3:
-        t = np.arange(len(samples)) * RSS_SAMPLE_S / 60
-        per_min = float(np.polyfit(t, np.asarray(samples), 1)[0])
+
+    def slope(part: list[float]) -> float:
+        if len(part) < 3:
+            return 0.0
+        t = np.arange(len(part)) * RSS_SAMPLE_S / 60
+        return float(np.polyfit(t, np.asarray(part), 1)[0])
+
     return {
         "samples": len(samples),
         "first": round(samples[0], 1),
         "max": round(max(samples), 1),
         "last": round(samples[-1], 1),
-        "growth_mb_per_min": round(per_min, 3),
+        "growth_mb_per_min": round(slope(samples), 3),
+        "second_half_growth_mb_per_min": round(slope(samples[len(samples) // 2 :]), 3),
     }
 
 

@@ -5,9 +5,10 @@ in memory by default. Here it stores topics, records and committed offsets in S3
 moto's S3 server (a separate process, so it outlives the broker): the restarted broker on the
 same port has everything the first one acknowledged, the way a Kafka broker has its log.
 
-Checked: the worker neither exits nor needs a restart; every event (sent before, during the
-outage's aftermath, and after) gets a score record; and every lead's features equal the
-offline replay, so no event was applied twice or skipped.
+Checked: the worker neither exits nor needs a restart; every event (sent before the kill,
+while the broker was down, which the producer retries, and after the restart) gets a score
+record; and every lead's features equal the offline replay, so no event was applied twice or
+skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.embedded import Service, free_port, port_open, start_broker
+from streamer.embedded import Service, free_port, kill_with_parent, port_open, start_broker
 
 from .conftest import (
     WorkerProcess,
@@ -53,6 +54,7 @@ def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=kill_with_parent,  # noqa: PLW1509 - never outlives the test run
         )
     finally:
         log.close()

@@ -39,6 +39,15 @@ def test_a_leak_shows_as_growth_per_minute() -> None:
     assert s["last"] == samples[-1]
 
 
+def test_warm_up_then_flat_shows_no_second_half_growth() -> None:
+    samples = [300.0 + 3.0 * i for i in range(6)] + [315.0, 315.5, 315.0, 315.5, 315.0, 315.5]
+    s = _rss_summary(samples)
+    assert s["growth_mb_per_min"] > 1.0  # the warm-up lifts the whole-run slope
+    assert abs(s["second_half_growth_mb_per_min"]) < 0.5
+    leak = _rss_summary([300.0 + 2.0 * i for i in range(12)])
+    assert leak["second_half_growth_mb_per_min"] == pytest.approx(2.0 * 60 / RSS_SAMPLE_S)
+
+
 def test_no_samples_says_so() -> None:
     assert _rss_summary([]) == {"samples": 0}
 
