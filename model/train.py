@@ -527,6 +527,7 @@ def fit(
     trials: list[Trial] = []
     members: list[Trial] = []
     n_members, ens_auc = 1, float("nan")
+    n_boosters = 1
     if cfg.cv_folds >= 2:
         dev, te = dev_test_indices(ds, cfg)
         folds = _cv_folds(ds, dev, y, cfg)
@@ -549,6 +550,11 @@ def fit(
             _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
         )
         thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
+        n_boosters = sum(cfg.seed_bag if _samples(t.params) else 1 for t in members)
+        say(
+            f"training {n_boosters} booster(s) ({n_members} configuration(s), sampling ones "
+            f"with {cfg.seed_bag} seeds) on the {len(dev)} development rows for the held-out test"
+        )
         eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx, cfg.seed_bag)
         train_index = dev
     else:
@@ -580,7 +586,7 @@ def fit(
     cal_te = calibrator.apply(raw_te)
     booster = eval_booster
     if cfg.cv_folds >= 2 and cfg.refit_full:
-        say(f"refitting on all {len(y)} labelled rows ({rounds} rounds)")
+        say(f"refitting the {n_boosters} booster(s) on all {len(y)} labelled rows")
         booster = _train_members(members, x, y, names, cat_idx, cfg.seed_bag)
     train_s = time.perf_counter() - t0
     metrics: dict[str, Any] = {
