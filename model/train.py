@@ -483,14 +483,12 @@ def _train_members(
     weights = []
     runs = []
     for t in members:
-        n = seed_bag if _samples(t.params) else 1
+        n = _seeds(t, seed_bag)
         for j in range(n):
             seed = int(t.params.get("seed", 0)) + 1000 * j
             runs.append((t, {**t.params, "seed": seed} if j else t.params))
             weights.append(1.0 / (len(members) * n))
     for t, params in runs:
-        # Fold models saw (k-1)/k of the rows; a model on all of them can use a few more trees.
-        rounds = max(1, int(round(t.rounds * 1.1)))
         # No pre-filtering: the members' feature bins, and so their model headers, must agree.
         d = lgb.Dataset(
             x,
@@ -499,16 +497,24 @@ def _train_members(
             categorical_feature=cat_idx or "auto",
             params={"feature_pre_filter": False},
         )
-        boosters.append(lgb.train(params, d, num_boost_round=rounds))
+        boosters.append(lgb.train(params, d, num_boost_round=_refit_rounds(t)))
     return average_boosters(boosters, weights)
 
 
-def _samples(params: dict[str, Any]) -> bool:
-    """Whether the seed changes what ``params`` train (row or column sampling)."""
-    return bool(
-        float(params.get("bagging_fraction", 1.0)) < 1.0
-        or float(params.get("feature_fraction", 1.0)) < 1.0
+def _refit_rounds(t: Trial) -> int:
+    """Boosting rounds for ``t`` on all the rows its folds came from: fold models saw
+    (k-1)/k of them, and a model on all of them can use a few more trees."""
+    return max(1, int(round(t.rounds * 1.1)))
+
+
+def _seeds(t: Trial, seed_bag: int) -> int:
+    """How many seeds ``t`` is trained with: ``seed_bag`` when its seed changes what it
+    trains (row or column sampling), else 1."""
+    sampling = (
+        float(t.params.get("bagging_fraction", 1.0)) < 1.0
+        or float(t.params.get("feature_fraction", 1.0)) < 1.0
     )
+    return seed_bag if sampling else 1
 
 
 def fit(
@@ -539,7 +545,7 @@ def fit(
         trials, oof = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
         best = trials[0]
         params = dict(best.params)
-        rounds = max(1, int(round(best.rounds * 1.1)))
+        rounds = _refit_rounds(best)
         n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
         members = trials[:n_members]
         if n_members > 1:
@@ -550,7 +556,7 @@ def fit(
             _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
         )
         thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
-        n_boosters = sum(cfg.seed_bag if _samples(t.params) else 1 for t in members)
+        n_boosters = sum(_seeds(t, cfg.seed_bag) for t in members)
         say(
             f"training {n_boosters} booster(s) ({n_members} configuration(s), sampling ones "
             f"with {cfg.seed_bag} seeds) on the {len(dev)} development rows for the held-out test"
@@ -608,8 +614,8 @@ def fit(
             "ensemble": {
                 "members": n_members,
                 "auc_mean": ens_auc,
-                "rounds": [max(1, int(round(t.rounds * 1.1))) for t in members],
-                "seeds": [cfg.seed_bag if _samples(t.params) else 1 for t in members],
+                "rounds": [_refit_rounds(t) for t in members],
+                "seeds": [_seeds(t, cfg.seed_bag) for t in members],
                 "params": [t.params for t in members],
             },
         }

