@@ -637,6 +637,10 @@ def predict_table(
         Output file: Parquet for ``.parquet``/``.pq``, else CSV. Rows keep the input order and
         all input columns; ``reasons`` is a JSON list of ``{feature, value, contribution}`` with
         the original column names and values.
+    max_reasons
+        Reasons per row. They are exact TreeSHAP (``pred_contrib``), which costs far more than
+        the score on a large ensemble (about 6 ms a row against 0.1 for the score, 1,600
+        trees, 2 cores); 0 skips them and writes ``[]``.
 
     Returns
     -------
@@ -686,26 +690,23 @@ def predict_table(
     m = encode_frame(x, infos)
     raw_p = scorer.predict_raw(m) if len(m) else np.zeros(0)
     scores = np.clip(meta.calibrator.apply(raw_p), 0.0, 1.0)
-    contrib = (
-        np.asarray(scorer.booster.predict(m, pred_contrib=True, num_threads=2))
-        if len(m)
-        else np.zeros((0, len(infos) + 1))
-    )
-    k = min(max_reasons, len(infos))
-    top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
-    src_values = [x[f.name].tolist() for f in infos]
-    reasons = []
-    for i in range(len(df)):
-        items = [
-            {
-                "feature": infos[j].source_column or infos[j].name,
-                "value": _cell(src_values[j][i]),
-                "contribution": round(float(contrib[i, j]), 4),
-            }
-            for j in top[i]
-            if contrib[i, j] != 0.0
-        ]
-        reasons.append(json.dumps(items, default=str))
+    k = max(0, min(max_reasons, len(infos)))
+    reasons = ["[]"] * len(df)
+    if k and len(m):
+        contrib = np.asarray(scorer.booster.predict(m, pred_contrib=True, num_threads=2))
+        top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
+        src_values = [x[f.name].tolist() for f in infos]
+        for i in range(len(df)):
+            items = [
+                {
+                    "feature": infos[j].source_column or infos[j].name,
+                    "value": _cell(src_values[j][i]),
+                    "contribution": round(float(contrib[i, j]), 4),
+                }
+                for j in top[i]
+                if contrib[i, j] != 0.0
+            ]
+            reasons[i] = json.dumps(items, default=str)
     out = raw.copy()
     clash = [c for c in ("score", "tier", "reasons") if c in out.columns]
     if clash:

@@ -192,10 +192,21 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (a whole number, 0 or more)")
+    return n
+
+
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from model.tabular import predict_table
 
-    n = predict_table(Path(args.model), Path(args.data), Path(args.out))
+    n = predict_table(Path(args.model), Path(args.data), Path(args.out), max_reasons=args.reasons)
     say(f"scored {n} rows -> {args.out}")
     return 0
 
@@ -354,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="a registry directory or a version directory")
     pr.add_argument("--data", required=True)
     pr.add_argument("--out", required=True, help="output CSV or Parquet")
+    pr.add_argument(
+        "--reasons",
+        type=_count,
+        default=5,
+        help="top reasons per row, exact TreeSHAP (default 5); they cost far more than the "
+        "score on a large ensemble, 0 skips them for a fast scores-only run",
+    )
     pr.set_defaults(func=cmd_predict)
 
     f = sub.add_parser("features", help="offline features from an event history (JSON lines)")

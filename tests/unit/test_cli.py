@@ -31,6 +31,15 @@ def test_help_lists_every_command(capsys):
         assert cmd in out
 
 
+def test_predict_reasons_is_a_count(capsys):
+    args = build_parser().parse_args(["predict", "--model", "m", "--data", "d", "--out", "o"])
+    assert args.reasons == 5
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--model", "m", "--data", "d", "--out", "o", "--reasons", "-1"])
+    assert exc.value.code == 2
+    assert "not a count" in capsys.readouterr().err
+
+
 def test_durations_parse():
     assert parse_duration_ms("30d") == 30 * 86_400_000
     assert parse_duration_ms("90m") == 90 * 60_000

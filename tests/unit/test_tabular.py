@@ -79,7 +79,7 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
             keep_columns=keep,
             segment_column="Lead Origin",
             # Far above what 6 trials need, so the trial count, not the machine load, ends the
-            # search and the model (and the xfail below) is reproducible.
+            # search and the model is reproducible.
             time_budget_s=3600,
             max_trials=6,
             seed=7,
@@ -105,6 +105,7 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "flagged": flagged,
         "ids": ids,
         "test": te,
+        "test_csv": tmp / "test.csv",
         "ref_all": ref_auc([]),
         "ref_without_flagged": ref_auc(list(flagged + ids)),
         "ref_without_tags_only": ref_auc(list(flagged)),
@@ -140,16 +141,12 @@ def test_untouched_dropdowns_are_a_level_and_empty_cells_stay_missing(leads: dic
     assert clean["Page Views Per Visit"].dtype == float
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: ours 0.9852 vs reference 0.9855 with every column kept (0.9851 before "
-    "seed bagging). Our pipeline with the reference's configuration and 300 trees gives "
-    "0.98545, the reference's own figure: on this split the CV-chosen ensemble, better in "
-    "CV, is worse on the test rows",
-)
 def test_auc_matches_reference_with_the_same_columns(leads: dict) -> None:
     """Fair comparison: the reference uses every column, leaky ones included, so our model is
-    compared with those columns kept (``keep_columns`` = flagged + ID-like columns)."""
+    compared with those columns kept (``keep_columns`` = flagged + ID-like columns).
+
+    One split's margin is small against how much a split moves the AUC (about +-0.003); the
+    repeated-split test below is the stronger evidence."""
     ours = leads["kept"][1]
     print(f"AUC with leaky+ID columns kept: ours {ours:.4f}, reference {leads['ref_all']:.4f}")
     assert ours >= leads["ref_all"]
@@ -163,7 +160,7 @@ def test_auc_over_repeated_splits_is_at_least_the_reference(tmp_path: Path, lead
     """One 80/20 split's AUC moves by about +-0.003 with the split (1,848 test rows), more
     than the gaps measured here, so a single split can't say which model is better. Over
     five splits fixed in advance, with every column kept as the reference keeps them, our
-    mean AUC must be at least the reference's (the split-42 result above stays a known gap).
+    AUC must be at least the reference's on each of them.
     """
     src = shared_data()
     raw = pd.read_csv(src, dtype=str, keep_default_na=False)
@@ -186,13 +183,19 @@ def test_auc_over_repeated_splits_is_at_least_the_reference(tmp_path: Path, lead
             max_trials=6,
             seed=7,
         )
-        predict_table(rep["path"], tmp_path / "test.csv", tmp_path / "s.csv", warn=lambda _m: None)
+        # Scores only: the reasons (TreeSHAP) don't change them and cost most of the time.
+        predict_table(
+            rep["path"],
+            tmp_path / "test.csv",
+            tmp_path / "s.csv",
+            max_reasons=0,
+            warn=lambda _m: None,
+        )
         ours = roc_auc_score(y_te, pd.read_csv(tmp_path / "s.csv")["score"])
         diffs.append(ours - ref_auc)
         print(f"split {seed}: ours {ours:.4f}, reference {ref_auc:.4f}, diff {ours - ref_auc:+.4f}")
     print(f"mean diff {np.mean(diffs):+.4f}")
-    assert np.mean(diffs) >= 0.0
-    assert sum(d >= 0 for d in diffs) >= 3
+    assert min(diffs) >= 0.0
 
 
 def test_leak_guarded_run_matches_reference_without_leaky_columns(leads: dict) -> None:
@@ -251,6 +254,16 @@ def test_predict_keeps_rows_and_maps_reasons_to_source_columns(leads: dict) -> N
     assert set(scored["tier"]) <= {"hot", "warm", "cold"}
     reasons = json.loads(scored["reasons"].iloc[0])
     assert reasons and all(r["feature"] in te.columns for r in reasons)
+
+
+def test_predict_without_reasons_gives_the_same_scores(leads: dict, tmp_path: Path) -> None:
+    rep, _, scored = leads["guarded"]
+    out = tmp_path / "fast.csv"
+    predict_table(rep["path"], leads["test_csv"], out, max_reasons=0, warn=lambda _m: None)
+    fast = pd.read_csv(out, dtype={"Prospect ID": str})
+    assert fast["score"].tolist() == scored["score"].tolist()
+    assert fast["tier"].tolist() == scored["tier"].tolist()
+    assert set(fast["reasons"]) == {"[]"}
 
 
 # ----------------------------------------------------------------- other CRM-like tables

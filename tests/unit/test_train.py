@@ -17,6 +17,7 @@ from model.train import (
     Trial,
     _train_members,
     average_boosters,
+    choose_ensemble,
     fit_calibrator,
     train,
 )
@@ -94,11 +95,33 @@ def test_cv_mode_reports_the_averaged_configurations(tmp_path: Path) -> None:
     res = train(dataset(), Registry(tmp_path), cfg, promote=False)
     ens = res.metrics["cv"]["ensemble"]
     assert 1 <= ens["members"] <= 3 and len(ens["rounds"]) == ens["members"]
-    assert ens["auc_mean"] >= res.metrics["cv"]["auc_mean"]
+    assert 0.5 < ens["auc_mean"] <= 1.0
     loaded = LightGBMScorer.load(res.path)
     assert len(ens["seeds"]) == ens["members"]
     trees = sum(r * n for r, n in zip(ens["rounds"], ens["seeds"], strict=True))
     assert loaded.booster.num_trees() == trees
+
+
+def test_ensemble_is_every_configuration_within_one_standard_error_of_the_best() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.4).astype(int)
+    folds = [(np.setdiff1d(np.arange(500), va), va) for va in np.array_split(np.arange(500), 5)]
+    signal = np.where(y == 1, 1.0, -1.0)
+    oofs = [signal + rng.normal(scale=s, size=500) for s in (1.0, 1.1, 1.2, 3.0)]
+
+    def trial(auc: float, std: float, oof: np.ndarray) -> Trial:
+        return Trial({}, auc, std, 100, 0.0, oof)
+
+    # 5 folds, population deviation 0.004: standard error 0.004 / sqrt(4) = 0.002.
+    trials = [trial(a, 0.004, o) for a, o in zip((0.900, 0.899, 0.8985, 0.897), oofs, strict=True)]
+    n, auc = choose_ensemble(trials, y, folds, max_size=8)
+    assert n == 3  # 0.897 is 0.003 below the best: CV tells it apart
+    want = np.mean([roc_auc_score(y[va], np.mean(oofs[:3], axis=0)[va]) for _, va in folds])
+    assert auc == want
+    assert choose_ensemble(trials, y, folds, max_size=2)[0] == 2
+    # A tighter spread over the folds tells even the runner-up apart.
+    tight = [trial(t.auc_mean, 0.0001, o) for t, o in zip(trials, oofs, strict=True)]
+    assert choose_ensemble(tight, y, folds, max_size=8) == (1, 0.900)
 
 
 def test_seed_bagged_members_weigh_the_same_as_single_ones() -> None:
