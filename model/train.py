@@ -322,9 +322,9 @@ def search(
     folds: list[tuple[np.ndarray, np.ndarray]],
     cfg: TrainConfig,
     say: Callable[[str], None],
-) -> tuple[list[Trial], np.ndarray]:
-    """Random search by CV AUC within ``cfg.search_time_s``; returns trials (best first) and
-    the out-of-fold raw predictions of the best one (NaN where no fold predicted)."""
+) -> list[Trial]:
+    """Random search by CV AUC within ``cfg.search_time_s``; returns the trials, best first,
+    each with its out-of-fold raw predictions (NaN where no fold predicted)."""
     rng = np.random.default_rng(cfg.seed)
     base = dict(cfg.params)
     pos_rate = float(y.mean())
@@ -347,7 +347,6 @@ def search(
         for _ in range(max(cfg.search_max_trials - len(fixed), 0))
     ]
     trials: list[Trial] = []
-    best_oof = np.full(len(y), np.nan)
     t_start = time.perf_counter()
     last = 0.0
     for i, params in enumerate(candidates):
@@ -386,15 +385,13 @@ def search(
         for bst, (_, va) in zip(cvb.boosters, folds, strict=True):
             oof[va] = bst.predict(x[va], num_iteration=cvb.best_iteration, raw_score=True)
         trial = Trial(params, float(means[-1]), float(stds[-1]), len(means), round(last, 3), oof)
-        if not trials or trial.auc_mean > max(t.auc_mean for t in trials):
-            best_oof = _sigmoid(oof)
         trials.append(trial)
         say(
             f"trial {i + 1}: CV AUC {trial.auc_mean:.4f} +- {trial.auc_std:.4f}, "
             f"{trial.rounds} rounds, {last:.1f}s"
         )
     trials.sort(key=lambda t: -t.auc_mean)
-    return trials, best_oof
+    return trials
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -564,14 +561,15 @@ def fit(
             f"({y[dev].mean():.1%} positive), {len(infos)} features, "
             f"budget {cfg.search_time_s:.0f}s"
         )
-        trials, oof = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
+        trials = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
         best = trials[0]
         params = dict(best.params)
         rounds = _refit_rounds(best)
         n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
         members = trials[:n_members]
+        # The members' averaged out-of-fold scores: what the calibrator and tiers are fitted on.
+        oof = _sigmoid(np.mean([t.oof for t in members if t.oof is not None], axis=0))
         if n_members > 1:
-            oof = _sigmoid(np.mean([t.oof for t in members if t.oof is not None], axis=0))
             say(
                 f"averaging the {n_members} configurations within one standard error of the "
                 f"best (CV AUC of the average {ens_auc:.4f})"
