@@ -13,3 +13,8 @@ class FeatureStoreUnavailableError(FeatureError):
 
 class EventFileError(FeatureError):
     """Raised when an event history file can't be read (missing, unreadable, wrong format)."""
+
+
+class FeatureStateLostError(FeatureError):
+    """Raised when Redis no longer holds the store's state (restarted empty, flushed, swapped,
+    or a rebuild started): nothing may be scored until ``leadscore rebuild`` has run."""

@@ -3,7 +3,7 @@
 -- from features/definitions.py (see features/lua.py); the offline replay in features/offline.py
 -- implements the same rules in Python and must agree with this script exactly.
 --
--- Per lead (all keys share the {lead_id} hash tag, so a lead's keys sit in one cluster slot):
+-- Per lead (all keys share the lead's hash tag, so a lead's keys sit in one cluster slot):
 --   ls:{id}:b    string: the lead's state, MessagePack. Read once per call and written back
 --                once at its end, so applying an event costs table operations, not a round
 --                of hash commands and field-name parsing (measured here: server time per
@@ -244,30 +244,46 @@ local function apply(kB, kI, kP, eid, ts, kind, prof)
 end
 
 local mode = ARGV[1]
+-- KEYS[1] is the state marker, ARGV[2] the generation the caller holds (features/state.py).
+-- A Redis that lost its data (restarted empty, flushed, swapped) has no marker, or another
+-- one after a rebuild: the call changes nothing and fails, so nothing is scored from a
+-- partial state.
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  return redis.error_reply('LEADSCORE_STATE_LOST the feature store marker is missing or changed')
+end
 if mode == 'u' then
-  -- ARGV: 'u', n events, m confirmations, n x (event_id, ts, kind, profile), m x event_id
-  -- Returns each event's result ('F' or 'R' and its vector, 'D', 'L'), RS-separated.
-  -- KEYS: n x (state, ids, pending), m x pending
-  local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+  -- ARGV: 'u', generation, n events, m confirmations, n x (event_id, ts, kind, profile),
+  -- m x event_id. KEYS: marker, n x (state, ids, pending), m x pending.
+  -- Returns each event's result ('F' or 'R' and its vector, 'D', 'L', or 'E' and an error
+  -- message), RS-separated.
+  local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
   for c = 1, m do
-    redis.call('HDEL', KEYS[3 * n + c], ARGV[3 + 4 * n + c])
+    redis.call('HDEL', KEYS[1 + 3 * n + c], ARGV[4 + 4 * n + c])
   end
   local out = {}
   for e = 0, n - 1 do
-    local a = 4 + e * 4
-    local k = 1 + e * 3
-    out[e + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1]),
-                       ARGV[a + 2], ARGV[a + 3])
+    local a = 5 + e * 4
+    local k = 2 + e * 3
+    -- One event that fails (a lead's keys of the wrong type, say) fails alone: the others
+    -- of the call still apply, and the worker sends that event to the dead-letter topic.
+    local ok, res = pcall(apply, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a],
+                          tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3])
+    if ok then
+      out[e + 1] = res
+    else
+      out[e + 1] = 'E' .. string.gsub(tostring(res), '%c', ' ')
+    end
   end
   finish()
   -- One string, the results separated by RS: one bulk reply instead of one per event
   -- (vectors never hold a control character: profile values have them replaced).
   return table.concat(out, '\30')
 elseif mode == 's' then
-  -- Latest score record per lead. ARGV: 's', n records; KEYS: n latest-score keys.
-  -- Returns each lead's previous tier (false if none), for tier-change alerts.
+  -- Latest score record per lead. ARGV: 's', generation, n records; KEYS: marker, n
+  -- latest-score keys. Returns each lead's previous tier (false if none), for tier-change
+  -- alerts.
   local out = {}
-  for i = 1, #KEYS do
+  for i = 2, #KEYS do
     local old = redis.call('GET', KEYS[i])
     redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', TTL_S)
     local tier = false
@@ -275,17 +291,18 @@ elseif mode == 's' then
       tier = string.match(old, '"tier":"(%a+)"')
       if not tier then tier = cjson.decode(old).tier or false end
     end
-    out[i] = tier
+    out[i - 1] = tier
   end
   return out
 elseif mode == 'r' then
-  -- KEYS: state; ARGV: 'r', as-of time in ms or '' for the lead's latest event
-  local raw = redis.call('GET', KEYS[1])
+  -- KEYS: marker, state; ARGV: 'r', generation, as-of time in ms or '' for the lead's latest
+  -- event
+  local raw = redis.call('GET', KEYS[2])
   if not raw then return false end
   local st = cmsgpack.unpack(raw)
   if not st.m then return false end
   local ref = st.m
-  if ARGV[2] ~= '' then ref = tonumber(ARGV[2]) end
+  if ARGV[3] ~= '' then ref = tonumber(ARGV[3]) end
   return compute(st, ref)
 end
 return redis.error_reply('leadscore store: unknown mode ' .. tostring(mode))

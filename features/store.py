@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.definitions import RETENTION_MS, SPECS, Spec
-from features.exceptions import FeatureStoreUnavailableError
+from features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from features.lua import render_script
 from features.offline import FeatureValue, LeadState, parse_vector, profile_updates
 from features.ordered import OrderedScriptCalls
+from features.state import StateMarker, marker_key
 from schemas.validation import Event
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,21 @@ RESULT_SEP = "\x1e"
 DEFAULT_TTL_S = (RETENTION_MS // 1000) + 7 * 86_400
 
 
+#: Percent-escapes of the three characters that can't appear in a hash tag as they are
+#: (``%`` included, so that an escape can't be forged by an id that spells one).
+_TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+
+
 def hash_tag(lead_id: str) -> str:
-    """The Redis Cluster hash tag of a lead: ``{lead_id}``, or a digest if the id has braces.
+    """The Redis Cluster hash tag of a lead: ``{lead_id}`` with ``%``, ``{`` and ``}``
+    percent-escaped.
 
     Redis hashes only what lies between the first ``{`` and the next ``}``; an id containing
-    braces (valid in the schema) would cut the tag short or empty it and scatter the lead's
-    keys over several slots.
+    braces (valid in the schema) would cut the tag short and scatter the lead's keys over
+    several slots. Escaping keeps the mapping one-to-one: two distinct ids never share keys
+    (a digest cut short, used before, let a chosen id collide with another).
     """
-    if "{" in lead_id or "}" in lead_id:
-        return "{#" + hashlib.sha256(lead_id.encode()).hexdigest()[:24] + "}"
-    return "{" + lead_id + "}"
+    return "{" + lead_id.translate(_TAG_ESCAPES) + "}"
 
 
 def lead_slot(lead_id: str) -> int:
@@ -70,21 +76,22 @@ def lead_keys(lead_id: str) -> LeadKeys:
     return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p")
 
 
-UpdateOutcome = Literal["ok", "dup", "late", "redelivered"]
+UpdateOutcome = Literal["ok", "dup", "late", "redelivered", "error"]
 Confirmation = tuple[str, str]
 """(lead_id, event_id) of an event whose score record reached the broker."""
 
 
 class Update:
     """What applying one event did: ``ok`` with the lead's features after it, dup or late;
-    ``redelivered``: applied before but its score never confirmed, with the features it had.
+    ``redelivered``: applied before but its score never confirmed, with the features it had;
+    ``error``: the store failed on this event alone (``error`` says why).
 
     The Redis store hands over the feature vector as the script returned it (``vector``:
     fields in ``specs`` order, unit-separated) and parses it only when ``features`` is read:
     the worker feeds vectors to the model column-wise without a dict per event.
     """
 
-    __slots__ = ("outcome", "vector", "specs", "_features")
+    __slots__ = ("outcome", "vector", "specs", "error", "_features")
 
     def __init__(
         self,
@@ -93,10 +100,12 @@ class Update:
         *,
         vector: str | None = None,
         specs: tuple[Spec, ...] = SPECS,
+        error: str = "",
     ) -> None:
         self.outcome = outcome
         self.vector = vector
         self.specs = specs
+        self.error = error
         self._features = features
 
     @property
@@ -149,6 +158,19 @@ class FeatureStore(Protocol):
     async def forget(self, lead_id: str) -> int: ...
 
 
+#: Prefix of the error reply the script gives when the state marker doesn't match.
+STATE_LOST_REPLY = "LEADSCORE_STATE_LOST"
+
+
+def _state_lost(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith(STATE_LOST_REPLY)
+
+
+HistoryCheck = Callable[[], Awaitable[bool]]
+"""Whether events were processed into this store before (the worker asks Kafka whether its
+consumer group has committed offsets): an empty Redis then means lost state, not a new one."""
+
+
 class RedisFeatureStore:
     """Feature store on Redis: one EVALSHA per batch, retried with backoff while Redis is away."""
 
@@ -166,6 +188,10 @@ class RedisFeatureStore:
         # On Redis Cluster one script call may only touch keys of one slot: split each batch
         # by the leads' cluster slots (a lead's events stay in one call, in order).
         self._per_slot = per_slot
+        self.marker = StateMarker(client, cluster=per_slot)
+        self.generation = ""
+        """The state generation every call checks (``open`` sets it): until then, and after
+        Redis lost its data, calls fail with :class:`FeatureStateLostError`."""
         self._specs = specs
         self._ttl_s = ttl_s
         script = render_script(specs, ttl_s)
@@ -191,6 +217,59 @@ class RedisFeatureStore:
         """Concurrent ``apply_batch`` calls are applied in the order they were made."""
         return self._ordered is not None
 
+    async def open(self, has_history: HistoryCheck | None = None) -> str:
+        """Adopt the store's state generation, or start the first one on an empty store.
+
+        Raises :class:`FeatureStateLostError` when a rebuild is running, or when Redis holds
+        no leadscore state although ``has_history`` says events were processed before.
+        """
+        st = await self.marker.status()
+        if st.generation is not None:
+            if st.status != "ready":
+                raise FeatureStateLostError(
+                    f"the feature store is being rebuilt (generation {st.generation}, "
+                    f"{st.updated_at}): scoring resumes when `leadscore rebuild` finishes"
+                )
+            if not await self.marker.marker_holds(st.generation):
+                raise FeatureStateLostError(
+                    "the feature store's marker is missing: Redis lost its data; "
+                    "run `leadscore rebuild`"
+                )
+            self.generation = st.generation
+            return st.generation
+        if has_history is not None and not await self._has_lead_keys() and await has_history():
+            raise FeatureStateLostError(
+                "Redis holds no feature state, but events were processed before (the consumer "
+                "group has committed offsets): Redis lost its data; run `leadscore rebuild`"
+            )
+        # Empty (a new deployment), or state written before markers existed: adopt it.
+        self.generation = await self.marker.create()
+        return self.generation
+
+    async def _has_lead_keys(self, rounds: int = 50) -> bool:
+        """Whether any per-lead key exists, looking at a bounded part of the keyspace."""
+        if self._per_slot:
+            async for _ in self._client.scan_iter(match="ls:{*", count=1000):
+                return True
+            return False
+        cursor: Any = 0
+        for _ in range(rounds):
+            cursor, keys = await self._client.scan(cursor, match="ls:{*", count=1000)
+            if keys:
+                return True
+            if not int(cursor):
+                return False
+        return True
+
+    async def check(self) -> None:
+        """Raise :class:`FeatureStateLostError` if the marker no longer holds the generation
+        (the worker's readiness check calls this between batches)."""
+        if not self.generation or not await self.marker.marker_holds(self.generation):
+            raise FeatureStateLostError(
+                "the feature store's marker is missing or changed: Redis lost its data "
+                "(or a rebuild started); run `leadscore rebuild`"
+            )
+
     async def close(self) -> None:
         """Close the batch-update connection (the client is the caller's to close)."""
         if self._ordered is not None:
@@ -206,6 +285,13 @@ class RedisFeatureStore:
         while True:
             try:
                 return await self._script(keys=keys, args=args)
+            except ResponseError as exc:
+                if _state_lost(exc):
+                    raise FeatureStateLostError(
+                        "Redis lost the feature store's state (marker missing or changed); "
+                        "run `leadscore rebuild`"
+                    ) from exc
+                raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if self._retry_for_s is not None and waited >= self._retry_for_s:
                     raise FeatureStoreUnavailableError(f"Redis is unavailable: {exc}") from exc
@@ -220,7 +306,7 @@ class RedisFeatureStore:
         if not events and not confirm:
             return []
         if not self._per_slot:
-            raw = await self._apply(events, confirm)
+            raw = await self._apply(events, confirm, None)
         else:
             groups: dict[int, tuple[list[int], list[Confirmation]]] = {}
             for i, ev in enumerate(events):
@@ -228,7 +314,10 @@ class RedisFeatureStore:
             for conf in confirm:
                 groups.setdefault(lead_slot(conf[0]), ([], []))[1].append(conf)
             results = await asyncio.gather(
-                *(self._apply([events[i] for i in idx], confs) for idx, confs in groups.values())
+                *(
+                    self._apply([events[i] for i in idx], confs, slot)
+                    for slot, (idx, confs) in groups.items()
+                )
             )
             raw = [""] * len(events)
             for (idx, _), res in zip(groups.values(), results, strict=True):
@@ -244,13 +333,17 @@ class RedisFeatureStore:
                 out.append(Update("dup"))
             elif head == "L":
                 out.append(Update("late"))
+            elif head == "E":
+                out.append(Update("error", error=text[1:]))
             else:
                 out.append(Update("redelivered", vector=text[1:], specs=specs))
         return out
 
-    async def _apply(self, events: Sequence[Event], confirm: Sequence[Confirmation]) -> list[str]:
-        keys: list[str] = []
-        args: list[Any] = ["u", len(events), len(confirm)]
+    async def _apply(
+        self, events: Sequence[Event], confirm: Sequence[Confirmation], slot: int | None
+    ) -> list[str]:
+        keys: list[str] = [marker_key(slot)]
+        args: list[Any] = ["u", self.generation, len(events), len(confirm)]
         for ev in events:
             k = lead_keys(ev.lead_id)
             keys += [k.state, k.ids, k.pending]
@@ -265,7 +358,15 @@ class RedisFeatureStore:
             keys.append(lead_keys(lead_id).pending)
             args.append(event_id)
         if self._ordered is not None:
-            reply = await self._ordered.call(keys, args)
+            try:
+                reply = await self._ordered.call(keys, args)
+            except ResponseError as exc:
+                if _state_lost(exc):
+                    raise FeatureStateLostError(
+                        "Redis lost the feature store's state (marker missing or changed); "
+                        "run `leadscore rebuild`"
+                    ) from exc
+                raise
         else:
             reply = await self._call(keys, args)
         if not events:
@@ -274,7 +375,11 @@ class RedisFeatureStore:
         return text.split(RESULT_SEP)
 
     async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
-        raw = await self._call([lead_keys(lead_id).state], ["r", "" if at_ms is None else at_ms])
+        slot = lead_slot(lead_id) if self._per_slot else None
+        raw = await self._call(
+            [marker_key(slot), lead_keys(lead_id).state],
+            ["r", self.generation, "" if at_ms is None else at_ms],
+        )
         if raw is None:
             return None
         text = raw.decode() if isinstance(raw, bytes) else raw
@@ -292,20 +397,22 @@ class RedisFeatureStore:
             for lead_id, i in last.items()
         }
         if not self._per_slot:
-            tiers = await self._save(list(latest.items()))
+            tiers = await self._save(list(latest.items()), None)
         else:
             groups: dict[int, list[tuple[str, bytes]]] = {}
             for item in latest.items():
                 groups.setdefault(lead_slot(item[0]), []).append(item)
-            parts = await asyncio.gather(*(self._save(g) for g in groups.values()))
+            parts = await asyncio.gather(*(self._save(g, slot) for slot, g in groups.items()))
             tiers = {k: v for part in parts for k, v in part.items()}
         return tiers
 
-    async def _save(self, items: list[tuple[str, bytes]]) -> dict[str, str | None]:
+    async def _save(
+        self, items: list[tuple[str, bytes]], slot: int | None
+    ) -> dict[str, str | None]:
         """One script call (not one SET per lead: command packing cost more than the write)
         stores the records and returns each lead's previous tier."""
-        keys = [lead_keys(lead_id).latest for lead_id, _ in items]
-        args: list[Any] = ["s", *(payload for _, payload in items)]
+        keys = [marker_key(slot), *(lead_keys(lead_id).latest for lead_id, _ in items)]
+        args: list[Any] = ["s", self.generation, *(payload for _, payload in items)]
         previous = await self._call(keys, args)
         return {
             lead_id: (old.decode() if isinstance(old, bytes) else old) if old else None
@@ -343,17 +450,18 @@ async def apply_in_batches(
 class MemoryFeatureStore:
     """In-memory store built on :class:`LeadState`; the same rules, for unit tests and replay."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ordered: bool = False) -> None:
         self.leads: dict[str, LeadState] = {}
         self.scores: dict[str, dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
+        self._ordered = ordered
 
     @property
     def ordered(self) -> bool:
-        # Its calls would apply in call order (none yields before it ends), but the pipeline
-        # then sends them all during validation; unit tests keep the call-after-reply path,
-        # and the Redis store's ordered path is tested against a real Redis.
-        return False
+        # Its calls apply in call order either way (none yields before it ends): ``ordered``
+        # picks which path of the pipeline a test takes (all chunks' calls sent during
+        # validation, as on Redis, or each after the previous reply).
+        return self._ordered
 
     async def apply_batch(
         self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()

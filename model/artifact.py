@@ -9,7 +9,6 @@ are encoded to a float matrix here, once per batch: categories become their leve
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from model.exceptions import ModelNotFoundError, RegistryError
 from model.explain import ExplainMethod, PathExplainer, contributions, top_k
+from model.integrity import read_meta, verify_checksums
 from model.scoring import (
     FeatureBatch,
     Reason,
@@ -253,15 +253,29 @@ class LightGBMScorer:
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, explain: ExplainMethod = "path", max_reasons: int = 5
+        cls,
+        directory: str | Path,
+        *,
+        explain: ExplainMethod = "path",
+        max_reasons: int = 5,
+        verify: bool = True,
     ) -> LightGBMScorer:
+        """Load a version directory; with ``verify``, its files must match their checksums
+        (a version saved without any is loaded as it is) and ``meta.json`` its typed model.
+
+        This loads ``model.txt`` in this process: a worker first has a child process try it
+        (``Registry.verify``), as a broken file can crash LightGBM's parser.
+        """
         d = Path(directory)
+        for name in ("model.txt", "meta.json"):
+            if not (d / name).is_file():
+                raise ModelNotFoundError(f"no model in {d}: {name} is missing")
+        if verify:
+            verify_checksums(d)
         try:
-            meta = ModelMeta.from_dict(json.loads((d / "meta.json").read_text(encoding="utf-8")))
+            meta = ModelMeta.from_dict(read_meta(d))
             booster = lgb.Booster(model_file=str(d / "model.txt"))
-        except FileNotFoundError as exc:
-            raise ModelNotFoundError(f"no model in {d}: {exc.filename} is missing") from exc
-        except (json.JSONDecodeError, KeyError, lgb.basic.LightGBMError) as exc:
+        except (KeyError, TypeError, ValueError, lgb.basic.LightGBMError) as exc:
             raise RegistryError(f"model in {d} is unreadable: {exc}") from exc
         return cls(booster, meta, explain=explain, max_reasons=max_reasons)
 

@@ -25,3 +25,8 @@ class DataError(ModelError):
 
 class RulesConfigError(ModelError):
     """Raised when a rule file is malformed (unknown operator, missing keys)."""
+
+
+class ModelIntegrityError(ModelError):
+    """Raised when a model version fails its checks: files that don't match their checksums,
+    invalid ``meta.json``, or a model text LightGBM can't load (tried in a child process)."""

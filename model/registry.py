@@ -9,7 +9,9 @@ Layout::
 
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half a model; the champion pointer is swapped with ``os.replace`` for the same
-reason. Workers poll the pointer and hot-swap (see ``streamer.models``).
+reason. Every version carries ``SHA256SUMS`` of its files, and ``promote`` refuses a version
+that fails the checks a worker makes before loading it (:mod:`model.integrity`). Workers
+poll the pointer and hot-swap (see ``streamer.models``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.exceptions import ModelNotFoundError, RegistryError
+from model.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError, RegistryError
+from model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
 
 CHAMPION_FILE = "CHAMPION"
 
@@ -34,6 +37,8 @@ class VersionInfo:
     path: Path
     meta: dict[str, Any]
     champion: bool
+    problem: str = ""
+    """Why the version can't be used (unreadable metadata), or empty."""
 
 
 class Registry:
@@ -62,6 +67,7 @@ class Registry:
             write(tmp)
             if not (tmp / "meta.json").exists() or not (tmp / "model.txt").exists():
                 raise RegistryError("a model version needs model.txt and meta.json")
+            write_checksums(tmp)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -73,18 +79,40 @@ class Registry:
     def champion(self) -> str | None:
         """The champion's version, or None when nothing was promoted yet."""
         try:
-            text = (self.root / CHAMPION_FILE).read_text(encoding="utf-8").strip()
+            text = (self.root / CHAMPION_FILE).read_bytes().decode("utf-8").strip()
         except FileNotFoundError:
             return None
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise RegistryError(f"can't read {self.root / CHAMPION_FILE}: {exc}") from exc
-        return text or None
+        if not text:
+            return None
+        if "\n" in text or not text.isprintable():
+            raise RegistryError(f"{self.root / CHAMPION_FILE} does not hold a version id")
+        return text
 
-    def promote(self, version: str) -> None:
-        if not (self.path(version) / "meta.json").exists():
+    def verify(self, version: str, *, in_child: bool = True) -> None:
+        """The checks a worker makes before loading ``version``: checksums, ``meta.json``,
+        and (``in_child``) LightGBM loading the model in a child process.
+
+        Raises :class:`ModelIntegrityError` (or :class:`ModelNotFoundError`).
+        """
+        d = self.path(version)
+        if not (d / "meta.json").exists():
             raise ModelNotFoundError(
                 f"model version {version} is not in {self.root}; see `leadscore models list`"
             )
+        verify_checksums(d)
+        meta = read_meta(d)
+        if meta["version"] != version:
+            raise ModelIntegrityError(
+                f"{d / 'meta.json'} names version {meta['version']!r}, not {version!r}"
+            )
+        if in_child:
+            check_in_child(d, len(meta["features"]))
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` the champion, once it passes :meth:`verify`."""
+        self.verify(version)
         self._ensure_root()
         fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -94,24 +122,32 @@ class Registry:
     def meta(self, version: str) -> dict[str, Any]:
         p = self.path(version) / "meta.json"
         try:
-            meta: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+            meta = json.loads(p.read_bytes().decode("utf-8"))
         except FileNotFoundError as exc:
             raise ModelNotFoundError(
                 f"model version {version} is not in {self.root}; see `leadscore models list`"
             ) from exc
-        except json.JSONDecodeError as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{p} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise RegistryError(f"{p} is not a JSON object")
         return meta
 
     def list(self) -> list[VersionInfo]:
         """All versions, oldest first."""
         if not self.root.exists():
             return []
-        champ = self.champion()
+        try:
+            champ = self.champion()
+        except RegistryError:
+            champ = None
         out = []
         for d in sorted(self.root.iterdir()):
             if d.is_dir() and not d.name.startswith(".") and (d / "meta.json").exists():
-                meta = self.meta(d.name)
-                out.append(VersionInfo(d.name, d, meta, d.name == champ))
-        out.sort(key=lambda v: (v.meta.get("created_at", ""), v.version))
+                try:
+                    meta, problem = self.meta(d.name), ""
+                except ModelError as exc:
+                    meta, problem = {}, str(exc)
+                out.append(VersionInfo(d.name, d, meta, d.name == champ, problem))
+        out.sort(key=lambda v: (str(v.meta.get("created_at", "")), v.version))
         return out

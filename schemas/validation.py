@@ -1,16 +1,20 @@
 """Decoding and validation of raw event bytes, with a stable error code per failure.
 
 This is the hot path of the worker: each message is decoded once with orjson and checked
-by a fastjsonschema validator compiled at import time.
+by a fastjsonschema validator compiled at import time. ``validate_event`` never raises: any
+bytes and any JSON value in any field give an :class:`Event` or an :class:`Invalid` with a
+code (``internal_error`` if the checks themselves fail, which the fuzz tests look for).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import fastjsonschema
 import orjson
@@ -31,6 +35,8 @@ ErrorCode = Literal[
     "bad_timestamp",
     "ts_in_future",
     "key_mismatch",
+    "missing_key",
+    "internal_error",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 
@@ -38,6 +44,18 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     s: fastjsonschema.compile(load_schema(f"event.{s}")) for s in SOURCES
 }
 _score_validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema("score"))
+
+log = logging.getLogger(__name__)
+
+#: Messages up to this size are decoded even when over ``MAX_EVENT_BYTES`` (see ``_validate``).
+PARSE_LIMIT = 1024 * 1024
+#: Default bound on the original bytes a DLQ record carries (``LEADSCORE_DLQ_MAX_VALUE_BYTES``).
+DLQ_MAX_VALUE_BYTES = 16 * 1024
+#: The largest bound allowed: JSON escapes a control character in 6 bytes, so a DLQ record
+#: with this many original bytes still fits a producer's default 1 MiB request.
+DLQ_VALUE_BYTES_LIMIT = 128 * 1024
+DLQ_MAX_KEY_BYTES = 1024
+DLQ_MAX_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +87,15 @@ def parse_ts_ms(ts: str) -> int | None:
     """Epoch milliseconds of an RFC 3339 timestamp with offset, or None if it isn't one."""
     try:
         dt = datetime.fromisoformat(ts)
-    except ValueError:
+    except (ValueError, TypeError):
         return None
     if dt.tzinfo is None:
         return None
     # Integer arithmetic on the timedelta keeps sub-millisecond digits from rounding up.
-    delta = dt - _EPOCH
+    try:
+        delta = dt - _EPOCH
+    except OverflowError:  # an offset that moves a year-1 or year-9999 time out of range
+        return None
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
@@ -111,17 +132,38 @@ def validate_event(
     key: bytes | None,
     now_ms: int,
     max_future_ms: int,
+    check_key: bool = True,
 ) -> Event | Invalid:
-    """Decode and validate one message.
+    """Decode and validate one message; never raises.
 
     ``topic_source`` is the source the topic carries (``None`` when reading a file, where
     any source is allowed). ``key`` is the Kafka key, which must equal ``lead_id`` so that
-    all events of a lead land on one partition; pass ``None`` for files (not checked).
+    all events of a lead land on one partition: a message without one is ``missing_key``.
+    Files have no keys: pass ``check_key=False``.
     """
+    try:
+        return _validate(raw, topic_source, key, now_ms, max_future_ms, check_key)
+    except Exception as exc:  # noqa: BLE001 - a check that fails must not stop the worker
+        log.exception("validating a message failed")
+        return Invalid("internal_error", f"validation failed: {type(exc).__name__}: {exc}")
+
+
+def _validate(
+    raw: bytes | None,
+    topic_source: Source | None,
+    key: bytes | None,
+    now_ms: int,
+    max_future_ms: int,
+    check_key: bool,
+) -> Event | Invalid:
+    """``validate_event`` without its safety net (the fuzz tests call this one)."""
     if raw is None:
         return Invalid("not_json", "message has no value (null)")
-    if len(raw) > MAX_EVENT_BYTES:
-        return Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
+    oversized = Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
+    # Up to PARSE_LIMIT a message too large is still decoded, so that garbage is named as
+    # such (not UTF-8, not JSON) rather than only as too large; beyond it, never.
+    if len(raw) > PARSE_LIMIT:
+        return oversized
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -129,14 +171,21 @@ def validate_event(
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return Invalid("not_utf8", "message is not valid UTF-8")
-        return Invalid("not_json", f"message is not JSON: {exc}")
+        return Invalid("not_json", f"message is not JSON: {_clip(str(exc))}")
     if not isinstance(obj, dict):
         return Invalid("not_object", f"event must be a JSON object, got {type(obj).__name__}")
-    source = obj.get("source")
+    if len(raw) > MAX_EVENT_BYTES:
+        return oversized
+    if "source" not in obj:
+        return Invalid("missing_field", "data must contain ['source'] properties")
+    source = obj["source"]
+    # Checked before the lookup below: a list or an object can't be a dict key.
+    if not isinstance(source, str):
+        return Invalid("wrong_type", f"source must be a string, got {_json_type(source)}")
     if source not in _VALIDATORS:
-        if "source" not in obj:
-            return Invalid("missing_field", "data must contain ['source'] properties")
-        return Invalid("unknown_source", f"source {source!r} is not one of {', '.join(SOURCES)}")
+        return Invalid(
+            "unknown_source", f"source {_clip(repr(source))} is not one of {', '.join(SOURCES)}"
+        )
     if topic_source is not None and source != topic_source:
         return Invalid("source_mismatch", f"source {source!r} sent to the {topic_source} topic")
     try:
@@ -152,17 +201,31 @@ def validate_event(
             f"ts {obj['ts']} is more than {max_future_ms // 1000} s ahead of the worker clock",
         )
     lead_id: str = obj["lead_id"]
-    if key is not None and key != lead_id.encode("utf-8"):
-        return Invalid("key_mismatch", "message key must equal lead_id (partitioning by lead)")
+    if check_key:
+        if key is None:
+            return Invalid("missing_key", "message has no key; it must be keyed by lead_id")
+        if key != lead_id.encode("utf-8"):
+            return Invalid("key_mismatch", "message key must equal lead_id (partitioning by lead)")
     return Event(
         event_id=obj["event_id"],
         lead_id=lead_id,
-        source=source,
+        source=cast(Source, source),
         type=obj["type"],
         ts=obj["ts"],
         ts_ms=ts_ms,
         attributes=obj.get("attributes") or {},
     )
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", bool: "a boolean", int: "a number"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number" if isinstance(value, float) else "a string")
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 def validate_score(record: dict[str, Any]) -> None:
@@ -181,24 +244,48 @@ def dlq_record(
     offset: int,
     key: bytes | None,
     error: Invalid,
+    max_value_bytes: int = DLQ_MAX_VALUE_BYTES,
+    now_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The value written to ``leads.dlq``: the original bytes plus where they came from and why."""
-    payload: dict[str, Any] = {
+    """The value written to ``leads.dlq`` (``schemas/dlq.json``): where the message came from,
+    why it was rejected, and its bytes up to ``max_value_bytes`` with the whole message's
+    SHA-256 and length, so that the record always fits a producer request however large the
+    message was."""
+    value, value_encoding, value_truncated = _excerpt(raw, max_value_bytes)
+    key_text, key_encoding, key_truncated = _excerpt(key, DLQ_MAX_KEY_BYTES)
+    return {
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "key": None if key is None else key.decode("utf-8", "backslashreplace"),
+        "key": key_text,
+        "key_encoding": key_encoding,
+        "key_length": None if key is None else len(key),
+        "key_truncated": key_truncated,
         "error_code": error.code,
-        "error_message": error.message,
+        "error_message": _clip(error.message, DLQ_MAX_MESSAGE_CHARS),
+        "value": value,
+        "value_encoding": value_encoding,
+        "value_length": None if raw is None else len(raw),
+        "value_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
+        "value_truncated": value_truncated,
+        "dlq_at": None if now_ms is None else format_ts_ms(now_ms),
     }
+
+
+def dlq_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a DLQ record: the original key, cut to ``DLQ_MAX_KEY_BYTES``."""
+    return key if key is None or len(key) <= DLQ_MAX_KEY_BYTES else key[:DLQ_MAX_KEY_BYTES]
+
+
+def _excerpt(raw: bytes | None, limit: int) -> tuple[str | None, str, bool]:
+    """``(text, encoding, truncated)`` of at most ``limit`` bytes of ``raw``: UTF-8 text when
+    the kept bytes are UTF-8 (a character cut at the end is dropped whole), else base64."""
     if raw is None:
-        payload["value"] = None
-        payload["value_encoding"] = "null"
-    else:
-        try:
-            payload["value"] = raw.decode("utf-8")
-            payload["value_encoding"] = "utf-8"
-        except UnicodeDecodeError:
-            payload["value"] = base64.b64encode(raw).decode("ascii")
-            payload["value_encoding"] = "base64"
-    return payload
+        return None, "null", False
+    part = raw[:limit]
+    try:
+        return part.decode("utf-8"), "utf-8", len(part) < len(raw)
+    except UnicodeDecodeError as exc:
+        if len(part) < len(raw) and exc.reason == "unexpected end of data":
+            return part[: exc.start].decode("utf-8"), "utf-8", True
+    return base64.b64encode(part).decode("ascii"), "base64", len(part) < len(raw)

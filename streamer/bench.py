@@ -254,6 +254,7 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
         for e in events
     ]
     try:
+        await store.open()
         await apply_in_batches(store, tagged)
     finally:
         await client.aclose()
@@ -515,6 +516,7 @@ def run_bench(
                     orjson.dumps(h),
                     topic_source=None,
                     key=None,
+                    check_key=False,
                     now_ms=now,
                     max_future_ms=86_400_000,
                 )

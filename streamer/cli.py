@@ -44,18 +44,52 @@ def _emit(obj: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import faust
-
     from streamer import gc_tuning
     from streamer.app import create_app
     from streamer.topics import ensure_topics
+    from streamer.worker import BoundedWorker
 
     ensure_topics(settings)
     app, _rt = create_app(settings)
     # Everything the worker keeps for its lifetime (modules, the model) exists by now.
     gc_tuning.tune(settings.gc_gen0_threshold)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker = BoundedWorker(
+        app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
     worker.execute_from_commandline()
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.validation import parse_ts_ms
+    from streamer.rebuild import run_rebuild
+
+    settings.require_kafka()
+    from_ms = None
+    if args.from_time:
+        from_ms = parse_ts_ms(args.from_time)
+        if from_ms is None:
+            raise LeadscoreError(
+                f"--from-time {args.from_time!r} is not an RFC 3339 timestamp with offset"
+            )
+    offsets: dict[tuple[str, int], int] = {}
+    for spec in args.from_offset or ():
+        topic, _, rest = spec.rpartition(":")
+        name, _, part = topic.rpartition(":")
+        if not name or not part.isdigit() or not rest.isdigit():
+            raise LeadscoreError(f"--from-offset {spec!r} is not SOURCE:PARTITION:OFFSET")
+        offsets[(settings.topic(name), int(part))] = int(rest)
+    report = run_rebuild(
+        settings,
+        from_ms=from_ms,
+        from_offsets=offsets,
+        restore_scores=not args.no_scores,
+        progress=say,
+    )
+    _emit(report.as_dict())
     return 0
 
 
@@ -424,6 +458,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print the result as one JSON line")
     b.set_defaults(func=cmd_bench)
+
+    rb = sub.add_parser(
+        "rebuild",
+        help="rebuild the Redis feature state from the input topics",
+        description="After Redis lost its data (restarted empty, flushed, replaced) the "
+        "workers stop scoring and /ready answers 503. This replays leads.web/email/crm "
+        "through the same Lua code, restores each lead's latest score from leads.scores, "
+        "and lets the workers resume where they stopped; events they had not scored yet "
+        "are scored then. The input topics must still hold the events a feature window "
+        "can reach (30 days). Prints a JSON summary.",
+    )
+    rb.add_argument(
+        "--from-time",
+        metavar="TS",
+        help="replay from this RFC 3339 moment instead of the topics' beginning",
+    )
+    rb.add_argument(
+        "--from-offset",
+        action="append",
+        metavar="SOURCE:PARTITION:OFFSET",
+        help="replay this partition from this offset, e.g. web:0:1500 (repeatable)",
+    )
+    rb.add_argument(
+        "--no-scores", action="store_true", help="don't restore latest scores from leads.scores"
+    )
+    rb.set_defaults(func=cmd_rebuild)
 
     fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")
     fg.add_argument("lead_id")

@@ -223,6 +223,7 @@ def run_demo(
                 orjson.dumps(ev),
                 topic_source=None,
                 key=None,
+                check_key=False,
                 now_ms=now_ms,
                 max_future_ms=86_400_000,
             )

@@ -7,7 +7,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from features.store import RedisFeatureStore
-from streamer.app import redis_client
+from streamer.redisconn import redis_client
 from streamer.settings import Settings
 
 

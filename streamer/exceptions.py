@@ -17,3 +17,12 @@ class ServiceStartError(LeadscoreError):
 
 class KafkaUnavailableError(LeadscoreError):
     """Raised when the Kafka bootstrap servers don't answer in time."""
+
+
+class PublishError(LeadscoreError):
+    """Raised when the broker refuses records of a batch: the batch is not acknowledged and
+    the worker stops, so that its events are processed again after a restart."""
+
+
+class InjectedFaultError(LeadscoreError):
+    """Raised by the scoring agent when ``LEADSCORE_FAULT_INJECT=agent`` (tests only)."""

@@ -25,6 +25,14 @@ class Metrics:
     model_swaps: Counter
     scores: Counter
     alerts: Counter
+    batch_failures: Counter
+    save_failures: Counter
+    model_errors: Counter
+    model_load_failures: Counter
+    model_degraded: Gauge
+    state_lost: Gauge
+    redis_up: Gauge
+    publish_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -95,6 +103,51 @@ class Metrics:
                 "leadscore_alerts_total",
                 "Tier-change alerts published",
                 ["to_tier"],
+                registry=reg,
+            ),
+            batch_failures=Counter(
+                "leadscore_batch_failures_total",
+                "Micro-batches that failed as a whole and were processed again message by "
+                "message (a message that failed alone went to the DLQ as internal_error)",
+                registry=reg,
+            ),
+            save_failures=Counter(
+                "leadscore_score_save_failures_total",
+                "Batches whose latest scores could not be saved in Redis (no tier alerts)",
+                registry=reg,
+            ),
+            model_errors=Counter(
+                "leadscore_model_errors_total",
+                "Chunks a model failed to score (scored by the rules instead)",
+                ["version"],
+                registry=reg,
+            ),
+            model_load_failures=Counter(
+                "leadscore_model_load_failures_total",
+                "Registry models that failed their checks or to load (the last good model "
+                "kept scoring)",
+                registry=reg,
+            ),
+            model_degraded=Gauge(
+                "leadscore_model_degraded",
+                "1 while the worker scores with another model than the registry's champion, "
+                "because the champion failed to load",
+                registry=reg,
+            ),
+            state_lost=Gauge(
+                "leadscore_feature_state_lost",
+                "1 while Redis has lost the feature state and scoring waits for "
+                "`leadscore rebuild`",
+                registry=reg,
+            ),
+            redis_up=Gauge(
+                "leadscore_redis_up",
+                "1 when the last readiness check reached Redis (and authenticated)",
+                registry=reg,
+            ),
+            publish_failures=Counter(
+                "leadscore_publish_failures_total",
+                "Batches whose records the broker did not take (sent again, then the worker stops)",
                 registry=reg,
             ),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -17,14 +18,26 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from features.definitions import Spec
+from features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from features.offline import VECTOR_SEP, parse_value
 from features.store import FeatureStore, Update
-from model.scoring import FeatureBatch, Rows, Scorer, Value
+from model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer, Value
 from schemas import SOURCES, Source
-from schemas.validation import Event, Invalid, dlq_record, validate_event
+from schemas.validation import (
+    DLQ_MAX_VALUE_BYTES,
+    Event,
+    Invalid,
+    dlq_key,
+    dlq_record,
+    validate_event,
+)
 from streamer.metrics import Metrics, observe_many
+
+log = logging.getLogger(__name__)
 
 
 class Message(NamedTuple):
@@ -44,6 +57,13 @@ class Message(NamedTuple):
 
 @dataclass(slots=True)
 class BatchOutput:
+    """Everything one micro-batch produced, and what of it was handed to ``emit``.
+
+    Every message of the batch ends as exactly one of: a score record, a DLQ record, or a
+    counted drop (duplicate, late). The counters are added to the metrics by
+    ``Pipeline.delivered``, once the records are on the broker.
+    """
+
     scores: list[tuple[str, bytes]] = field(default_factory=list)
     """(lead_id, JSON) of each score record, in ``records`` order."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
@@ -51,6 +71,19 @@ class BatchOutput:
     records: list[dict[str, Any]] = field(default_factory=list)
     scored: list[tuple[str, str]] = field(default_factory=list)
     """(lead_id, event_id) of each score record: confirmed in the store once delivered."""
+    score_msgs: list[int] = field(default_factory=list)
+    """Index in the batch of the message behind each score record."""
+    dlq_msgs: list[int] = field(default_factory=list)
+    """Index in the batch of the message behind each DLQ record."""
+    dlq_codes: list[str] = field(default_factory=list)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Events by (source, outcome): scored, duplicate, late, invalid, redelivered."""
+    tiers: Counter[str] = field(default_factory=Counter)
+    emitted: tuple[int, int] = (0, 0)
+    """How many score and DLQ records were handed to ``emit`` (sent: they can't be taken
+    back if the batch fails later)."""
+    isolated: bool = False
+    """The batch failed as a whole and was processed again message by message."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     saving: asyncio.Task[dict[str, str | None]] | None = None
     """The store call saving the latest scores, when ``process`` left it to ``complete``."""
@@ -72,6 +105,19 @@ Emit = Callable[
 """Called by ``Pipeline.process`` with each chunk's new score records and DLQ records, so the
 caller can send them while Redis applies the next chunk (see ``process``)."""
 
+OnStateLost = Callable[[FeatureStateLostError], Awaitable[None]]
+"""Called when the store reports its state lost; returns once it is usable again (rebuilt)."""
+
+#: Failures of a service, not of a message: a batch that meets one is not retried message by
+#: message (every message would fail alike and land in the DLQ); the error goes up instead.
+SERVICE_ERRORS: tuple[type[BaseException], ...] = (
+    FeatureStateLostError,
+    FeatureStoreUnavailableError,
+    RedisError,
+    KafkaError,
+    OSError,
+)
+
 #: Events per store call within a batch: small enough that scoring one chunk overlaps the
 #: Redis call for the next, large enough that the per-call cost stays small.
 REDIS_CHUNK = 128
@@ -88,19 +134,26 @@ class Pipeline:
         max_future_ms: int,
         clock: Callable[[], float] = time.time,
         chunk: int = REDIS_CHUNK,
+        fallback: Scorer | None = None,
+        on_state_lost: OnStateLost | None = None,
+        dlq_max_value_bytes: int = DLQ_MAX_VALUE_BYTES,
     ) -> None:
         self._store = store
         self._chunk = max(1, chunk)
         self._scorer = scorer
+        self._fallback = fallback
         self._metrics = metrics
         self._topic_sources = topic_sources
         self._max_future_ms = max_future_ms
         self._clock = clock
+        self._on_state_lost = on_state_lost
+        self._dlq_max_value_bytes = dlq_max_value_bytes
         self._confirm: list[tuple[str, str]] = []
         self._in_flight: set[tuple[str, str]] = set()
         """Events this pipeline scored whose confirmation has not yet reached the store: their
         records are being delivered, or are delivered and confirmed with the next call."""
         self._last_save: asyncio.Task[dict[str, str | None]] | None = None
+        self._broken_models: set[str] = set()
 
     def forget_in_flight(self) -> None:
         """Forget the undelivered batches: their events will come again (the agent restarted,
@@ -108,9 +161,22 @@ class Pipeline:
         self._in_flight.clear()
 
     def delivered(self, out: BatchOutput) -> None:
-        """``out``'s records are on the broker: confirm them with the next store call."""
+        """``out``'s records are on the broker: confirm them with the next store call, and
+        count them."""
         self._confirm.extend(out.scored)
         out.scored = []
+        m = self._metrics
+        for (src, outcome), n in out.counts.items():
+            m.events.labels(source=src, outcome=outcome).inc(n)
+        for tier, n in out.tiers.items():
+            m.scores.labels(tier=tier).inc(n)
+        for code, n in Counter(out.dlq_codes).items():
+            m.dlq.labels(code=code).inc(n)
+        for alert in out.alerts:
+            m.alerts.labels(to_tier=orjson.loads(alert[1])["to_tier"]).inc()
+        out.counts = Counter()
+        out.tiers = Counter()
+        out.dlq_codes = []
 
     async def process(
         self, messages: Sequence[Message], emit: Emit | None = None, *, defer_alerts: bool = False
@@ -125,21 +191,139 @@ class Pipeline:
         With ``defer_alerts``, the call saving the latest scores is left running and the
         alerts are added by ``complete(out)``: the worker awaits it while delivering the
         batch, so that Redis saves this batch's scores while the next batch is validated.
+
+        A failure that is not a service's (a bug meeting an odd message, say) never loses the
+        batch: what was already emitted stays, the rest is processed again one message at a
+        time, and a message that fails alone goes to the DLQ as ``internal_error``. A lost
+        store state waits for ``on_state_lost`` (the rebuild), then the batch goes on.
         """
         out = BatchOutput()
         if not messages:
             return out
-        m = self._metrics
-        m.batch_size.observe(len(messages))
-        now_ms = int(self._clock() * 1000)
-        # Counted per batch and added once per label: labels() per event cost ~4 % of the CPU.
-        counts: Counter[tuple[str, str]] = Counter()
-        tiers: Counter[str] = Counter()
-        now_s = now_ms / 1000
+        self._metrics.batch_size.observe(len(messages))
+        now_s = self._clock()
         observe_many(
-            m.consume_lag,
+            self._metrics.consume_lag,
             [max(0.0, now_s - msg.timestamp) for msg in messages if msg.timestamp is not None],
         )
+        try:
+            await self._guarded(list(enumerate(messages)), emit, out, messages, save=True)
+        except SERVICE_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated below, message by message
+            log.error(
+                "a batch of %d messages failed (%s: %s); processing it message by message",
+                len(messages),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            self._metrics.batch_failures.inc()
+            out.isolated = True
+            await self._isolate(messages, emit, out)
+        if not defer_alerts:
+            await self.complete(out)
+        for stage, secs in out.stage_seconds.items():
+            self._metrics.stage_seconds.labels(stage=stage).observe(secs)
+        return out
+
+    async def _guarded(
+        self,
+        todo: list[tuple[int, Message]],
+        emit: Emit | None,
+        out: BatchOutput,
+        messages: Sequence[Message],
+        *,
+        save: bool,
+    ) -> None:
+        """One attempt at ``todo``; after a lost store state, wait for ``on_state_lost`` and
+        go on with the messages that have no outcome yet."""
+        while True:
+            try:
+                await self._attempt(todo, emit, out, messages, save=save)
+                return
+            except FeatureStateLostError as exc:
+                if self._on_state_lost is None:
+                    raise
+                done = set(out.score_msgs) | set(out.dlq_msgs)
+                todo = [(i, m) for i, m in todo if i not in done]
+                await self._on_state_lost(exc)
+
+    async def _attempt(
+        self,
+        todo: list[tuple[int, Message]],
+        emit: Emit | None,
+        out: BatchOutput,
+        messages: Sequence[Message],
+        *,
+        save: bool,
+    ) -> None:
+        """``_run``; if it fails, ``out`` goes back to how it was before, except for the
+        records already emitted (sent: they stand, and are counted)."""
+        ns0, nd0 = len(out.scores), len(out.dlq)
+        counts0, tiers0 = out.counts.copy(), out.tiers.copy()
+        try:
+            await self._run(todo, emit, out, save=save)
+        except BaseException:
+            ns, nd = max(ns0, out.emitted[0]), max(nd0, out.emitted[1])
+            for key in out.scored[ns:]:
+                self._in_flight.discard(key)
+            del out.scores[ns:], out.records[ns:], out.scored[ns:], out.score_msgs[ns:]
+            del out.dlq[nd:], out.dlq_msgs[nd:], out.dlq_codes[nd:]
+            for i in out.score_msgs[ns0:]:
+                counts0[(self._source(messages[i]), "scored")] += 1
+            for i, code in zip(out.dlq_msgs[nd0:], out.dlq_codes[nd0:], strict=True):
+                counts0[(self._source(messages[i]), _dlq_outcome(code))] += 1
+            tiers0.update(r["tier"] for r in out.records[ns0:])
+            out.counts, out.tiers = counts0, tiers0
+            raise
+
+    async def _isolate(
+        self, messages: Sequence[Message], emit: Emit | None, out: BatchOutput
+    ) -> None:
+        """Process the messages without an outcome one at a time; one that fails alone goes
+        to the DLQ as ``internal_error``."""
+        done = set(out.score_msgs) | set(out.dlq_msgs)
+        for i, msg in enumerate(messages):
+            if i in done:
+                continue
+            try:
+                await self._guarded([(i, msg)], emit, out, messages, save=False)
+            except SERVICE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this message alone fails: the DLQ
+                if i in out.score_msgs[-1:] or i in out.dlq_msgs[-1:]:
+                    continue  # its record was sent before the failure: it stands
+                log.error(
+                    "message %s[%d]@%d failed alone; sent to the DLQ as internal_error",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    exc_info=exc,
+                )
+                error = Invalid("internal_error", f"{type(exc).__name__}: {exc}")
+                self._dead_letter(msg, i, error, out)
+                await self._emit(emit, out)
+        if out.records:
+            out.saving = self._last_save = await _started(
+                self._save_after(self._last_save, out.records, [b for _, b in out.scores])
+            )
+
+    def _source(self, msg: Message) -> str:
+        return self._topic_sources.get(msg.topic) or "unknown"
+
+    async def _run(
+        self,
+        todo: Sequence[tuple[int, Message]],
+        emit: Emit | None,
+        out: BatchOutput,
+        *,
+        save: bool,
+    ) -> None:
+        """The fast path: validate, apply chunk by chunk, score, emit (and save, with
+        ``save``); adds to ``out``."""
+        now_ms = int(self._clock() * 1000)
+        counts = out.counts
         confirm, self._confirm = self._confirm, []
         # The first store call below confirms these before it applies this batch's events.
         self._in_flight.difference_update(confirm)
@@ -148,7 +332,7 @@ class Pipeline:
         # caught here because the copies may fall in different store calls, and the script
         # knows an event applied earlier in the same call only (other calls leave it pending).
         seen: set[tuple[str, str]] = set()
-        unique: list[tuple[Message, Event]] = []
+        unique: list[tuple[int, Message, Event]] = []
         # The first chunk is smaller: nothing overlaps the wait for its store call. That call
         # goes out as soon as the chunk's events are validated; the rest of the batch is
         # validated while Redis applies it. A store that applies calls in the order they are
@@ -159,10 +343,10 @@ class Pipeline:
         first = max(1, self._chunk // 4)
         tasks: list[asyncio.Task[list[Update]]] = []
         bounds = [0]  # where each chunk starts in ``unique``
-        save: asyncio.Task[dict[str, str | None]] | None = None
+        saving: asyncio.Task[dict[str, str | None]] | None = None
 
         async def send(a: int, b: int) -> None:
-            events = [e for _, e in unique[a:b]]
+            events = [e for _, _, e in unique[a:b]]
             tasks.append(await _started(self._store.apply_batch(events, confirm if a == 0 else ())))
 
         sending = 0.0  # time spent sending during validation, not validating
@@ -177,8 +361,8 @@ class Pipeline:
 
         try:
             v0 = time.perf_counter()
-            for msg in messages:
-                ev = self._validate(msg, now_ms, out, counts)
+            for i, msg in todo:
+                ev = self._validate(msg, i, now_ms, out)
                 if ev is None:
                     continue
                 key = (ev.lead_id, ev.event_id)
@@ -186,14 +370,13 @@ class Pipeline:
                     counts[(ev.source, "duplicate")] += 1
                     continue
                 seen.add(key)
-                unique.append((msg, ev))
+                unique.append((i, msg, ev))
                 if len(unique) - bounds[-1] == (first if len(bounds) == 1 else self._chunk):
                     await close_chunk()
             if len(unique) > bounds[-1]:
                 await close_chunk()
             validate_s = time.perf_counter() - v0 - sending
             chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-            emitted = (0, 0)  # (score records, DLQ records) already handed to ``emit``
             if not chunks and confirm:
                 await self._store.apply_batch([], confirm)
             for k, chunk in enumerate(chunks):
@@ -203,44 +386,60 @@ class Pipeline:
                 if len(tasks) == k + 1 < len(chunks):
                     await send(bounds[k + 1], bounds[k + 2])
                 s0 = time.perf_counter()
-                self._score_chunk(chunk, updates, out, counts, tiers)
+                self._score_chunk(chunk, updates, out)
                 model_s += time.perf_counter() - s0
-                if k + 1 == len(chunks) and out.records:
+                if save and k + 1 == len(chunks) and out.records:
                     # The latest scores are saved while the last chunk's records are sent.
-                    save = self._last_save = await _started(
+                    saving = self._last_save = await _started(
                         self._save_after(self._last_save, out.records, [b for _, b in out.scores])
                     )
-                if emit is not None:
-                    await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
-                    emitted = (len(out.scores), len(out.dlq))
-            if emit is not None and emitted != (len(out.scores), len(out.dlq)):
-                await emit(out.scores[emitted[0] :], out.dlq[emitted[1] :])
-            for (src, outcome), n in counts.items():
-                m.events.labels(source=src, outcome=outcome).inc(n)
-            for tier, n in tiers.items():
-                m.scores.labels(tier=tier).inc(n)
-            out.saving, save = save, None
+                await self._emit(emit, out)
+            await self._emit(emit, out)
+            out.saving, saving = saving, None
+        except BaseException:
+            # The confirmations may not have reached the store: send them again with the next
+            # call (forgetting a pending vector twice is harmless).
+            self._confirm[:0] = confirm
+            self._in_flight.update(confirm)
+            raise
         finally:
-            for pending in (*tasks, save):
+            for pending in (*tasks, saving):
                 if pending is not None and not pending.done():
                     pending.cancel()
-        out.stage_seconds = {"validate": validate_s, "redis": waited, "model": model_s}
-        if not defer_alerts:
-            await self.complete(out)
-        for stage, secs in out.stage_seconds.items():
-            m.stage_seconds.labels(stage=stage).observe(secs)
-        return out
+        stages = out.stage_seconds
+        stages["validate"] = stages.get("validate", 0.0) + validate_s
+        stages["redis"] = stages.get("redis", 0.0) + waited
+        stages["model"] = stages.get("model", 0.0) + model_s
+
+    @staticmethod
+    async def _emit(emit: Emit | None, out: BatchOutput) -> None:
+        ns, nd = out.emitted
+        if emit is None or (ns, nd) == (len(out.scores), len(out.dlq)):
+            return
+        await emit(out.scores[ns:], out.dlq[nd:])
+        out.emitted = (len(out.scores), len(out.dlq))
 
     async def complete(self, out: BatchOutput) -> None:
-        """Wait for ``out``'s latest scores to be saved and add its tier-change alerts."""
+        """Wait for ``out``'s latest scores to be saved and add its tier-change alerts.
+
+        A save that fails leaves the batch without alerts (logged); its score records stand.
+        """
         if out.saving is None:
             return
         t0 = time.perf_counter()
-        previous = await out.saving
-        out.saving = None
-        out.stage_seconds["redis"] = out.stage_seconds.get("redis", 0.0) + (
-            time.perf_counter() - t0
-        )
+        try:
+            previous = await out.saving
+        except (Exception, asyncio.CancelledError) as exc:
+            if not out.saving.cancelled() and not isinstance(exc, Exception):
+                raise
+            log.warning("saving the latest scores failed, no tier alerts for this batch: %s", exc)
+            self._metrics.save_failures.inc()
+            return
+        finally:
+            out.saving = None
+            out.stage_seconds["redis"] = out.stage_seconds.get("redis", 0.0) + (
+                time.perf_counter() - t0
+            )
         self._alerts(out, previous)
 
     async def _save_after(
@@ -252,14 +451,15 @@ class Pipeline:
         """Save after the previous batch's save: each returns the tiers the one before left,
         and a lead's latest record must be its latest batch's."""
         if before is not None and not before.done():
-            # Its own caller reports its failure; this batch's save goes ahead regardless.
-            with contextlib.suppress(Exception):
+            # Its own caller reports its failure (or it was cancelled with its batch); this
+            # batch's save goes ahead regardless.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(before)
+            if not before.done():  # this task itself is being cancelled
+                raise asyncio.CancelledError
         return await self._store.save_scores(records, encoded)
 
-    def _validate(
-        self, msg: Message, now_ms: int, out: BatchOutput, counts: Counter[tuple[str, str]]
-    ) -> Event | None:
+    def _validate(self, msg: Message, index: int, now_ms: int, out: BatchOutput) -> Event | None:
         """The message's event, or None after adding its DLQ record to ``out``."""
         source = self._topic_sources.get(msg.topic)
         res: Event | Invalid = validate_event(
@@ -271,33 +471,40 @@ class Pipeline:
         )
         if not isinstance(res, Invalid):
             return res
+        self._dead_letter(msg, index, res, out, now_ms)
+        return None
+
+    def _dead_letter(
+        self, msg: Message, index: int, error: Invalid, out: BatchOutput, now_ms: int | None = None
+    ) -> None:
         rec = dlq_record(
             msg.value,
             topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
             key=msg.key,
-            error=res,
+            error=error,
+            max_value_bytes=self._dlq_max_value_bytes,
+            now_ms=int(self._clock() * 1000) if now_ms is None else now_ms,
         )
-        out.dlq.append((msg.key, orjson.dumps(rec)))
-        self._metrics.dlq.labels(code=res.code).inc()
-        counts[(source or "unknown", "invalid")] += 1
-        return None
+        out.dlq.append((dlq_key(msg.key), orjson.dumps(rec)))
+        out.dlq_msgs.append(index)
+        out.dlq_codes.append(error.code)
+        out.counts[(self._source(msg), _dlq_outcome(error.code))] += 1
 
     def _score_chunk(
         self,
-        chunk: Sequence[tuple[Message, Event]],
+        chunk: Sequence[tuple[int, Message, Event]],
         updates: Sequence[Update],
         out: BatchOutput,
-        counts: Counter[tuple[str, str]],
-        tiers: Counter[str],
     ) -> None:
+        counts = out.counts
         texts: list[str] = []
         rows: list[dict[str, Any]] = []
         specs = None
-        scored_events: list[tuple[Message, Event]] = []
+        scored_events: list[tuple[int, Message, Event]] = []
         in_flight = self._in_flight
-        for (msg, ev), upd in zip(chunk, updates, strict=True):
+        for (i, msg, ev), upd in zip(chunk, updates, strict=True):
             if upd.outcome == "redelivered" and (ev.lead_id, ev.event_id) in in_flight:
                 # A repeat of an event an earlier batch scored, whose delivery is not yet
                 # confirmed in the store (the worker processes a batch while the one before it
@@ -313,9 +520,11 @@ class Pipeline:
                     rows.append(upd.features)
                 else:
                     continue
-                scored_events.append((msg, ev))
+                scored_events.append((i, msg, ev))
                 if upd.outcome == "redelivered":
                     counts[(ev.source, "redelivered")] += 1
+            elif upd.outcome == "error":
+                self._dead_letter(msg, i, Invalid("internal_error", upd.error), out)
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
                 counts[(ev.source, outcome)] += 1
@@ -326,15 +535,14 @@ class Pipeline:
         batch: Rows = rows
         if texts and specs is not None:
             batch = vector_batch(texts, specs)
-        scorer = self._scorer()
-        results = scorer.score_records(batch)
+        scorer, results = self._score(batch)
         now = self._clock()
         scored_at = iso_now(now)
         version = scorer.version
         # Per record: locals for the appends, counters added once per chunk.
         add_record, add_scored, add_score = out.records.append, out.scored.append, out.scores.append
-        add_in_flight, dumps = in_flight.add, orjson.dumps
-        for (_, ev), s in zip(scored_events, results, strict=True):
+        add_msg, add_in_flight, dumps = out.score_msgs.append, in_flight.add, orjson.dumps
+        for (i, _, ev), s in zip(scored_events, results, strict=True):
             lead = ev.lead_id
             rec = {
                 "lead_id": lead,
@@ -351,13 +559,28 @@ class Pipeline:
             key = (lead, ev.event_id)
             add_scored(key)
             add_in_flight(key)
+            add_msg(i)
             add_score((lead, dumps(rec)))
-        counts.update((ev.source, "scored") for _, ev in scored_events)
-        tiers.update(s.tier for s in results)
+        counts.update((ev.source, "scored") for _, _, ev in scored_events)
+        out.tiers.update(s.tier for s in results)
         observe_many(
             self._metrics.event_to_score,
-            [max(0.0, now - m.timestamp) for m, _ in scored_events if m.timestamp is not None],
+            [max(0.0, now - m.timestamp) for _, m, _ in scored_events if m.timestamp is not None],
         )
+
+    def _score(self, batch: Rows) -> tuple[Scorer, list[ScoredRecord]]:
+        """Score with the current model; if it fails, with the fallback (the rules)."""
+        scorer = self._scorer()
+        try:
+            return scorer, scorer.score_records(batch)
+        except Exception as exc:
+            if self._fallback is None or scorer is self._fallback:
+                raise
+            if scorer.version not in self._broken_models:
+                self._broken_models.add(scorer.version)
+                log.exception("model %s failed to score; using %s", scorer.version, exc)
+            self._metrics.model_errors.labels(version=scorer.version).inc()
+            return self._fallback, self._fallback.score_records(batch)
 
     def _alerts(self, out: BatchOutput, previous: dict[str, str | None]) -> None:
         tiers = dict(previous)
@@ -377,7 +600,11 @@ class Pipeline:
                     "scored_at": rec["scored_at"],
                 }
                 out.alerts.append((lead, orjson.dumps(alert)))
-                self._metrics.alerts.labels(to_tier=rec["tier"]).inc()
+
+
+def _dlq_outcome(code: str) -> str:
+    """The events counter's outcome for a DLQ record: bad input, or a failure of ours."""
+    return "failed" if code == "internal_error" else "invalid"
 
 
 def topic_sources(topic: Callable[[str], str]) -> dict[str, Source]:

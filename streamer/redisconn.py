@@ -9,10 +9,14 @@ inflates small calls: timed in-process, this and per-batch histogram observes to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
+import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+if TYPE_CHECKING:
+    from streamer.settings import Settings
 
 
 def _pack(encoder: Any, args: tuple[Any, ...]) -> list[bytes] | None:
@@ -49,3 +53,36 @@ class HiredisPackSSLConnection(_HiredisPack, SSLConnection):
 
 class HiredisPackUnixConnection(_HiredisPack, UnixDomainSocketConnection):
     pass
+
+
+def redis_client(settings: Settings) -> Any:
+    """A Redis (or, with ``LEADSCORE_REDIS_CLUSTER``, a Redis Cluster) asyncio client."""
+    # No read timeout: a Redis that pauses must make the worker wait for the reply. A timeout
+    # followed by a retry could run a batch twice, and the second run would see every event
+    # as a duplicate and score none of them. Connection failures are retried with backoff.
+    kwargs: dict[str, Any] = {
+        "socket_timeout": None,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_tls and settings.redis_tls_cafile:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        kwargs.pop("health_check_interval", None)
+        if settings.redis_tls:
+            kwargs["ssl"] = True
+        return RedisCluster.from_url(settings.redis_url, **kwargs)
+    pool = aioredis.ConnectionPool.from_url(settings.redis_url, **kwargs)
+    # The URL picks TCP, TLS (rediss://) or a unix socket; LEADSCORE_REDIS_TLS turns a
+    # redis:// URL into TLS. TCP, TLS and unix-socket connections pack commands with hiredis.
+    if settings.redis_tls or issubclass(pool.connection_class, SSLConnection):
+        pool.connection_class = HiredisPackSSLConnection
+    elif pool.connection_class is Connection:
+        pool.connection_class = HiredisPackConnection
+    elif pool.connection_class is UnixDomainSocketConnection:
+        pool.connection_class = HiredisPackUnixConnection
+    return aioredis.Redis(connection_pool=pool)

@@ -57,6 +57,32 @@ class Settings(BaseSettings):
         "heap (streamer.gc_tuning); 0 keeps Python's defaults",
     )
     max_future_skew_s: int = 86_400
+    dlq_max_value_bytes: int = Field(
+        default=16 * 1024,
+        ge=0,
+        le=128 * 1024,
+        description="original bytes kept in a DLQ record (the rest is described by its length "
+        "and SHA-256); at most 131072, so that a record always fits a 1 MiB producer request",
+    )
+    shutdown_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        description="after SIGTERM the worker exits within this long, finished or not "
+        "(offsets are committed only for delivered batches, so nothing is lost)",
+    )
+    web_request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="worker web server: a client must send its request within this long, "
+        "and a request is answered within it",
+    )
+    web_keepalive_timeout_s: float = Field(
+        default=5.0, gt=0, description="worker web server: idle keep-alive connections close"
+    )
+    fault_inject: Literal["", "agent"] = Field(
+        default="",
+        description="tests only: 'agent' makes the scoring agent fail on its first batch",
+    )
     model_poll_s: float = 2.0
     max_reasons: int = 5
     explain: Literal["path", "treeshap"] = Field(

@@ -110,3 +110,44 @@ def end_offsets(
         return ends
     finally:
         consumer.close()
+
+
+def committed_offsets(
+    settings: Settings, partitions: Iterable[tuple[str, int]], group: str | None = None
+) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offset of each ``(topic, partition)`` (0: none)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": group or settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        got = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=30)
+    finally:
+        consumer.close()
+    return {(tp.topic or "", tp.partition): max(tp.offset, 0) for tp in got}
+
+
+def input_partitions(settings: Settings, timeout: float = 30.0) -> list[tuple[str, int]]:
+    """Every partition of the input topics that exist."""
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
+        ) from exc
+    out = []
+    for name in INPUT_TOPICS:
+        topic = settings.topic(name)
+        if topic in meta.topics:
+            out += [(topic, p) for p in sorted(meta.topics[topic].partitions)]
+    return out
+
+
+def group_has_history(settings: Settings) -> bool:
+    """Whether the worker group has committed any offset on the input topics."""
+    parts = input_partitions(settings)
+    return bool(parts) and any(off > 0 for off in committed_offsets(settings, parts).values())

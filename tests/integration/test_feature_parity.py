@@ -26,6 +26,12 @@ from .conftest import metric_total, read_topic
 pytestmark = pytest.mark.integration
 
 
+def slot_db(redis_url: str, per_slot: bool) -> str:
+    """Split by cluster slot, the store keeps one state marker per slot: such tests use a
+    database of their own on the single test Redis (one Redis is a cluster or it isn't)."""
+    return redis_url.rsplit("/", 1)[0] + "/15" if per_slot else redis_url
+
+
 def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
     """Events over 45 days ending yesterday, shuffled (out of order, late, duplicated)."""
     rng = random.Random(seed)
@@ -82,9 +88,10 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
     expected = replay(events)
 
     async def run() -> tuple[list, dict]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = aioredis.Redis.from_url(slot_db(redis_url, per_slot))
         store = RedisFeatureStore(client, per_slot=per_slot)
         try:
+            await store.open()
             # Each call confirms the previous one's scores, as the worker does after delivery.
             updates = await apply_in_batches(store, events, batch=250)
             finals = {lead: await store.read(lead) for lead in expected}
@@ -104,7 +111,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
     for lead, state in expected.items():
         assert finals[lead] == state.features(), lead
 
-    sync = redis.Redis.from_url(redis_url)
+    sync = redis.Redis.from_url(slot_db(redis_url, per_slot))
     # The stored buckets, after the script's pruning, are the replay's after its own.
     codes = kind_codes()
     for lead, state in expected.items():
@@ -170,9 +177,10 @@ def test_saved_scores_keep_each_leads_latest_record_and_report_its_previous_tier
         return {"lead_id": lead, "tier": tier, "score": n / 10, "event_id": f"e{n}"}
 
     async def run() -> tuple[dict, dict, dict, bytes | None]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = aioredis.Redis.from_url(slot_db(redis_url, per_slot))
         store = RedisFeatureStore(client, per_slot=per_slot)
         try:
+            await store.open()
             first = await store.save_scores([rec(a, "cold", 1), rec(b, "warm", 2)])
             batch = [rec(a, "warm", 3), rec(b, "hot", 4), rec(a, "hot", 5)]
             # Key order differs from what orjson.dumps(record) gives: the bytes are kept.
@@ -201,7 +209,9 @@ def test_control_characters_in_a_profile_value_cannot_break_the_vector(redis_url
     async def run() -> list:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return await RedisFeatureStore(client).apply_batch([event])
+            store = RedisFeatureStore(client)
+            await store.open()
+            return await store.apply_batch([event])
         finally:
             await client.aclose()
 

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from features.store import MemoryFeatureStore
 from model.rules import RuleScorer
-from schemas.validation import format_ts_ms, validate_score
+from schemas.validation import format_ts_ms, validate_event, validate_score
+from streamer import pipeline as pipeline_module
 from streamer.metrics import Metrics
 from streamer.pipeline import Message, Pipeline, topic_sources
 from streamer.settings import Settings
@@ -63,6 +64,8 @@ async def test_one_valid_score_record_per_distinct_event_and_dlq_for_bad():
     assert len(out.dlq) == 2  # broken JSON, and an email event on the web topic
     codes = sorted(orjson.loads(v)["error_code"] for _, v in out.dlq)
     assert codes == ["not_json", "source_mismatch"]
+    assert value(m, "leadscore_events_total", source="web", outcome="scored") == 0
+    p.delivered(out)  # counted once on the broker
     assert value(m, "leadscore_events_total", source="web", outcome="scored") == 2
     assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
     assert value(m, "leadscore_dlq_total", code="not_json") == 1
@@ -80,6 +83,7 @@ async def test_store_calls_in_chunks_keep_order_and_a_repeat_in_a_later_chunk_is
     batch = [msg(i, e) for i, e in enumerate(events)]
     batch.append(msg(7, events[0]))  # e0 again, three calls after its first copy
     out = await p.process(batch)
+    p.delivered(out)
     assert [r["event_id"] for r in out.records] == [f"e{i}" for i in range(7)]
     assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
     assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 0
@@ -91,16 +95,23 @@ async def test_store_calls_in_chunks_keep_order_and_a_repeat_in_a_later_chunk_is
         assert await store.read(lead) == await one_call._store.read(lead)  # noqa: SLF001
 
 
-async def test_first_store_call_goes_out_before_the_rest_of_the_batch_is_validated():
+async def test_first_store_call_goes_out_before_the_rest_of_the_batch_is_validated(monkeypatch):
     """Redis applies the first chunk while the worker validates the rest of the batch; the
     chunks, their order and the results are those of validating everything first."""
     p, store, m = make(chunk=8)  # first chunk: 2 events, then chunks of 8
-    seen_at_calls: list[tuple[list[str], float]] = []
+    seen_at_calls: list[tuple[list[str], int]] = []
     apply = store.apply_batch
+    validated = 0
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal validated
+        validated += 1
+        return validate_event(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "validate_event", counting)
 
     async def recording(events, confirm=()):  # type: ignore[no-untyped-def]
-        dlq = value(m, "leadscore_dlq_total", code="not_json")
-        seen_at_calls.append(([e.event_id for e in events], dlq))
+        seen_at_calls.append(([e.event_id for e in events], validated))
         return await apply(events, confirm)
 
     store.apply_batch = recording  # type: ignore[method-assign]
@@ -113,10 +124,12 @@ async def test_first_store_call_goes_out_before_the_rest_of_the_batch_is_validat
         [f"e{i}" for i in range(2, 10)],
         ["e10"],
     ]
-    # The broken message at the end was validated after the first call, before the second.
-    assert [dlq for _, dlq in seen_at_calls] == [0.0, 1.0, 1.0]
+    # The first call went out after three messages; the rest, the broken message at the end
+    # included, were validated after it and before the second.
+    assert [n for _, n in seen_at_calls] == [3, 13, 13]
     assert [r["event_id"] for r in out.records] == [f"e{i}" for i in range(11)]
     assert len(out.dlq) == 1
+    p.delivered(out)
     assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
 
 
@@ -160,6 +173,7 @@ async def test_a_batch_whose_scores_never_reached_the_broker_is_scored_again():
     # no delivered(): the worker died before the records were on the broker, and restarted
     p.forget_in_flight()
     again = await p.process(batch)
+    p.delivered(again)
     assert [r["event_id"] for r in again.records] == [r["event_id"] for r in first.records]
     strip = [{k: v for k, v in r.items() if k != "scored_at"} for r in first.records]
     assert [{k: v for k, v in r.items() if k != "scored_at"} for r in again.records] == strip
@@ -174,11 +188,13 @@ async def test_a_repeat_of_an_event_still_being_delivered_is_a_duplicate():
     p, _store, m = make()
     first = await p.process([msg(i, ev(i)) for i in range(3)])
     second = await p.process([msg(3, ev(1)), msg(4, ev(4))])
+    p.delivered(second)
     assert [r["event_id"] for r in second.records] == [ev(4)["event_id"]]
     assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 1
     assert value(m, "leadscore_events_total", source="web", outcome="redelivered") == 0
     p.delivered(first)
     third = await p.process([msg(5, ev(2))])
+    p.delivered(third)
     assert third.records == []
     assert value(m, "leadscore_events_total", source="web", outcome="duplicate") == 2
 
@@ -193,6 +209,7 @@ async def test_tier_change_emits_an_alert():
     assert tiers[-1] != "cold"
     alerts = [orjson.loads(v) for _, v in out.alerts]
     assert alerts and alerts[0]["from_tier"] == "cold"
+    p.delivered(out)
     assert value(m, "leadscore_alerts_total", to_tier=alerts[0]["to_tier"]) >= 1
 
 

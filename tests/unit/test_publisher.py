@@ -6,8 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from streamer import app as app_module
-from streamer.app import _Publisher
+from streamer import publisher as publisher_module
+from streamer.publisher import Publisher
 
 
 class FakeSend:
@@ -27,7 +27,7 @@ class FakeSend:
 
 
 async def _batch(send: FakeSend, memory: dict[str, dict[str, int]], leads: list[str]) -> None:
-    pub = _Publisher(send, ("scores", "dlq", "alerts"), memory)
+    pub = Publisher(send, ("scores", "dlq", "alerts"), memory)
     await pub.emit([(lead, b"{}") for lead in leads], [(None, b"bad")])
     await pub.alerts([(leads[0], b"{}")])
     pub.remember(await asyncio.gather(*pub.pending))
@@ -52,7 +52,7 @@ async def test_partitions_are_passed_once_a_lead_has_been_delivered() -> None:
 
 
 async def test_the_memory_is_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(app_module, "PARTITION_MEMORY", 3)
+    monkeypatch.setattr(publisher_module, "PARTITION_MEMORY", 3)
     send, memory = FakeSend(), {}
     await _batch(send, memory, ["a", "b", "c"])
     await _batch(send, memory, ["d"])

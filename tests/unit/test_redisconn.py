@@ -11,12 +11,12 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from streamer.app import redis_client
 from streamer.embedded import ServiceStartError, redis_binary
 from streamer.redisconn import (
     HiredisPackConnection,
     HiredisPackSSLConnection,
     HiredisPackUnixConnection,
+    redis_client,
 )
 from streamer.settings import Settings
 

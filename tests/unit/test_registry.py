@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,20 +11,43 @@ from model.exceptions import ModelNotFoundError, RegistryError
 from model.registry import CHAMPION_FILE, Registry
 
 
-def writer(tag: str):
+def tiny_model_text() -> str:
+    """A real LightGBM model (two features), small enough to train in milliseconds, large
+    enough that its last percent is the parameters section LightGBM's loader parses."""
+    import lightgbm as lgb
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    y = (x[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(int)
+    params = {"objective": "binary", "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=5)
+    return str(booster.model_to_string())
+
+
+def writer(version: str, created_at: str = ""):
+    """Writes a valid version: a real model and a meta.json the checks accept."""
+
     def write(d: Path) -> None:
-        (d / "model.txt").write_text(tag)
-        (d / "meta.json").write_text(f'{{"version": "{tag}", "created_at": "{tag}"}}')
+        (d / "model.txt").write_text(tiny_model_text())
+        meta = {
+            "version": version,
+            "created_at": created_at,
+            "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}],
+            "thresholds": {"hot": 0.7, "warm": 0.4},
+        }
+        (d / "meta.json").write_text(json.dumps(meta))
 
     return write
 
 
 def test_saving_the_same_version_twice_errors_and_keeps_the_first(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
-    reg.save("v1", writer("v1"))
+    reg.save("v1", writer("v1", "first"))
+    first = (tmp_path / "v1" / "meta.json").read_text()
     with pytest.raises(RegistryError, match="already exists"):
-        reg.save("v1", writer("other"))
-    assert (tmp_path / "v1" / "model.txt").read_text() == "v1"
+        reg.save("v1", writer("v1", "other"))
+    assert (tmp_path / "v1" / "meta.json").read_text() == first
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -37,20 +61,20 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
 def test_promote_list_and_show(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     assert reg.champion() is None and reg.list() == []
-    reg.save("v1", writer("2026-01-01"), promote=True)
-    reg.save("v2", writer("2026-01-02"))
+    reg.save("v1", writer("v1", "2026-01-01"), promote=True)
+    reg.save("v2", writer("v2", "2026-01-02"))
     assert reg.champion() == "v1"
     reg.promote("v2")
     assert reg.champion() == "v2"
     listed = reg.list()
     assert [v.version for v in listed] == ["v1", "v2"]
     assert [v.champion for v in listed] == [False, True]
-    assert reg.meta("v2")["version"] == "2026-01-02"
+    assert reg.meta("v2")["created_at"] == "2026-01-02"
 
 
 def test_promoting_an_unknown_version_keeps_the_champion(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
-    reg.save("v1", writer("a"), promote=True)
+    reg.save("v1", writer("v1"), promote=True)
     with pytest.raises(ModelNotFoundError):
         reg.promote("nope")
     with pytest.raises(ModelNotFoundError):
@@ -60,9 +84,9 @@ def test_promoting_an_unknown_version_keeps_the_champion(tmp_path: Path) -> None
 
 def test_champion_pointer_is_replaced_atomically(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
-    reg.save("v1", writer("a"), promote=True)
+    reg.save("v1", writer("v1"), promote=True)
     before = (tmp_path / CHAMPION_FILE).stat().st_ino
-    reg.save("v2", writer("b"), promote=True)
+    reg.save("v2", writer("v2"), promote=True)
     # os.replace swaps in a new file (new inode): readers see the old or the new id, never
     # a truncated one; no temporary files are left behind.
     assert (tmp_path / CHAMPION_FILE).stat().st_ino != before

@@ -68,7 +68,10 @@ def test_valid_event_is_decoded_with_event_time_in_ms():
         (with_(ts="2026-11-29T12:00:00Z"), {}, "ts_in_future"),
         (with_(attributes={"pad": "x" * 66_000}), {}, "oversized"),
         (with_(), {"key": b"L-2"}, "key_mismatch"),
-        (with_(), {"key": None, "topic": "web"}, None),
+        (with_(), {"key": None, "topic": "web"}, "missing_key"),
+        (with_(source=[]), {}, "wrong_type"),
+        (with_(source={"web": 1}), {}, "wrong_type"),
+        (with_(source=7), {}, "wrong_type"),
     ],
 )
 def test_each_bad_input_gets_its_error_code(value, kwargs, code):
@@ -89,6 +92,7 @@ def test_file_reading_accepts_any_source_without_key():
         key=None,
         now_ms=NOW,
         max_future_ms=DAY,
+        check_key=False,
     )
     assert isinstance(ev, Event) and ev.source == "email"
 

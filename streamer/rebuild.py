@@ -1,0 +1,298 @@
+"""``leadscore rebuild``: the feature state rebuilt from the input topics after Redis lost it.
+
+The input topics are the system of record: replaying them through the store's own Lua
+script rebuilds the state exactly (the same code computes it). Steps:
+
+1. begin a new state generation (``features.state``): every worker stops at its next store
+   call, and stays stopped (``/ready`` 503) until the rebuild is done;
+2. read each input partition from the chosen start (the beginning, a time, or offsets) to
+   its end at that moment, and apply every valid event in partition order, in batches, as
+   the worker does. Events below the worker group's committed offsets had their scores
+   published: they are confirmed. Those above are left *pending*, as after a worker crash:
+   when the worker reaches them it re-emits their scores from the features they had instead
+   of dropping them as duplicates, so no event loses its score;
+3. restore each lead's latest score from ``leads.scores`` (tier-change alerts and lookups
+   need it);
+4. mark the generation ready: the workers adopt it and go on where they stopped.
+
+The state is exact only if the topics still hold every event since the rebuild's start that
+a feature window can reach (30 days): keep the input topics' retention above that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from features.store import Confirmation, RedisFeatureStore
+from schemas import SOURCES, Source
+from schemas.validation import Event, validate_event
+from streamer.redisconn import redis_client
+from streamer.settings import Settings
+from streamer.topics import committed_offsets, end_offsets, input_partitions
+
+log = logging.getLogger(__name__)
+
+#: Events per store call: large calls keep the script's per-call cost small.
+BATCH = 1000
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RebuildReport:
+    generation: str = ""
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    invalid: int = 0
+    failed: int = 0
+    pending: int = 0
+    latest_scores: int = 0
+    partitions: dict[str, list[int]] = field(default_factory=dict)
+    """``topic:partition`` -> [start offset, end offset, committed offset]."""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "events": self.events,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "invalid_skipped": self.invalid,
+            "failed": self.failed,
+            "left_pending": self.pending,
+            "latest_scores_restored": self.latest_scores,
+            "partitions": self.partitions,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.app_id}-rebuild",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+
+
+def start_offsets(
+    settings: Settings,
+    consumer: Consumer,
+    partitions: list[tuple[str, int]],
+    *,
+    from_ms: int | None,
+    from_offsets: dict[tuple[str, int], int],
+) -> dict[tuple[str, int], int]:
+    starts = {tp: OFFSET_BEGINNING for tp in partitions}
+    if from_ms is not None:
+        found = consumer.offsets_for_times(
+            [TopicPartition(t, p, from_ms) for t, p in partitions], timeout=30
+        )
+        for tp in found:
+            # -1: no record at or after the time; the partition has nothing to replay.
+            starts[(tp.topic, tp.partition)] = tp.offset
+    starts.update(from_offsets)
+    return starts
+
+
+async def rebuild(
+    settings: Settings,
+    *,
+    from_ms: int | None = None,
+    from_offsets: dict[tuple[str, int], int] | None = None,
+    restore_scores: bool = True,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild the feature state from the input topics (see the module docstring)."""
+    say = progress or (lambda _msg: None)
+    t0 = time.monotonic()
+    report = RebuildReport()
+    client = redis_client(settings)
+    store = RedisFeatureStore(client, per_slot=settings.redis_cluster)
+    consumer = _consumer(settings)
+    try:
+        partitions = input_partitions(settings)
+        ends = end_offsets(settings, partitions)
+        committed = committed_offsets(settings, partitions)
+        starts = start_offsets(
+            settings, consumer, partitions, from_ms=from_ms, from_offsets=from_offsets or {}
+        )
+        report.generation = store.generation = await store.marker.begin_rebuild(
+            f"rebuild from {'the beginning' if from_ms is None else from_ms} started"
+        )
+        say(
+            f"rebuilding generation {report.generation} from {len(partitions)} partitions "
+            f"({sum(ends.values())} messages at most); workers wait until it is done"
+        )
+        todo = []
+        for tp in partitions:
+            start, end = starts[tp], ends[tp]
+            report.partitions[f"{tp[0]}:{tp[1]}"] = [max(start, 0), end, committed[tp]]
+            if end > 0 and start != -1 and (start == OFFSET_BEGINNING or start < end):
+                todo.append(TopicPartition(tp[0], tp[1], start))
+        await _replay(settings, store, consumer, todo, ends, committed, report, say)
+        if restore_scores:
+            report.latest_scores = await _restore_latest(settings, store, say)
+        report.seconds = time.monotonic() - t0
+        await store.marker.finish_rebuild(
+            report.generation, f"rebuilt {report.applied} events in {report.seconds:.1f} s"
+        )
+        say(f"done: {report.applied} events applied in {report.seconds:.1f} s; workers resume")
+        return report
+    finally:
+        consumer.close()
+        await store.close()
+        await client.aclose()
+
+
+async def _replay(
+    settings: Settings,
+    store: RedisFeatureStore,
+    consumer: Consumer,
+    assignment: list[TopicPartition],
+    ends: dict[tuple[str, int], int],
+    committed: dict[tuple[str, int], int],
+    report: RebuildReport,
+    say: Progress,
+) -> None:
+    if not assignment:
+        return
+    sources: dict[str, Source] = {settings.topic(s): s for s in SOURCES}
+    future_ms = settings.max_future_skew_s * 1000
+    consumer.assign(assignment)
+    open_parts = {(tp.topic, tp.partition) for tp in assignment}
+    batch: list[tuple[Event, bool]] = []
+    confirm: list[Confirmation] = []
+    next_note = time.monotonic() + 5.0
+    while open_parts:
+        msgs = consumer.consume(1000, 0.5)
+        if not msgs:
+            _drop_finished(consumer, open_parts, ends)
+        for msg in msgs:
+            if msg.error():
+                continue
+            tp, offset = _where(msg)
+            if tp not in open_parts or offset >= ends[tp]:
+                continue
+            if offset + 1 >= ends[tp]:
+                open_parts.discard(tp)
+            report.events += 1
+            # The worker judged "too far in the future" by its clock when it read the
+            # message; the message's broker timestamp stands in for that moment.
+            _kind, ts = msg.timestamp()
+            now_ms = ts if ts > 0 else int(time.time() * 1000)
+            res = validate_event(
+                msg.value(),
+                topic_source=sources.get(tp[0]),
+                key=msg.key(),
+                now_ms=now_ms,
+                max_future_ms=future_ms,
+            )
+            if not isinstance(res, Event):
+                report.invalid += 1
+                continue
+            batch.append((res, offset < committed.get(tp, 0)))
+            if len(batch) >= BATCH:
+                confirm = await _apply(store, batch, confirm, report)
+                batch = []
+        if time.monotonic() > next_note:
+            say(f"  {report.events} messages read, {report.applied} events applied")
+            next_note = time.monotonic() + 5.0
+    confirm = await _apply(store, batch, confirm, report)
+    if confirm:
+        await store.apply_batch([], confirm)
+
+
+def _where(msg: Any) -> tuple[tuple[str, int], int]:
+    return (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+
+
+def _drop_finished(
+    consumer: Consumer, open_parts: set[tuple[str, int]], ends: dict[tuple[str, int], int]
+) -> None:
+    """Drop the partitions whose position reached their end without a record for the last
+    offset (a transaction marker, or a record compacted away)."""
+    for tp in consumer.position([TopicPartition(t, p) for t, p in open_parts]):
+        if tp.offset >= ends[(tp.topic, tp.partition)]:
+            open_parts.discard((tp.topic, tp.partition))
+
+
+async def _apply(
+    store: RedisFeatureStore,
+    batch: list[tuple[Event, bool]],
+    confirm: list[Confirmation],
+    report: RebuildReport,
+) -> list[Confirmation]:
+    """Apply a batch; return the confirmations for the next call (events whose scores the
+    worker already published)."""
+    if not batch:
+        return confirm
+    updates = await store.apply_batch([e for e, _ in batch], confirm)
+    nxt: list[Confirmation] = []
+    for (ev, published), upd in zip(batch, updates, strict=True):
+        if upd.outcome == "ok":
+            report.applied += 1
+            if published:
+                nxt.append((ev.lead_id, ev.event_id))
+            else:
+                report.pending += 1
+        elif upd.outcome in ("dup", "redelivered"):
+            report.duplicates += 1
+        elif upd.outcome == "late":
+            report.late += 1
+        else:
+            report.failed += 1
+            log.warning("event %s of lead %s failed: %s", ev.event_id, ev.lead_id, upd.error)
+    return nxt
+
+
+async def _restore_latest(settings: Settings, store: RedisFeatureStore, say: Progress) -> int:
+    """Each lead's latest score record from ``leads.scores`` back into the store."""
+    topic = settings.topic("scores")
+    consumer = _consumer(settings)
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or not meta.partitions:
+            return 0
+        parts = [(topic, p) for p in sorted(meta.partitions)]
+        ends = end_offsets(settings, parts)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in todo])
+        latest: dict[str, bytes | None] = {}
+        while todo:
+            msgs = consumer.consume(1000, 0.5)
+            if not msgs:
+                _drop_finished(consumer, todo, ends)
+            for msg in msgs:
+                if msg.error():
+                    continue
+                tp, offset = _where(msg)
+                if offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+                key = msg.key()
+                if key is not None:
+                    latest[key.decode("utf-8", "replace")] = msg.value()
+    finally:
+        consumer.close()
+    records = [(lead, v) for lead, v in latest.items() if v is not None]
+    for k in range(0, len(records), BATCH):
+        part = records[k : k + BATCH]
+        await store.save_scores([{"lead_id": lead} for lead, _ in part], [v for _, v in part])
+    say(f"restored the latest score of {len(records)} leads from {topic}")
+    return len(records)
+
+
+def run_rebuild(settings: Settings, **kwargs: Any) -> RebuildReport:
+    return asyncio.run(rebuild(settings, **kwargs))

@@ -1,0 +1,146 @@
+"""A corrupted registry never stops the worker: the last good model keeps scoring, a broken
+champion at start-up gives way to the newest valid version or the rules, and promote
+refuses what the worker would refuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from model.exceptions import ModelIntegrityError
+from model.integrity import write_checksums
+from model.registry import CHAMPION_FILE, Registry
+from streamer.metrics import Metrics
+from streamer.models import ModelHolder
+
+from .test_registry import writer
+
+
+def truncate(fraction: float, *, resum: bool = False) -> Callable[[Path], None]:
+    def corrupt(d: Path) -> None:
+        text = (d / "model.txt").read_bytes()
+        (d / "model.txt").write_bytes(text[: int(len(text) * fraction)])
+        if resum:  # as if someone rewrote the checksums too: only LightGBM can tell now
+            write_checksums(d)
+
+    return corrupt
+
+
+def meta(value: object) -> Callable[[Path], None]:
+    def corrupt(d: Path) -> None:
+        (d / "meta.json").write_text(json.dumps(value))
+        write_checksums(d)
+
+    return corrupt
+
+
+def features_null(d: Path) -> None:
+    m = json.loads((d / "meta.json").read_text())
+    m["features"] = None
+    (d / "meta.json").write_text(json.dumps(m))
+    write_checksums(d)
+
+
+CORRUPTIONS: dict[str, Callable[[Path], None]] = {
+    "truncated-50": truncate(0.5),
+    "truncated-99": truncate(0.99),
+    "truncated-50-resummed": truncate(0.5, resum=True),
+    "truncated-99-resummed": truncate(0.99, resum=True),
+    "meta-list": meta([]),
+    "meta-features-null": features_null,
+}
+
+
+def corrupted_copy(root: Path, good: str, version: str, corrupt: Callable[[Path], None]) -> None:
+    """A copy of ``good`` named ``version``, then damaged as a disk or a hand edit would."""
+    shutil.copytree(root / good, root / version)
+    m = json.loads((root / version / "meta.json").read_text())
+    m["version"] = version
+    (root / version / "meta.json").write_text(json.dumps(m))
+    write_checksums(root / version)
+    corrupt(root / version)
+
+
+def point_champion(root: Path, raw: bytes) -> None:
+    (root / CHAMPION_FILE).write_bytes(raw)
+
+
+def holder(root: Path) -> tuple[ModelHolder, Metrics]:
+    metrics = Metrics.create(CollectorRegistry())
+    return ModelHolder(root, metrics=metrics), metrics
+
+
+def test_each_corruption_keeps_the_last_good_model_and_says_so(tmp_path: Path) -> None:
+    Registry(tmp_path).save("good", writer("good"), promote=True)
+    h, m = holder(tmp_path)
+    h.start()
+    assert h.current.version == "good" and h.problem is None
+    for name, corrupt in CORRUPTIONS.items():
+        corrupted_copy(tmp_path, "good", name, corrupt)
+        point_champion(tmp_path, f"{name}\n".encode())
+        assert h.refresh() is False, name
+        assert h.current.version == "good", name
+        assert h.problem is not None and name in h.problem, (name, h.problem)
+        assert m.registry.get_sample_value("leadscore_model_degraded") == 1
+    point_champion(tmp_path, b"\xff\xfe\x00good")
+    assert h.refresh() is False and h.current.version == "good"
+    assert h.problem is not None and "unreadable" in h.problem
+    assert m.registry.get_sample_value("leadscore_model_load_failures_total") == len(CORRUPTIONS)
+    # Pointing back at the good model clears the problem.
+    point_champion(tmp_path, b"good\n")
+    h.refresh()
+    assert h.problem is None and m.registry.get_sample_value("leadscore_model_degraded") == 0
+
+
+def test_a_failed_champion_is_not_tried_again_until_its_files_change(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.save("good", writer("good"), promote=True)
+    corrupted_copy(tmp_path, "good", "bad", truncate(0.5))
+    h, m = holder(tmp_path)
+    h.start()
+    point_champion(tmp_path, b"bad\n")
+    h.refresh()
+    h.refresh()
+    assert m.registry.get_sample_value("leadscore_model_load_failures_total") == 1
+    # Repaired in place (the good files copied back): loaded at the next refresh.
+    shutil.copy(tmp_path / "good" / "model.txt", tmp_path / "bad" / "model.txt")
+    write_checksums(tmp_path / "bad")
+    assert h.refresh() is True and h.current.version == "bad" and h.problem is None
+
+
+def test_a_broken_champion_at_start_falls_back_to_the_newest_valid_version(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.save("old", writer("old", "2026-01-01"))
+    reg.save("newer", writer("newer", "2026-02-01"))
+    corrupted_copy(tmp_path, "newer", "newest", truncate(0.99, resum=True))
+    point_champion(tmp_path, b"newest\n")
+    h, _m = holder(tmp_path)
+    h.start()
+    assert h.current.version == "newer"
+    assert h.problem is not None and "newest" in h.problem and "newer" in h.problem
+
+
+def test_with_no_valid_version_the_worker_starts_on_the_rules(tmp_path: Path) -> None:
+    Registry(tmp_path).save("only", writer("only"))
+    corrupted_copy(tmp_path, "only", "bad", meta([]))
+    shutil.rmtree(tmp_path / "only")
+    point_champion(tmp_path, b"bad\n")
+    h, _m = holder(tmp_path)
+    h.start()
+    assert h.current.version.startswith("rules")
+    assert h.problem is not None and "rules" in h.problem
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_promote_refuses_what_a_worker_would_refuse(tmp_path: Path, name: str) -> None:
+    reg = Registry(tmp_path)
+    reg.save("good", writer("good"), promote=True)
+    corrupted_copy(tmp_path, "good", name, CORRUPTIONS[name])
+    with pytest.raises(ModelIntegrityError):
+        reg.promote(name)
+    assert reg.champion() == "good"
