@@ -359,6 +359,8 @@ async def _score_stream(app: faust.App, rt: Runtime, stream: faust.StreamT) -> N
                     finish(finishing, batch, pub, out, started, time.perf_counter())
                 ),
             )
+            # A delivery that fails while no further batch comes would go unseen.
+            finishing.add_done_callback(lambda task: _on_delivery_done(rt, task))
             if ack is None:
                 # Faust acks a batch when the next is taken: deliver before taking it.
                 await finishing
@@ -434,10 +436,17 @@ async def _check_redis(rt: Runtime) -> None:
     rt.metrics.redis_up.set(0)
 
 
+def _on_delivery_done(rt: Runtime, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None and rt.health.agent is None:
+        _die(rt, task.exception())  # type: ignore[arg-type]
+
+
 def _die(rt: Runtime, exc: BaseException) -> None:
     """The agent died: report not ready, then exit non-zero for a supervisor to restart the
     worker. Faust would keep the process up without its agent, and a graceful stop would
     wait for the acks of events the dead agent never finishes."""
+    if rt.health.agent is not None:
+        return
     rt.health.agent = f"{type(exc).__name__}: {exc}"
     log.critical("the scoring agent died; exiting in %.0f s", CRASH_EXIT_DELAY_S, exc_info=exc)
     asyncio.get_running_loop().call_later(CRASH_EXIT_DELAY_S, _hard_exit, 70)

@@ -83,10 +83,14 @@ class Service:
 
 
 def _spawn(
-    name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None
+    name: str,
+    args: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = log_dir / f"{name}.log"
-    fh = log_path.open("wb")
+    fh = log_path.open("ab")
     try:
         proc = subprocess.Popen(  # noqa: S603 - fixed binaries, arguments built here
             args,
@@ -94,6 +98,7 @@ def _spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=None if env is None else {**os.environ, **env},
+            cwd=cwd,
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
@@ -127,10 +132,12 @@ def start_process(
     *,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    cwd: Path | None = None,
 ) -> Service:
     """Run ``args`` as the child ``name`` (output in ``log_dir/NAME.log``, ``env`` added to
-    ours) and wait until it listens on 127.0.0.1:``port``; ``url`` is what it serves."""
-    proc, log_path = _spawn(name, args, log_dir, env)
+    ours, in ``cwd``) and wait until it listens on 127.0.0.1:``port``; ``url`` is what it
+    serves."""
+    proc, log_path = _spawn(name, args, log_dir, env, cwd)
     svc = Service(name, url, proc, log_path)
     _wait_port(svc, "127.0.0.1", port, timeout)
     return svc
@@ -156,6 +163,8 @@ def start_broker(
     port: int | None = None,
     storage_engine: str | None = None,
     env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Service:
     """Start Tansu on ``port`` (default: a free one); return its bootstrap ``127.0.0.1:PORT``.
 
@@ -169,8 +178,9 @@ def start_broker(
     args = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     if storage_engine:
         args += ["--storage-engine", storage_engine]
+    args += extra_args or []
     return start_process(
-        "broker", args, log_dir, f"127.0.0.1:{port}", port, env=env, timeout=timeout
+        "broker", args, log_dir, f"127.0.0.1:{port}", port, env=env, timeout=timeout, cwd=cwd
     )
 
 
@@ -203,9 +213,15 @@ def redis_binary() -> str:
     return str(bundled)
 
 
-def start_redis(log_dir: Path, timeout: float = 15.0) -> Service:
-    """Start a throwaway Redis (no persistence) on a free port."""
-    port = free_port()
+def start_redis(
+    log_dir: Path,
+    timeout: float = 15.0,
+    *,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+) -> Service:
+    """Start a throwaway Redis (no persistence) on ``port`` (default: a free one)."""
+    port = port or free_port()
     args = [
         redis_binary(),
         "--port",
@@ -220,6 +236,7 @@ def start_redis(log_dir: Path, timeout: float = 15.0) -> Service:
         str(log_dir),
         "--daemonize",
         "no",
+        *(extra_args or []),
     ]
     return start_process(
         "redis", args, log_dir, f"redis://127.0.0.1:{port}/0", port, timeout=timeout

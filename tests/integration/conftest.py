@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -388,7 +389,7 @@ def assert_features_match_replay(worker: WorkerProcess, events: list[dict]) -> N
     expected = offline_features(events)
     wrong = []
     for lead, feats in expected.items():
-        status, body = worker.get(f"/leads/{lead}")
+        status, body = worker.get(f"/leads/{quote(lead, safe='')}")
         if status != 200 or orjson.loads(body)["features"] != feats:
             wrong.append(lead)
     assert wrong == [], f"{len(wrong)}/{len(expected)} leads differ from the replay: {wrong[:3]}"

@@ -4,9 +4,7 @@ refuses what the worker would refuse."""
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,52 +16,7 @@ from model.registry import CHAMPION_FILE, Registry
 from streamer.metrics import Metrics
 from streamer.models import ModelHolder
 
-from .test_registry import writer
-
-
-def truncate(fraction: float, *, resum: bool = False) -> Callable[[Path], None]:
-    def corrupt(d: Path) -> None:
-        text = (d / "model.txt").read_bytes()
-        (d / "model.txt").write_bytes(text[: int(len(text) * fraction)])
-        if resum:  # as if someone rewrote the checksums too: only LightGBM can tell now
-            write_checksums(d)
-
-    return corrupt
-
-
-def meta(value: object) -> Callable[[Path], None]:
-    def corrupt(d: Path) -> None:
-        (d / "meta.json").write_text(json.dumps(value))
-        write_checksums(d)
-
-    return corrupt
-
-
-def features_null(d: Path) -> None:
-    m = json.loads((d / "meta.json").read_text())
-    m["features"] = None
-    (d / "meta.json").write_text(json.dumps(m))
-    write_checksums(d)
-
-
-CORRUPTIONS: dict[str, Callable[[Path], None]] = {
-    "truncated-50": truncate(0.5),
-    "truncated-99": truncate(0.99),
-    "truncated-50-resummed": truncate(0.5, resum=True),
-    "truncated-99-resummed": truncate(0.99, resum=True),
-    "meta-list": meta([]),
-    "meta-features-null": features_null,
-}
-
-
-def corrupted_copy(root: Path, good: str, version: str, corrupt: Callable[[Path], None]) -> None:
-    """A copy of ``good`` named ``version``, then damaged as a disk or a hand edit would."""
-    shutil.copytree(root / good, root / version)
-    m = json.loads((root / version / "meta.json").read_text())
-    m["version"] = version
-    (root / version / "meta.json").write_text(json.dumps(m))
-    write_checksums(root / version)
-    corrupt(root / version)
+from ..registry_faults import CORRUPTIONS, corrupted_copy, meta, truncate, writer
 
 
 def point_champion(root: Path, raw: bytes) -> None:

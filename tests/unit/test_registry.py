@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,35 +9,7 @@ import pytest
 from model.exceptions import ModelNotFoundError, RegistryError
 from model.registry import CHAMPION_FILE, Registry
 
-
-def tiny_model_text() -> str:
-    """A real LightGBM model (two features), small enough to train in milliseconds, large
-    enough that its last percent is the parameters section LightGBM's loader parses."""
-    import lightgbm as lgb
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 2))
-    y = (x[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(int)
-    params = {"objective": "binary", "verbose": -1}
-    booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=5)
-    return str(booster.model_to_string())
-
-
-def writer(version: str, created_at: str = ""):
-    """Writes a valid version: a real model and a meta.json the checks accept."""
-
-    def write(d: Path) -> None:
-        (d / "model.txt").write_text(tiny_model_text())
-        meta = {
-            "version": version,
-            "created_at": created_at,
-            "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}],
-            "thresholds": {"hot": 0.7, "warm": 0.4},
-        }
-        (d / "meta.json").write_text(json.dumps(meta))
-
-    return write
+from ..registry_faults import writer
 
 
 def test_saving_the_same_version_twice_errors_and_keeps_the_first(tmp_path: Path) -> None:
