@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from features.definitions import (
+from leadscore.features.definitions import (
     ACTIVITY_KINDS,
     BUCKET_MS,
     DAY_MS,
@@ -26,7 +26,7 @@ from features.definitions import (
     decay_factors,
     kept_buckets,
 )
-from schemas import EVENT_TYPES
+from leadscore.schemas import EVENT_TYPES
 
 RECENCY_FIELD = {"web": "lw", "email": "le", "activity": "la", "created": "cr"}
 
@@ -131,5 +131,9 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
 
 def render_script(specs: tuple[Spec, ...], ttl_s: int) -> str:
     """The complete Lua source for ``specs``; keys expire ``ttl_s`` after their last update."""
-    body = resources.files("features").joinpath("store.lua").read_text(encoding="utf-8")
+    body = (
+        resources.files(__package__ or "leadscore.features")
+        .joinpath("store.lua")
+        .read_text(encoding="utf-8")
+    )
     return body.replace("--@SPEC@", render_spec(specs, ttl_s), 1)

@@ -8,12 +8,12 @@ serves as the in-memory feature store for unit tests and for point-in-time train
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from features.definitions import (
+from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
     PROFILE_FIELDS,
@@ -29,9 +29,9 @@ from features.definitions import (
     decay_factors,
     kept_buckets,
 )
-from features.exceptions import EventFileError
-from features.lua import RECENCY_FIELD, kind_groups
-from schemas.validation import Event, Invalid, validate_event
+from leadscore.features.exceptions import EventFileError
+from leadscore.features.lua import RECENCY_FIELD, kind_groups
+from leadscore.schemas.validation import Event, Invalid, validate_event
 
 Outcome = Literal["ok", "dup", "late"]
 FeatureValue = int | float | str | None
@@ -68,7 +68,7 @@ class _Compiled:
 
 
 def _compile(specs: tuple[Spec, ...]) -> _Compiled:
-    from features.definitions import ENGAGEMENT_POINTS, counted_kinds
+    from leadscore.features.definitions import ENGAGEMENT_POINTS, counted_kinds
 
     keep = kept_buckets(specs)
     half_life = next((s.half_life_days for s in specs if isinstance(s, Decayed)), 1.0)
@@ -266,3 +266,31 @@ def parse_vector(raw: str, specs: tuple[Spec, ...] = SPECS) -> dict[str, Feature
     """The feature dict encoded by the Lua script (fields separated by the unit separator)."""
     parts = raw.split(VECTOR_SEP)
     return {s.name: parse_value(v, s) for s, v in zip(specs, parts, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class FileFeatures:
+    """``features_from_file``'s result: counts, and each lead's features (lazily)."""
+
+    leads: int
+    events: int
+    invalid: int
+    features: Iterator[tuple[str, dict[str, FeatureValue]]]
+
+
+def features_from_file(
+    path: str | Path, at_ms: int | None = None, on_invalid: Callable[[str], None] | None = None
+) -> FileFeatures:
+    """Replay a JSONL history; each lead's features as of ``at_ms`` (or its latest event).
+    Invalid lines are skipped and reported to ``on_invalid``."""
+    events: list[Event] = []
+    invalid = 0
+    for n, res in read_events(path):
+        if isinstance(res, Event):
+            events.append(res)
+        else:
+            invalid += 1
+            if on_invalid is not None:
+                on_invalid(f"  line {n}: skipped ({res.code}: {res.message})")
+    leads = replay(events, at_ms)
+    return FileFeatures(len(leads), len(events), invalid, features_as_of(leads, at_ms))

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features.exceptions import FeatureStoreUnavailableError
+from leadscore.features.exceptions import FeatureStoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ class OrderedScriptCalls:
         )
         sha = await conn.read_response(disconnect_on_error=True)
         if (sha.decode() if isinstance(sha, bytes) else str(sha)) != self._sha:
-            raise RuntimeError("Redis gave the feature store script another SHA1 than redis-py")
+            raise FeatureStoreUnavailableError(
+                "Redis gave the feature store script another SHA1 than redis-py"
+            )
         # Calls queued while this runs are written here too: the loop ends on the last one
         # and the connection is marked open with nothing in between.
         i = 0

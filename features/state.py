@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from redis.cluster import key_slot
 
-from features.exceptions import FeatureStateLostError
+from leadscore.features.exceptions import FeatureStateLostError
 
 MARKER_KEY = "ls:marker"
 STATUS_KEY = "ls:state"

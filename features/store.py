@@ -15,13 +15,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features.definitions import RETENTION_MS, SPECS, Spec
-from features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
-from features.lua import render_script
-from features.offline import FeatureValue, LeadState, parse_vector, profile_updates
-from features.ordered import OrderedScriptCalls
-from features.state import StateMarker, marker_key
-from schemas.validation import Event
+from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
+from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.lua import render_script
+from leadscore.features.offline import FeatureValue, LeadState, parse_vector, profile_updates
+from leadscore.features.ordered import OrderedScriptCalls
+from leadscore.features.state import StateMarker, marker_key
+from leadscore.schemas.validation import Event
 
 log = logging.getLogger(__name__)
 

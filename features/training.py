@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
-from features.offline import FeatureValue, LeadState
-from schemas.validation import Event
+from leadscore.features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from leadscore.features.offline import FeatureValue, LeadState
+from leadscore.schemas.validation import Event
 
 OUTCOME_TYPES = ("converted", "disqualified")
 

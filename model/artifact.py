@@ -18,10 +18,10 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 
-from model.exceptions import ModelNotFoundError, RegistryError
-from model.explain import ExplainMethod, PathExplainer, contributions, top_k
-from model.integrity import read_meta, verify_checksums
-from model.scoring import (
+from leadscore.model.exceptions import ModelNotFoundError, RegistryError
+from leadscore.model.explain import ExplainMethod, PathExplainer, contributions, top_k
+from leadscore.model.integrity import read_meta, verify_checksums
+from leadscore.model.scoring import (
     FeatureBatch,
     Reason,
     Rows,

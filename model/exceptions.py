@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from leadscore.errors import LeadscoreError
 
-class ModelError(Exception):
+
+class ModelError(LeadscoreError):
     """Base class: raised for any failure inside the model package."""
 
 

@@ -18,7 +18,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy import sparse
 
-from model.trees import CompiledTrees
+from leadscore.model.trees import CompiledTrees
 
 ExplainMethod = Literal["path", "treeshap"]
 

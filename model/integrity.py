@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from model.exceptions import ModelIntegrityError
+from leadscore.model.exceptions import ModelIntegrityError
 
 CHECKSUMS_FILE = "SHA256SUMS"
 REQUIRED_FILES = ("model.txt", "meta.json")

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.exceptions import ModelError, ModelIntegrityError, ModelNotFoundError, RegistryError
-from model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
+from leadscore.model.exceptions import (
+    ModelError,
+    ModelIntegrityError,
+    ModelNotFoundError,
+    RegistryError,
+)
+from leadscore.model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
 
 CHAMPION_FILE = "CHAMPION"
 

@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from model.exceptions import RulesConfigError
-from model.scoring import (
+from leadscore.model.exceptions import RulesConfigError
+from leadscore.model.scoring import (
     FeatureBatch,
     Reason,
     Row,
@@ -126,7 +126,11 @@ class RuleScorer:
 
     @classmethod
     def default(cls) -> RuleScorer:
-        text = resources.files("model").joinpath("rules_default.json").read_text(encoding="utf-8")
+        text = (
+            resources.files(__package__ or "leadscore.model")
+            .joinpath("rules_default.json")
+            .read_text(encoding="utf-8")
+        )
         return cls.from_dict(json.loads(text))
 
     def points(self, row: Row) -> tuple[float, list[Reason]]:

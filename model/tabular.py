@@ -44,13 +44,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.artifact import FeatureInfo, LightGBMScorer
-from model.evaluate import evaluate, logistic_baseline, segment_metrics
-from model.exceptions import DataError, ModelNotFoundError
-from model.leakage import scan
-from model.registry import Registry
-from model.report import charts, importance_summary, write_report
-from model.train import Dataset, TrainConfig, encode_frame, fit, new_version, save_fitted
+from leadscore.model.artifact import FeatureInfo, LightGBMScorer
+from leadscore.model.evaluate import evaluate, logistic_baseline, segment_metrics
+from leadscore.model.exceptions import DataError, ModelNotFoundError
+from leadscore.model.leakage import scan
+from leadscore.model.registry import Registry
+from leadscore.model.report import charts, importance_summary, write_report
+from leadscore.model.train import Dataset, TrainConfig, encode_frame, fit, new_version, save_fitted
 
 log = logging.getLogger(__name__)
 

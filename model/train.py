@@ -32,11 +32,11 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, train_test_split
 
-from model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
-from model.exceptions import TrainingError
-from model.metrics import binary_metrics
-from model.registry import Registry
-from model.scoring import Thresholds
+from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
+from leadscore.model.exceptions import TrainingError
+from leadscore.model.metrics import binary_metrics
+from leadscore.model.registry import Registry
+from leadscore.model.scoring import Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ import lightgbm as lgb
 import numba
 import numpy as np
 
+from leadscore.model.exceptions import ModelIntegrityError
+
 # LightGBM's kZeroThreshold: the float 1e-35f, as a double.
 ZERO_THRESHOLD = float(np.float32(1e-35))
 # decision_type bits in the model text (tree.h: kCategoricalMask, kDefaultLeftMask, and the
@@ -117,9 +119,11 @@ class CompiledTrees:
                     cat_words.append(0)
                     threshold.append(thr)
             if not len(feature) == len(left) == len(right) == len(flags) == base + n_leaves - 1:
-                raise ValueError("model text: a tree doesn't have num_leaves - 1 split nodes")
+                raise ModelIntegrityError(
+                    "model text: a tree doesn't have num_leaves - 1 split nodes"
+                )
         if feature and max(feature) >= n_features:
-            raise ValueError("model text: a split on a feature the booster doesn't have")
+            raise ModelIntegrityError("model text: a split on a feature the booster doesn't have")
         return cls(
             root=np.asarray(roots, dtype=np.int32),
             leaf_counts=tuple(leaf_counts),

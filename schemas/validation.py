@@ -19,7 +19,8 @@ from typing import Any, Literal, cast
 import fastjsonschema
 import orjson
 
-from schemas import MAX_EVENT_BYTES, SOURCES, Source, load_schema
+from leadscore.errors import LeadscoreError
+from leadscore.schemas import MAX_EVENT_BYTES, SOURCES, Source, load_schema
 
 ErrorCode = Literal[
     "oversized",
@@ -79,7 +80,11 @@ class Invalid:
     message: str
 
 
-class InvalidScoreError(ValueError):
+class SchemaError(LeadscoreError):
+    """Base class: raised when a record breaks its schema."""
+
+
+class InvalidScoreError(SchemaError, ValueError):
     """Raised when a score record does not match ``schemas/score.json``."""
 
 

@@ -29,18 +29,18 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import AuthenticationError, RedisError
 
-from features.exceptions import FeatureStateLostError
-from features.state import wait_for_ready
-from features.store import RedisFeatureStore
-from schemas.validation import parse_ts_ms
-from streamer.exceptions import InjectedFaultError, PublishError
-from streamer.metrics import Metrics
-from streamer.models import ModelHolder
-from streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
-from streamer.publisher import Publisher, sender
-from streamer.redisconn import redis_client
-from streamer.settings import Settings
-from streamer.topics import group_has_history
+from leadscore.features.exceptions import FeatureStateLostError
+from leadscore.features.state import wait_for_ready
+from leadscore.features.store import RedisFeatureStore
+from leadscore.infra.redis import redis_client
+from leadscore.infra.topics import group_has_history
+from leadscore.schemas.validation import parse_ts_ms
+from leadscore.settings import Settings
+from leadscore.streamer.exceptions import InjectedFaultError, PublishError
+from leadscore.streamer.metrics import Metrics
+from leadscore.streamer.models import ModelHolder
+from leadscore.streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
+from leadscore.streamer.publisher import Publisher, sender
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _faust_app(settings: Settings) -> faust.App:
     bootstrap = settings.require_kafka()
     extra: dict[str, Any] = {}
     if settings.faust_fastpath:
-        from streamer import faust_fastpath
+        from leadscore.streamer import faust_fastpath
 
         faust_fastpath.install(fetch_max_wait_ms=settings.fetch_max_wait_ms)
         extra["Monitor"] = faust_fastpath.quiet_monitor()
@@ -239,7 +239,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
 
     names = (settings.topic("web"), settings.topic("email"), settings.topic("crm"))
     if settings.faust_fastpath:
-        from streamer.faust_fastpath import raw_schema
+        from leadscore.streamer.faust_fastpath import raw_schema
 
         events = app.topic(*names, schema=raw_schema())
     else:
@@ -295,7 +295,7 @@ async def _score_stream(app: faust.App, rt: Runtime, stream: faust.StreamT) -> N
     batch_wait = settings.batch_wait_ms / 1000
     ack: Callable[[list[Any]], None] | None = None
     if settings.faust_fastpath:
-        from streamer.faust_fastpath import ack_events, caller_acks, take_events
+        from leadscore.streamer.faust_fastpath import ack_events, caller_acks, take_events
 
         ack = ack_events if caller_acks() else None
         batches = take_events(stream, settings.batch_max, batch_wait, ack=ack is None)

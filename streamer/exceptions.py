@@ -1,28 +1,28 @@
-"""Errors raised by the streamer package."""
+"""Errors raised by the worker."""
 
 from __future__ import annotations
 
-
-class LeadscoreError(Exception):
-    """Base class: raised for any failure the CLI reports to the user as one line."""
+from leadscore.errors import LeadscoreError
 
 
-class ConfigError(LeadscoreError):
-    """Raised when a setting is missing or invalid (names the LEADSCORE_* variable)."""
+class WorkerError(LeadscoreError):
+    """Base class: raised for failures of the streaming worker."""
 
 
-class ServiceStartError(LeadscoreError):
-    """Raised when the embedded broker or Redis can't be started or doesn't become ready."""
-
-
-class KafkaUnavailableError(LeadscoreError):
-    """Raised when the Kafka bootstrap servers don't answer in time."""
-
-
-class PublishError(LeadscoreError):
+class PublishError(WorkerError):
     """Raised when the broker refuses records of a batch: the batch is not acknowledged and
     the worker stops, so that its events are processed again after a restart."""
 
 
-class InjectedFaultError(LeadscoreError):
+class PipelineError(WorkerError):
+    """Raised when a part of the hot path breaks its contract (a store's reply of the wrong
+    shape): a bug, which the batch's isolation turns into DLQ records."""
+
+
+class InjectedFaultError(WorkerError):
     """Raised by the scoring agent when ``LEADSCORE_FAULT_INJECT=agent`` (tests only)."""
+
+
+class UnsupportedFaustError(WorkerError):
+    """Raised at import when faust-streaming or mode-streaming is not the version the fast
+    path was verified on (it patches their private internals)."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from model.artifact import LightGBMScorer
-from model.exceptions import ModelError, ModelIntegrityError
-from model.explain import ExplainMethod
-from model.registry import Registry
-from model.rules import RuleScorer
-from model.scoring import Scorer
-from streamer.metrics import Metrics
+from leadscore.model.artifact import LightGBMScorer
+from leadscore.model.exceptions import ModelError, ModelIntegrityError
+from leadscore.model.explain import ExplainMethod
+from leadscore.model.registry import Registry
+from leadscore.model.rules import RuleScorer
+from leadscore.model.scoring import Scorer
+from leadscore.streamer.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

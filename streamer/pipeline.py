@@ -21,13 +21,13 @@ import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from features.definitions import Spec
-from features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
-from features.offline import VECTOR_SEP, parse_value
-from features.store import FeatureStore, Update
-from model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer, Value
-from schemas import SOURCES, Source
-from schemas.validation import (
+from leadscore.features.definitions import Spec
+from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.offline import VECTOR_SEP, parse_value
+from leadscore.features.store import FeatureStore, Update
+from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer, Value
+from leadscore.schemas import SOURCES, Source
+from leadscore.schemas.validation import (
     DLQ_MAX_VALUE_BYTES,
     Event,
     Invalid,
@@ -35,7 +35,8 @@ from schemas.validation import (
     dlq_record,
     validate_event,
 )
-from streamer.metrics import Metrics, observe_many
+from leadscore.streamer.exceptions import PipelineError
+from leadscore.streamer.metrics import Metrics, observe_many
 
 log = logging.getLogger(__name__)
 
@@ -531,7 +532,7 @@ class Pipeline:
         if not scored_events:
             return
         if texts and rows:
-            raise RuntimeError("a feature store returned both vectors and feature dicts")
+            raise PipelineError("a feature store returned both vectors and feature dicts")
         batch: Rows = rows
         if texts and specs is not None:
             batch = vector_batch(texts, specs)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from streamer.exceptions import PublishError
+from leadscore.streamer.exceptions import PublishError
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Any]]
 """``send(topic, key, value, partition)``: queue one record, return its delivery future."""

@@ -12,6 +12,8 @@ from typing import Any
 
 import faust
 
+from leadscore.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -61,3 +63,23 @@ class BoundedWorker(faust.Worker):
     def on_worker_shutdown(self) -> None:
         self._arm_watchdog("crash" if self.crash_reason else "exit")
         super().on_worker_shutdown()
+
+
+def run_worker(settings: Settings) -> int:
+    """``leadscore worker``: create the topics if missing, build the app, run until stopped."""
+    from leadscore.infra.topics import ensure_topics
+    from leadscore.streamer import gc_tuning
+    from leadscore.streamer.app import create_app
+
+    ensure_topics(settings)
+    app, _rt = create_app(settings)
+    # Everything the worker keeps for its lifetime (modules, the model) exists by now.
+    gc_tuning.tune(settings.gc_gen0_threshold)
+    worker = BoundedWorker(
+        app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )
+    worker.execute_from_commandline()
+    return 0

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from model.integrity import write_checksums
+from leadscore.model.integrity import write_checksums
 
 
 def tiny_model_text() -> str:

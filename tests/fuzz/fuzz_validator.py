@@ -15,7 +15,7 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
-    from schemas.validation import (
+    from leadscore.schemas.validation import (
         DLQ_MAX_VALUE_BYTES,
         ERROR_CODES,
         Event,

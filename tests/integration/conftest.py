@@ -23,7 +23,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.embedded import (
+from leadscore.infra.topics import end_offsets, ensure_topics
+from leadscore.settings import Settings
+from leadscore.tooling.embedded import (
     Service,
     free_port,
     redis_answers,
@@ -31,9 +33,7 @@ from streamer.embedded import (
     start_broker,
     start_redis,
 )
-from streamer.exceptions import ServiceStartError
-from streamer.settings import Settings
-from streamer.topics import end_offsets, ensure_topics
+from leadscore.tooling.exceptions import ServiceStartError
 
 pytestmark = pytest.mark.integration
 
@@ -241,8 +241,8 @@ def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0)
     """
     import random
 
-    from schemas import EVENT_TYPES
-    from schemas.validation import format_ts_ms
+    from leadscore.schemas import EVENT_TYPES
+    from leadscore.schemas.validation import format_ts_ms
 
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:10]
@@ -279,7 +279,7 @@ def produce(
     s: Settings, events: list[dict], *, rate: float | None = None, linger_ms: int = 5
 ) -> None:
     """Send ``events`` (at ``rate`` per second) and wait until the broker has every one."""
-    from streamer.produce import EventProducer
+    from leadscore.infra.producer import EventProducer
 
     producer = EventProducer(s, linger_ms=linger_ms)
     producer.send_all(events, rate=rate)
@@ -370,8 +370,8 @@ def metric_total(worker: WorkerProcess, outcome: str | None = None) -> int:
 
 def offline_features(events: list[dict]) -> dict[str, dict]:
     """Each lead's features from the reference (offline) replay of ``events``."""
-    from features.offline import replay
-    from schemas.validation import Event, parse_ts_ms
+    from leadscore.features.offline import replay
+    from leadscore.schemas.validation import Event, parse_ts_ms
 
     evs = []
     for e in events:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.embedded import Service, free_port, start_broker, start_process
-from streamer.exceptions import ServiceStartError
+from leadscore.tooling.embedded import Service, free_port, start_broker, start_process
+from leadscore.tooling.exceptions import ServiceStartError
 
 from .conftest import (
     WorkerProcess,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.embedded import start_broker
-from streamer.topics import ensure_topics
+from leadscore.infra.topics import ensure_topics
+from leadscore.tooling.embedded import start_broker
 
 from .conftest import (
     assert_features_match_replay,

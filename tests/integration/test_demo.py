@@ -18,7 +18,7 @@ def test_demo_scores_n_events_and_cleans_up():
         [
             sys.executable,
             "-m",
-            "streamer.cli",
+            "leadscore",
             "demo",
             "--events",
             "300",

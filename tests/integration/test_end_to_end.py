@@ -11,8 +11,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from schemas.validation import format_ts_ms
-from streamer.produce import EventProducer
+from leadscore.infra.producer import EventProducer
+from leadscore.schemas.validation import format_ts_ms
 
 from .conftest import read_topic
 

@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 import redis
 
-from features.store import lead_keys
-from streamer.embedded import start_redis
+from leadscore.features.store import lead_keys
+from leadscore.tooling.embedded import start_redis
 
 from .conftest import (
     WorkerProcess,

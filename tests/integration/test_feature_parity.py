@@ -13,13 +13,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 
-from features.definitions import DAY_MS
-from features.lua import kind_codes
-from features.offline import replay
-from features.store import RedisFeatureStore, apply_in_batches, lead_keys
-from schemas import EVENT_TYPES
-from schemas.validation import Event, format_ts_ms
-from streamer.produce import EventProducer
+from leadscore.features.definitions import DAY_MS
+from leadscore.features.lua import kind_codes
+from leadscore.features.offline import replay
+from leadscore.features.store import RedisFeatureStore, apply_in_batches, lead_keys
+from leadscore.infra.producer import EventProducer
+from leadscore.schemas import EVENT_TYPES
+from leadscore.schemas.validation import Event, format_ts_ms
 
 from .conftest import metric_total, read_topic
 
@@ -100,7 +100,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
         return updates, finals
 
     updates, finals = asyncio.run(run())
-    from features.store import MemoryFeatureStore
+    from leadscore.features.store import MemoryFeatureStore
 
     mem = MemoryFeatureStore()
     mem_updates = asyncio.run(mem.apply_batch(events))  # one call: nothing pending in between

@@ -8,11 +8,11 @@ import uuid
 import orjson
 import pytest
 
-from model.registry import Registry
-from schemas.validation import Event, format_ts_ms, validate_event
-from streamer.produce import EventProducer
-from streamer.simulator import SimConfig, simulate
-from streamer.training import train_from_event_list
+from leadscore.infra.producer import EventProducer
+from leadscore.jobs.train_events import train_from_event_list
+from leadscore.model.registry import Registry
+from leadscore.schemas.validation import Event, format_ts_ms, validate_event
+from leadscore.tooling.simulator import SimConfig, simulate
 
 from .conftest import read_topic
 

@@ -10,8 +10,8 @@ import uuid
 import orjson
 import pytest
 
-from model.registry import CHAMPION_FILE
-from schemas.validation import format_ts_ms
+from leadscore.model.registry import CHAMPION_FILE
+from leadscore.schemas.validation import format_ts_ms
 
 from ..registry_faults import corrupted_copy, meta, truncate
 from .conftest import WorkerProcess, produce, read_to_end, wait_caught_up

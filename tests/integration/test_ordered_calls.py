@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from features.ordered import CONNECTION_NAME, OrderedScriptCalls
+from leadscore.features.ordered import CONNECTION_NAME, OrderedScriptCalls
 
 pytestmark = pytest.mark.integration
 

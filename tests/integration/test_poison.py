@@ -17,8 +17,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from schemas import load_schema
-from schemas.validation import format_ts_ms
+from leadscore.schemas import load_schema
+from leadscore.schemas.validation import format_ts_ms
 
 from .conftest import (
     assert_features_match_replay,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from features.store import RedisFeatureStore, lead_keys
-from streamer.embedded import settings_env, start_redis
+from leadscore.features.store import RedisFeatureStore, lead_keys
+from leadscore.tooling.embedded import settings_env, start_redis
 
 from .conftest import (
     WorkerProcess,
@@ -85,7 +85,7 @@ def test_redis_restarted_empty_is_detected_and_rebuilt(
 
         rebuild_started = time.time()
         done = subprocess.run(
-            [sys.executable, "-m", "streamer.cli", "rebuild"],
+            [sys.executable, "-m", "leadscore", "rebuild"],
             env=settings_env(s),
             capture_output=True,
             text=True,
@@ -151,7 +151,7 @@ def test_a_lead_whose_keys_are_broken_fails_alone(redis_url):
 
     import redis.asyncio as aioredis
 
-    from schemas.validation import Event, format_ts_ms
+    from leadscore.schemas.validation import Event, format_ts_ms
 
     tag = uuid.uuid4().hex[:8]
     ts = int(time.time() * 1000) - 60_000

@@ -10,8 +10,8 @@ import time
 import pytest
 from redis.cluster import key_slot
 
-from features.store import lead_keys
-from streamer.embedded import free_port
+from leadscore.features.store import lead_keys
+from leadscore.tooling.embedded import free_port
 
 from .conftest import (
     assert_features_match_replay,

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from streamer.sync import JsonlSink, PostgresSink, run_sync
+from leadscore.integrations.sync import JsonlSink, PostgresSink, run_sync
 
 pytestmark = pytest.mark.integration
 

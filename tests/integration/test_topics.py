@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer, TopicPartition
 
-from streamer.topics import end_offsets
+from leadscore.infra.topics import end_offsets
 
 from .conftest import read_to_end
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from features.definitions import SPECS, Profile
-from model.registry import Registry
+from leadscore.features.definitions import SPECS, Profile
+from leadscore.model.registry import Registry
 
 
 def save_worker_model(model_dir: Path, version: str, *, promote: bool = True) -> Path:

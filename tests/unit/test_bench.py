@@ -11,8 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas.validation import parse_ts_ms
-from streamer.bench import (
+from leadscore.schemas.validation import parse_ts_ms
+from leadscore.settings import Settings
+from leadscore.tooling.bench import (
     RSS_SAMPLE_S,
     ScoreReader,
     _by_period,
@@ -21,8 +22,7 @@ from streamer.bench import (
     _percentiles,
     _rss_summary,
 )
-from streamer.cpu import CpuMeter, Target, machine_cpu_seconds, process_cpu_seconds
-from streamer.settings import Settings
+from leadscore.tooling.cpu import CpuMeter, Target, machine_cpu_seconds, process_cpu_seconds
 
 
 def test_flat_memory_has_no_growth() -> None:

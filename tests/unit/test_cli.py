@@ -7,9 +7,9 @@ import json
 import orjson
 import pytest
 
-from features.offline import read_events, replay
-from schemas.validation import Event
-from streamer.cli import build_parser, main, parse_duration_ms
+from leadscore.cli import build_parser, main, parse_duration_ms
+from leadscore.features.offline import read_events, replay
+from leadscore.schemas.validation import Event
 
 
 def test_help_lists_every_command(capsys):
@@ -49,8 +49,27 @@ def test_durations_parse():
 
 def test_worker_without_bootstrap_says_what_to_set(monkeypatch, capsys):
     monkeypatch.delenv("LEADSCORE_KAFKA_BOOTSTRAP", raising=False)
-    assert main(["worker"]) == 2
+    # A runtime failure exits 1 (2 is for usage errors, see the next test).
+    assert main(["worker"]) == 1
     assert "LEADSCORE_KAFKA_BOOTSTRAP" in capsys.readouterr().err
+
+
+def test_exit_codes_tell_usage_errors_from_failures(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--horizon", "soon"])
+    assert exc.value.code == 2
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert "exit codes: 0 done, 1 the command failed" in capsys.readouterr().out
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("leadscore ")
 
 
 def test_features_command_prints_the_offline_replay(tmp_path, capsys):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
-from model.explain import PathExplainer
+from leadscore.model.explain import PathExplainer
 
 
 def _model(depth: int, rounds: int, categorical: bool = False) -> tuple[lgb.Booster, np.ndarray]:

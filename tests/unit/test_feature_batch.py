@@ -6,12 +6,12 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from features.definitions import SPECS, Count, Profile
-from features.offline import VECTOR_SEP, parse_vector
-from model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
-from model.rules import RuleScorer
-from model.scoring import FeatureBatch, Thresholds, as_records
-from streamer.pipeline import vector_batch
+from leadscore.features.definitions import SPECS, Count, Profile
+from leadscore.features.offline import VECTOR_SEP, parse_vector
+from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
+from leadscore.model.rules import RuleScorer
+from leadscore.model.scoring import FeatureBatch, Thresholds, as_records
+from leadscore.streamer.pipeline import vector_batch
 
 LEVELS = ("a", "b", "c")
 
@@ -99,7 +99,7 @@ def test_field_caches_give_the_same_results_across_batches_and_when_they_start_o
 ) -> None:
     """The scorer keeps what each field text encodes to from batch to batch, starting over
     when a column's cache is full; neither may change a score, a reason or a matrix."""
-    import model.artifact as artifact
+    import leadscore.model.artifact as artifact
 
     monkeypatch.setattr(artifact, "_CACHE_MAX", 16)
     fresh = LightGBMScorer(scorer.booster, scorer.meta)

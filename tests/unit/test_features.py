@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import (
+from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
     FEATURE_NAMES,
@@ -18,10 +18,10 @@ from features.definitions import (
     by_name,
     decay_factors,
 )
-from features.lua import render_script
-from features.offline import LeadState, parse_vector, replay
-from schemas import EVENT_TYPES
-from schemas.validation import Event, format_ts_ms
+from leadscore.features.lua import render_script
+from leadscore.features.offline import LeadState, parse_vector, replay
+from leadscore.schemas import EVENT_TYPES
+from leadscore.schemas.validation import Event, format_ts_ms
 
 T0 = 1_795_000_000_000 - (1_795_000_000_000 % DAY_MS)  # a day boundary
 

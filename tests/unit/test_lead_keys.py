@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.cluster import key_slot
 
-from features.state import N_SLOTS, marker_key, slot_tags
-from features.store import hash_tag, lead_keys, lead_slot
+from leadscore.features.state import N_SLOTS, marker_key, slot_tags
+from leadscore.features.store import hash_tag, lead_keys, lead_slot
 
 
 def test_the_aliasing_pair_of_the_old_digest_scheme_gets_distinct_keys() -> None:

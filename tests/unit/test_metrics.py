@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from streamer.metrics import observe_many
+from leadscore.streamer.metrics import observe_many
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from model.exceptions import ModelIntegrityError
-from model.integrity import write_checksums
-from model.registry import CHAMPION_FILE, Registry
-from streamer.metrics import Metrics
-from streamer.models import ModelHolder
+from leadscore.model.exceptions import ModelIntegrityError
+from leadscore.model.integrity import write_checksums
+from leadscore.model.registry import CHAMPION_FILE, Registry
+from leadscore.streamer.metrics import Metrics
+from leadscore.streamer.models import ModelHolder
 
 from ..registry_faults import CORRUPTIONS, corrupted_copy, meta, truncate, writer
 

@@ -8,13 +8,13 @@ import time
 import orjson
 from prometheus_client import CollectorRegistry
 
-from features.store import MemoryFeatureStore
-from model.rules import RuleScorer
-from schemas.validation import format_ts_ms, validate_event, validate_score
-from streamer import pipeline as pipeline_module
-from streamer.metrics import Metrics
-from streamer.pipeline import Message, Pipeline, topic_sources
-from streamer.settings import Settings
+from leadscore.features.store import MemoryFeatureStore
+from leadscore.model.rules import RuleScorer
+from leadscore.schemas.validation import format_ts_ms, validate_event, validate_score
+from leadscore.settings import Settings
+from leadscore.streamer import pipeline as pipeline_module
+from leadscore.streamer.metrics import Metrics
+from leadscore.streamer.pipeline import Message, Pipeline, topic_sources
 
 
 def make(chunk: int = 128) -> tuple[Pipeline, MemoryFeatureStore, Metrics]:

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
-from features.store import MemoryFeatureStore
-from model.rules import RuleScorer
-from schemas import EVENT_TYPES, load_schema
-from schemas.validation import Event, format_ts_ms, validate_event
-from streamer.metrics import Metrics
-from streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
-from streamer.settings import Settings
+from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.store import MemoryFeatureStore
+from leadscore.model.rules import RuleScorer
+from leadscore.schemas import EVENT_TYPES, load_schema
+from leadscore.schemas.validation import Event, format_ts_ms, validate_event
+from leadscore.settings import Settings
+from leadscore.streamer.metrics import Metrics
+from leadscore.streamer.pipeline import BatchOutput, Message, Pipeline, topic_sources
 
 _dlq_schema = fastjsonschema.compile(load_schema("dlq"))
 TOPICS = {"web": "leads.web", "email": "leads.email", "crm": "leads.crm"}

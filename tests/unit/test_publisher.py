@@ -6,8 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from streamer import publisher as publisher_module
-from streamer.publisher import Publisher
+from leadscore.streamer import publisher as publisher_module
+from leadscore.streamer.publisher import Publisher
 
 
 class FakeSend:

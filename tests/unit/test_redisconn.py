@@ -11,14 +11,14 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from streamer.embedded import ServiceStartError, redis_binary
-from streamer.redisconn import (
+from leadscore.infra.redis import (
     HiredisPackConnection,
     HiredisPackSSLConnection,
     HiredisPackUnixConnection,
     redis_client,
 )
-from streamer.settings import Settings
+from leadscore.settings import Settings
+from leadscore.tooling.embedded import ServiceStartError, redis_binary
 
 CASES: list[tuple[Any, ...]] = [
     ("EVALSHA", "0123abcd", 3, "ls:{a}:b", "ls:{a}:i", "ls:{a}:p", "u", 1, 0),

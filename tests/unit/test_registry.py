@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model.exceptions import ModelNotFoundError, RegistryError
-from model.registry import CHAMPION_FILE, Registry
+from leadscore.model.exceptions import ModelNotFoundError, RegistryError
+from leadscore.model.registry import CHAMPION_FILE, Registry
 
 from ..registry_faults import writer
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from model.exceptions import RulesConfigError
-from model.rules import RuleScorer
+from leadscore.model.exceptions import RulesConfigError
+from leadscore.model.rules import RuleScorer
 
 
 def test_points_add_up_and_reasons_name_the_features():

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.validation import Event, parse_ts_ms, validate_event
-from streamer.simulator import SimConfig, iter_live, simulate
+from leadscore.schemas.validation import Event, parse_ts_ms, validate_event
+from leadscore.tooling.simulator import SimConfig, iter_live, simulate
 
 START = 1_780_000_000_000  # 2026-05-28T20:26:40Z, a fixed start keeps the tests reproducible
 DAY_MS = 86_400_000

@@ -13,9 +13,9 @@ from lightgbm import LGBMClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from model.exceptions import DataError, ModelNotFoundError
-from model.registry import Registry
-from model.tabular import (
+from leadscore.model.exceptions import DataError, ModelNotFoundError
+from leadscore.model.registry import Registry
+from leadscore.model.tabular import (
     NOT_SELECTED,
     clean_table,
     parse_target,

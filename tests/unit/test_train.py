@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from model.artifact import LightGBMScorer
-from model.registry import Registry
-from model.train import (
+from leadscore.model.artifact import LightGBMScorer
+from leadscore.model.registry import Registry
+from leadscore.model.train import (
     Dataset,
     TrainConfig,
     Trial,

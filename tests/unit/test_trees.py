@@ -8,8 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from model.explain import PathExplainer, top_k
-from model.trees import ZERO_THRESHOLD, CompiledTrees
+from leadscore.model.explain import PathExplainer, top_k
+from leadscore.model.trees import ZERO_THRESHOLD, CompiledTrees
 
 N_CAT = 12
 

@@ -7,8 +7,8 @@ import base64
 import orjson
 import pytest
 
-from schemas import EVENT_TYPES, load_schema
-from schemas.validation import (
+from leadscore.schemas import EVENT_TYPES, load_schema
+from leadscore.schemas.validation import (
     ERROR_CODES,
     Event,
     Invalid,

@@ -16,8 +16,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import load_schema
-from schemas.validation import (
+from leadscore.schemas import load_schema
+from leadscore.schemas.validation import (
     DLQ_MAX_KEY_BYTES,
     DLQ_VALUE_BYTES_LIMIT,
     ERROR_CODES,

@@ -13,8 +13,13 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 
-from streamer import gc_tuning
-from streamer.faust_fastpath import PAUSED_POLL_S, paused_fetch_patches, raw_schema, take_events
+from leadscore.streamer import gc_tuning
+from leadscore.streamer.faust_fastpath import (
+    PAUSED_POLL_S,
+    paused_fetch_patches,
+    raw_schema,
+    take_events,
+)
 
 
 @pytest.fixture

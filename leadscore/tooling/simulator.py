@@ -42,13 +42,18 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from schemas.validation import format_ts_ms
+import orjson
 
-__all__ = ["SimConfig", "simulate", "iter_live"]
+from leadscore.schemas.validation import format_ts_ms
+from leadscore.settings import Settings
+from leadscore.tooling.exceptions import SimulationConfigError
+
+__all__ = ["SimConfig", "simulate", "iter_live", "write_jsonl", "produce_events"]
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -262,14 +267,16 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if self.leads < 1:
-            raise ValueError(f"leads must be >= 1, got {self.leads}")
+            raise SimulationConfigError(f"leads must be >= 1, got {self.leads}")
         if self.events < 0:
-            raise ValueError(f"events must be >= 0, got {self.events}")
+            raise SimulationConfigError(f"events must be >= 0, got {self.events}")
         if not self.days > 0:
-            raise ValueError(f"days must be > 0, got {self.days}")
+            raise SimulationConfigError(f"days must be > 0, got {self.days}")
         lo, hi = self.conversion_delay_days
         if not 0 <= lo <= hi:
-            raise ValueError(f"conversion_delay_days must satisfy 0 <= lo <= hi, got {lo, hi}")
+            raise SimulationConfigError(
+                f"conversion_delay_days must satisfy 0 <= lo <= hi, got {lo, hi}"
+            )
 
 
 @dataclass(slots=True)
@@ -899,3 +906,29 @@ def iter_live(config: SimConfig, start_ms: int) -> Iterator[dict[str, Any]]:
         hist_start = start_ms - round(config.days * DAY_MS)
     world = _World(config, hist_start)
     yield from world.run(start_ms, None, "l")
+
+
+def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write events as JSON lines (``leadscore simulate --out``)."""
+    with path.open("wb") as fh:
+        for ev in events:
+            fh.write(orjson.dumps(ev) + b"\n")
+
+
+def produce_events(
+    settings: Settings,
+    events: Iterable[dict[str, Any]],
+    *,
+    rate: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Produce events to their topics (created if missing); return how many were sent."""
+    from leadscore.infra.producer import EventProducer
+    from leadscore.infra.topics import ensure_topics
+
+    say = progress or (lambda _msg: None)
+    ensure_topics(settings)
+    producer = EventProducer(settings)
+    producer.send_all(events, rate=rate, progress=lambda n: say(f"  sent {n}"))
+    producer.flush_or_raise()
+    return producer.sent

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import orjson
 from confluent_kafka import Consumer, KafkaException
 
-from streamer.exceptions import ConfigError, LeadscoreError
-from streamer.settings import Settings
+from leadscore.errors import ConfigError, LeadscoreError
+from leadscore.settings import Settings
 
 Update = tuple[str, dict[str, Any] | None]  # (lead_id, record or None for erasure)
 

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer.exceptions import ServiceStartError
-from streamer.settings import Settings
+from leadscore.settings import Settings
+from leadscore.tooling.exceptions import ServiceStartError
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def spawn_worker(settings: Settings, log_path: Path, **extra_env: str) -> subpro
     """Run ``leadscore worker`` with ``settings`` as a child that dies with this process."""
     with log_path.open("wb") as fh:
         return subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "streamer.cli", "worker"],
+            [sys.executable, "-m", "leadscore", "worker"],
             env=settings_env(settings, **extra_env),
             stdout=fh,
             stderr=subprocess.STDOUT,

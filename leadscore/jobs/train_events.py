@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from features.offline import read_events
-from features.training import build_training_set
-from model.exceptions import TrainingError
-from model.registry import Registry
-from model.rules import RuleScorer
-from model.train import Dataset, TrainConfig, train
-from schemas.validation import Event
+from leadscore.features.offline import read_events
+from leadscore.features.training import build_training_set
+from leadscore.model.exceptions import TrainingError
+from leadscore.model.registry import Registry
+from leadscore.model.rules import RuleScorer
+from leadscore.model.train import Dataset, TrainConfig, train
+from leadscore.schemas.validation import Event
 
 
 def train_from_event_list(

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from leadscore.tooling.exceptions import MeterNotStartedError
+
 Target = int | tuple[int, int]
 """A process id, or ``(process id, thread id)`` for one thread of it."""
 
@@ -88,7 +90,7 @@ class CpuMeter:
             When called before ``start()``.
         """
         if self._t0 is None:
-            raise RuntimeError("CpuMeter.read() before start()")
+            raise MeterNotStartedError("CpuMeter.read() before start()")
         wall = max(self._clock() - self._t0, 1e-9)
         self.used = self.seconds()
         out = {k: round(100.0 * v / wall, 1) for k, v in self.used.items()}

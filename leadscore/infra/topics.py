@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamer.exceptions import KafkaUnavailableError
-from streamer.settings import Settings
+from leadscore.errors import KafkaUnavailableError
+from leadscore.settings import Settings
 
 log = logging.getLogger(__name__)
 

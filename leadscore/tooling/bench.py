@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
-from streamer.cpu import CpuMeter, Target
-from streamer.embedded import Services, free_port, services, spawn_worker
-from streamer.exceptions import ServiceStartError
-from streamer.produce import EventProducer
-from streamer.settings import Settings
-from streamer.topics import ensure_topics
+from leadscore.infra.producer import EventProducer
+from leadscore.infra.topics import ensure_topics
+from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
+from leadscore.settings import Settings
+from leadscore.tooling.cpu import CpuMeter, Target
+from leadscore.tooling.embedded import Services, free_port, services, spawn_worker
+from leadscore.tooling.exceptions import ServiceStartError
 
 
 def _rss_mb(pid: int) -> float:
@@ -225,7 +225,7 @@ def redis_bytes_per_lead(redis_url: str, lead_ids: list[str]) -> dict[str, float
     """Mean and p90 of ``MEMORY USAGE`` summed over each lead's keys."""
     import redis
 
-    from features.store import lead_keys
+    from leadscore.features.store import lead_keys
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -245,7 +245,7 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
     """Replay a history into the feature store (as the worker would) and measure its keys."""
     import redis.asyncio as aioredis
 
-    from features.store import RedisFeatureStore, apply_in_batches
+    from leadscore.features.store import RedisFeatureStore, apply_in_batches
 
     client = aioredis.Redis.from_url(redis_url)
     store = RedisFeatureStore(client)
@@ -487,8 +487,8 @@ def run_bench(
     (README): on shared topics the burst's thousands of score batches would slow every fetch
     of the latency run that follows, which measures that broker, not the worker.
     """
-    from streamer.simulator import SimConfig, simulate
-    from streamer.training import train_from_event_list
+    from leadscore.jobs.train_events import train_from_event_list
+    from leadscore.tooling.simulator import SimConfig, simulate
 
     redis_env = os.environ.get("LEADSCORE_REDIS_URL")
     with (
@@ -646,7 +646,7 @@ def run_bench(
         memory = asyncio.run(_history_memory(s.redis_url, evs, f"m{uid}"))
         n_stage = max(stages.pop("events", 1.0), 1.0)
         say("running the seed article's scoring path ...")
-        from features.training import build_training_set
+        from leadscore.features.training import build_training_set
 
         ts = build_training_set(evs, horizon_ms=30 * 86_400_000)
         rows = [{str(k): v for k, v in r.items()} for r in ts.x.head(500).to_dict(orient="records")]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from confluent_kafka import Producer
 
-from features.store import RedisFeatureStore
-from streamer.redisconn import redis_client
-from streamer.settings import Settings
+from leadscore.features.store import RedisFeatureStore
+from leadscore.infra.redis import redis_client
+from leadscore.settings import Settings
 
 
 async def forget_lead(settings: Settings, lead_id: str) -> dict[str, Any]:
@@ -28,3 +29,8 @@ async def forget_lead(settings: Settings, lead_id: str) -> dict[str, Any]:
         producer.produce(settings.topic("scores"), key=lead_id.encode(), value=None)
         tombstoned = producer.flush(15.0) == 0
     return {"lead_id": lead_id, "redis_keys_deleted": deleted, "tombstone_sent": tombstoned}
+
+
+def run_forget(settings: Settings, lead_id: str) -> dict[str, Any]:
+    """``leadscore forget``: :func:`forget_lead` from synchronous code."""
+    return asyncio.run(forget_lead(settings, lead_id))

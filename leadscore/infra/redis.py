@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
 if TYPE_CHECKING:
-    from streamer.settings import Settings
+    from leadscore.settings import Settings
 
 
 def _pack(encoder: Any, args: tuple[Any, ...]) -> list[bytes] | None:

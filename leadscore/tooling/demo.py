@@ -24,13 +24,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.validation import format_ts_ms
-from streamer.embedded import free_port, services, spawn_worker
-from streamer.exceptions import LeadscoreError, ServiceStartError
-from streamer.produce import EventProducer
-from streamer.settings import Settings
-from streamer.topics import end_offsets, ensure_topics
-from streamer.training import train_from_event_list
+from leadscore.errors import LeadscoreError
+from leadscore.infra.producer import EventProducer
+from leadscore.infra.topics import end_offsets, ensure_topics
+from leadscore.jobs.train_events import train_from_event_list
+from leadscore.schemas.validation import format_ts_ms
+from leadscore.settings import Settings
+from leadscore.tooling.embedded import free_port, services, spawn_worker
+from leadscore.tooling.exceptions import ServiceStartError
 
 
 def say(msg: str) -> None:
@@ -107,7 +108,7 @@ def _read_scores(
 
 
 def _produced_at(rec: dict[str, Any]) -> float | None:
-    from schemas.validation import parse_ts_ms
+    from leadscore.schemas.validation import parse_ts_ms
 
     ms = parse_ts_ms(rec["event_ts"])
     return None if ms is None else ms / 1000
@@ -174,7 +175,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run_demo(
     settings: Settings, *, events: int | None, rate: float, as_json: bool, leads: int, seed: int
 ) -> int:
-    from streamer.simulator import SimConfig, iter_live, simulate
+    from leadscore.tooling.simulator import SimConfig, iter_live, simulate
 
     # Ctrl-C and `kill` both unwind through the finally blocks below, which stop the worker,
     # the broker and Redis (a shell's background job may even start us with SIGINT ignored).
@@ -215,7 +216,7 @@ def run_demo(
                 leads=1500, events=60_000, seed=seed, start_ms=now_ms - 90 * 86_400_000, days=90.0
             )
         )
-        from schemas.validation import Event, validate_event
+        from leadscore.schemas.validation import Event, validate_event
 
         evs = []
         for ev in history:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.exceptions import ConfigError
+from leadscore.errors import ConfigError
 
 
 class Settings(BaseSettings):

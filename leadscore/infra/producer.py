@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Producer
 
-from streamer.exceptions import LeadscoreError
-from streamer.settings import Settings
+from leadscore.errors import LeadscoreError
+from leadscore.settings import Settings
 
 
 class EventProducer:
@@ -81,3 +82,47 @@ class EventProducer:
         self.flush(timeout)
         if self.errors:
             raise LeadscoreError(f"{len(self.errors)} events not delivered: {self.errors[0]}")
+
+
+def replay_file(
+    settings: Settings,
+    path: Path,
+    *,
+    rate: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, int]:
+    """Produce the events of a JSONL file to their topics; return (sent, unroutable).
+
+    A line without a ``lead_id`` and a ``source`` can't be routed by lead: it still goes to
+    ``leads.web``, unkeyed, so that the worker's DLQ records why it was refused.
+    """
+    from leadscore.infra.topics import ensure_topics
+
+    say = progress or (lambda _msg: None)
+    if not path.exists():
+        raise LeadscoreError(f"{path} does not exist")
+    ensure_topics(settings)
+    producer = EventProducer(settings)
+    bad = 0
+
+    def lines() -> Iterator[dict[str, Any]]:
+        nonlocal bad
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    ev = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    ev = None
+                if not isinstance(ev, dict) or "lead_id" not in ev or "source" not in ev:
+                    bad += 1
+                    producer.send_raw(settings.topic("web"), None, line)
+                    say(f"  line {n}: no lead_id/source; sent to leads.web for the DLQ")
+                    continue
+                yield ev
+
+    producer.send_all(lines(), rate=rate, progress=lambda n: say(f"  sent {n}"))
+    producer.flush_or_raise()
+    return producer.sent, bad

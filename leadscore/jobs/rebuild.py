@@ -24,18 +24,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from features.store import Confirmation, RedisFeatureStore
-from schemas import SOURCES, Source
-from schemas.validation import Event, validate_event
-from streamer.redisconn import redis_client
-from streamer.settings import Settings
-from streamer.topics import committed_offsets, end_offsets, input_partitions
+from leadscore.errors import ConfigError
+from leadscore.features.store import Confirmation, RedisFeatureStore
+from leadscore.infra.redis import redis_client
+from leadscore.infra.topics import committed_offsets, end_offsets, input_partitions
+from leadscore.schemas import SOURCES, Source
+from leadscore.schemas.validation import Event, parse_ts_ms, validate_event
+from leadscore.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -296,3 +297,33 @@ async def _restore_latest(settings: Settings, store: RedisFeatureStore, say: Pro
 
 def run_rebuild(settings: Settings, **kwargs: Any) -> RebuildReport:
     return asyncio.run(rebuild(settings, **kwargs))
+
+
+def parse_from_time(text: str | None) -> int | None:
+    """``--from-time``: epoch milliseconds of an RFC 3339 moment (None: from the beginning)."""
+    if not text:
+        return None
+    ms = parse_ts_ms(text)
+    if ms is None:
+        raise ConfigError(f"--from-time {text!r} is not an RFC 3339 timestamp with offset")
+    return ms
+
+
+def parse_from_offsets(settings: Settings, specs: Iterable[str]) -> dict[tuple[str, int], int]:
+    """``--from-offset SOURCE:PARTITION:OFFSET`` (repeatable) -> {(topic, partition): offset}.
+
+    >>> from leadscore.settings import Settings
+    >>> parse_from_offsets(Settings(), ["web:0:1500", "crm:3:0"])
+    {('leads.web', 0): 1500, ('leads.crm', 3): 0}
+    """
+    offsets: dict[tuple[str, int], int] = {}
+    for spec in specs:
+        source, _, rest = spec.partition(":")
+        part, _, offset = rest.partition(":")
+        if source not in SOURCES or not part.isdigit() or not offset.isdigit():
+            raise ConfigError(
+                f"--from-offset {spec!r} is not SOURCE:PARTITION:OFFSET "
+                f"(SOURCE one of {', '.join(SOURCES)})"
+            )
+        offsets[(settings.topic(source), int(part))] = int(offset)
+    return offsets

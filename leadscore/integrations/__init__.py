@@ -1,0 +1,1 @@
+"""Integrations with the systems around leadscore: the CRM sync consumer, erasure."""
