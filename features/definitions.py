@@ -62,6 +62,37 @@ ENGAGEMENT_POINTS: dict[str, int] = {
 }
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
+RecencyGroup = Literal["web", "email", "activity", "created"]
+#: The field of a lead's state that holds each recency group's timestamp (short: it is
+#: stored per lead).
+RECENCY_FIELD: dict[RecencyGroup, str] = {
+    "web": "lw",
+    "email": "le",
+    "activity": "la",
+    "created": "cr",
+}
+
+
+def kind_groups(kind: str) -> list[str]:
+    """The recency fields an event of ``kind`` (``source:type``) updates.
+
+    >>> kind_groups("email:email_click")
+    ['le', 'la']
+    """
+    groups = []
+    if kind.startswith("web:"):
+        groups.append(RECENCY_FIELD["web"])
+    if kind in EMAIL_ENGAGEMENT_KINDS:
+        groups.append(RECENCY_FIELD["email"])
+    if kind in ACTIVITY_KINDS:
+        groups.append(RECENCY_FIELD["activity"])
+    if kind == "crm:lead_created":
+        groups.append(RECENCY_FIELD["created"])
+    return groups
+
+
+#: CRM event types that carry profile attributes.
+PROFILE_EVENT_TYPES = frozenset({"lead_created", "lead_updated"})
 PROFILE_FIELDS: tuple[str, ...] = (
     "company_size",
     "industry",
@@ -102,7 +133,7 @@ class Recency:
     """Days from the last event of a group (web, email, activity, created) to ref."""
 
     name: str
-    group: Literal["web", "email", "activity", "created"]
+    group: RecencyGroup
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,11 @@ from __future__ import annotations
 from importlib import resources
 
 from leadscore.features.definitions import (
-    ACTIVITY_KINDS,
     BUCKET_MS,
     DAY_MS,
-    EMAIL_ENGAGEMENT_KINDS,
     ENGAGEMENT_POINTS,
     PROFILE_FIELDS,
+    RECENCY_FIELD,
     RETENTION_MS,
     Count,
     Decayed,
@@ -25,10 +24,10 @@ from leadscore.features.definitions import (
     counted_kinds,
     decay_factors,
     kept_buckets,
+    kind_groups,
 )
+from leadscore.features.wire import lua_constants
 from leadscore.schemas import EVENT_TYPES
-
-RECENCY_FIELD = {"web": "lw", "email": "le", "activity": "la", "created": "cr"}
 
 
 def all_kinds() -> list[str]:
@@ -38,20 +37,6 @@ def all_kinds() -> list[str]:
 def kind_codes() -> dict[str, str]:
     """Short, stable field prefixes per event kind (keeps Redis hash fields small)."""
     return {kind: f"k{i}" for i, kind in enumerate(all_kinds())}
-
-
-def kind_groups(kind: str) -> list[str]:
-    """The recency fields an event of ``kind`` updates."""
-    groups = []
-    if kind.startswith("web:"):
-        groups.append("lw")
-    if kind in EMAIL_ENGAGEMENT_KINDS:
-        groups.append("le")
-    if kind in ACTIVITY_KINDS:
-        groups.append("la")
-    if kind == "crm:lead_created":
-        groups.append("cr")
-    return groups
 
 
 def _lua_str(s: str) -> str:
@@ -73,6 +58,7 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
     keep = kept_buckets(specs)
     index = {s.name: i + 1 for i, s in enumerate(specs)}
     lines = [
+        lua_constants(),
         f"local RES_MS = {{ m = {BUCKET_MS['m']}, h = {BUCKET_MS['h']}, d = {BUCKET_MS['d']} }}",
         f"local KEEP = {{ m = {keep['m']}, h = {keep['h']}, d = {keep['d']} }}",
         f"local DAY_MS = {DAY_MS}",

@@ -7,7 +7,6 @@ serves as the in-memory feature store for unit tests and for point-in-time train
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Literal
 from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
-    PROFILE_FIELDS,
+    RECENCY_FIELD,
     RETENTION_MS,
     SPECS,
     Count,
@@ -28,34 +27,16 @@ from leadscore.features.definitions import (
     Spec,
     decay_factors,
     kept_buckets,
+    kind_groups,
 )
 from leadscore.features.exceptions import EventFileError
-from leadscore.features.lua import RECENCY_FIELD, kind_groups
+from leadscore.features.wire import profile_updates
+from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event, Invalid, validate_event
 
 Outcome = Literal["ok", "dup", "late"]
-FeatureValue = int | float | str | None
 
 _RES: tuple[Resolution, ...] = ("m", "h", "d")
-
-
-# ASCII control characters become spaces in profile values: the feature vectors the Lua
-# script returns separate their fields (and the store's replies) with control characters, so
-# one inside a value would shift every field after it and fail the whole batch.
-_CONTROL = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
-
-
-def profile_updates(event: Event) -> dict[str, str | None]:
-    """Profile attributes carried by a CRM event, normalised to strings (None clears), with
-    control characters replaced by spaces."""
-    if event.source != "crm" or event.type not in ("lead_created", "lead_updated"):
-        return {}
-    out: dict[str, str | None] = {}
-    for attr in PROFILE_FIELDS:
-        if attr in event.attributes:
-            v = event.attributes[attr]
-            out[attr] = None if v is None else str(v).translate(_CONTROL)
-    return out
 
 
 @dataclass(slots=True)
@@ -244,28 +225,6 @@ def features_as_of(
         feats = state.features(at_ms)
         if feats is not None:
             yield lead_id, feats
-
-
-VECTOR_SEP = "\x1f"
-"""Field separator of the feature vectors the Lua script returns (ASCII unit separator)."""
-
-
-def parse_value(raw: str, spec: Spec) -> FeatureValue:
-    """Convert one field of the Lua script's output to its Python value."""
-    if raw == "":
-        return None
-    if isinstance(spec, Count):
-        return int(raw)
-    if isinstance(spec, Profile):
-        return raw
-    value = float(raw)
-    return value if math.isfinite(value) else None
-
-
-def parse_vector(raw: str, specs: tuple[Spec, ...] = SPECS) -> dict[str, FeatureValue]:
-    """The feature dict encoded by the Lua script (fields separated by the unit separator)."""
-    parts = raw.split(VECTOR_SEP)
-    return {s.name: parse_value(v, s) for s, v in zip(specs, parts, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leadscore.features.exceptions import FeatureStoreUnavailableError
+from leadscore.features.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class OrderedScriptCalls:
         self._open = False
 
     async def _read(self) -> None:
-        delay, waited = 0.05, 0.0
+        backoff = Backoff(self._max_backoff_s, self._retry_for_s)
         try:
             while self._queue:
                 try:
@@ -95,17 +96,14 @@ class OrderedScriptCalls:
                 except _FAILURES as exc:
                     self._open = False
                     await self._conn.disconnect(nowait=True)
-                    if self._retry_for_s is not None and waited >= self._retry_for_s:
-                        self._fail(FeatureStoreUnavailableError(f"Redis is unavailable: {exc}"))
+                    if backoff.exhausted():
+                        self._fail(backoff.unavailable(exc))
                         return
-                    log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    waited += delay
-                    delay = min(delay * 2, self._max_backoff_s)
+                    await backoff.wait(exc)
                     continue
                 except ResponseError as exc:  # an error reply: this call's error
                     reply = exc
-                delay, waited = 0.05, 0.0
+                backoff.reset()
                 _, future = self._queue.popleft()
                 if future.done():  # its caller was cancelled
                     continue

@@ -17,7 +17,6 @@
 --                not yet confirmed on the broker (see "pending" below)
 --@SPEC@
 
-local SEP = '\31'
 local floor = math.floor
 local format = string.format
 
@@ -249,7 +248,7 @@ local mode = ARGV[1]
 -- one after a rebuild: the call changes nothing and fails, so nothing is scored from a
 -- partial state.
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
-  return redis.error_reply('LEADSCORE_STATE_LOST the feature store marker is missing or changed')
+  return redis.error_reply(STATE_LOST_REPLY .. ' the feature store marker is missing or changed')
 end
 if mode == 'u' then
   -- ARGV: 'u', generation, n events, m confirmations, n x (event_id, ts, kind, profile),
@@ -277,7 +276,7 @@ if mode == 'u' then
   finish()
   -- One string, the results separated by RS: one bulk reply instead of one per event
   -- (vectors never hold a control character: profile values have them replaced).
-  return table.concat(out, '\30')
+  return table.concat(out, RESULT_SEP)
 elseif mode == 's' then
   -- Latest score record per lead. ARGV: 's', generation, n records; KEYS: marker, n
   -- latest-score keys. Returns each lead's previous tier (false if none), for tier-change

@@ -16,17 +16,16 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
-from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.exceptions import FeatureStateLostError
 from leadscore.features.lua import render_script
-from leadscore.features.offline import FeatureValue, LeadState, parse_vector, profile_updates
 from leadscore.features.ordered import OrderedScriptCalls
+from leadscore.features.retry import Backoff
 from leadscore.features.state import StateMarker, marker_key
+from leadscore.features.wire import RESULT_SEP, STATE_LOST_REPLY, parse_vector, profile_updates
+from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event
 
 log = logging.getLogger(__name__)
-
-RESULT_SEP = "\x1e"
-"""Separates the results of one script call (ASCII record separator)."""
 
 # Keys outlive the longest window by a week, so an idle lead's state expires on its own.
 DEFAULT_TTL_S = (RETENTION_MS // 1000) + 7 * 86_400
@@ -158,10 +157,6 @@ class FeatureStore(Protocol):
     async def forget(self, lead_id: str) -> int: ...
 
 
-#: Prefix of the error reply the script gives when the state marker doesn't match.
-STATE_LOST_REPLY = "LEADSCORE_STATE_LOST"
-
-
 def _state_lost(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(STATE_LOST_REPLY)
 
@@ -280,8 +275,7 @@ class RedisFeatureStore:
         return self._client
 
     async def _call(self, keys: list[str], args: list[Any]) -> Any:
-        delay = 0.05
-        waited = 0.0
+        backoff = Backoff(self._max_backoff_s, self._retry_for_s)
         while True:
             try:
                 return await self._script(keys=keys, args=args)
@@ -293,12 +287,7 @@ class RedisFeatureStore:
                     ) from exc
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if self._retry_for_s is not None and waited >= self._retry_for_s:
-                    raise FeatureStoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, self._max_backoff_s)
+                await backoff.wait(exc)
 
     async def apply_batch(
         self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
@@ -445,65 +434,3 @@ async def apply_in_batches(
     if confirm:
         await store.apply_batch([], confirm)
     return updates
-
-
-class MemoryFeatureStore:
-    """In-memory store built on :class:`LeadState`; the same rules, for unit tests and replay."""
-
-    def __init__(self, *, ordered: bool = False) -> None:
-        self.leads: dict[str, LeadState] = {}
-        self.scores: dict[str, dict[str, Any]] = {}
-        self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
-        self._ordered = ordered
-
-    @property
-    def ordered(self) -> bool:
-        # Its calls apply in call order either way (none yields before it ends): ``ordered``
-        # picks which path of the pipeline a test takes (all chunks' calls sent during
-        # validation, as on Redis, or each after the previous reply).
-        return self._ordered
-
-    async def apply_batch(
-        self, events: Sequence[Event], confirm: Sequence[Confirmation] = ()
-    ) -> list[Update]:
-        for key in confirm:
-            self.pending.pop(key, None)
-        out: list[Update] = []
-        applied_now: set[tuple[str, str]] = set()
-        for ev in events:
-            key = (ev.lead_id, ev.event_id)
-            state = self.leads.setdefault(ev.lead_id, LeadState())
-            outcome = state.apply(ev)
-            if outcome == "ok":
-                feats = state.features()
-                assert feats is not None  # noqa: S101 - an applied event always has features
-                self.pending[key] = feats
-                applied_now.add(key)
-                out.append(Update("ok", feats))
-            elif outcome == "dup" and key in self.pending and key not in applied_now:
-                out.append(Update("redelivered", self.pending[key]))
-            else:
-                out.append(Update(outcome, None))
-        return out
-
-    async def read(self, lead_id: str, at_ms: int | None = None) -> dict[str, FeatureValue] | None:
-        state = self.leads.get(lead_id)
-        return None if state is None else state.features(at_ms)
-
-    async def save_scores(
-        self, records: Sequence[dict[str, Any]], encoded: Sequence[bytes] | None = None
-    ) -> dict[str, str | None]:
-        previous: dict[str, str | None] = {}
-        for r in records:
-            if r["lead_id"] not in previous:
-                old = self.scores.get(r["lead_id"])
-                previous[r["lead_id"]] = old["tier"] if old else None
-            self.scores[r["lead_id"]] = r
-        return previous
-
-    async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
-        return self.scores.get(lead_id)
-
-    async def forget(self, lead_id: str) -> int:
-        n = int(self.leads.pop(lead_id, None) is not None)
-        return n + int(self.scores.pop(lead_id, None) is not None)

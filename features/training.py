@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
-from leadscore.features.offline import FeatureValue, LeadState
+from leadscore.features.offline import LeadState
+from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event
 
 OUTCOME_TYPES = ("converted", "disqualified")

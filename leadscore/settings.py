@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +41,8 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_s: float = 1.0
 
     faust_fastpath: bool = Field(
-        default=True, description="apply streamer.faust_fastpath (per-message overhead fixes)"
+        default=True,
+        description="apply leadscore.streamer.faust_fastpath (Faust's per-message overheads)",
     )
     fetch_max_wait_ms: int = Field(
         default=10, description="consumer long-poll wait (fast path only); bounds idle latency"
@@ -48,13 +51,12 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(
         default=2,
         description="longest wait for a micro-batch to fill; under load batches fill anyway, "
-        "and at low rates each event waits up to this long (10 -> 2 ms: median latency "
-        "at 1,000 events/s ~8 ms lower in the bench)",
+        "and at low rates each event waits up to this long",
     )
     gc_gen0_threshold: int = Field(
         default=50_000,
         description="worker: allocations between young GC passes after freezing the start-up "
-        "heap (streamer.gc_tuning); 0 keeps Python's defaults",
+        "heap (leadscore.streamer.gc_tuning); 0 keeps Python's defaults",
     )
     max_future_skew_s: int = 86_400
     dlq_max_value_bytes: int = Field(
@@ -89,7 +91,6 @@ class Settings(BaseSettings):
         default="path",
         description="reasons from path attributions (fast) or exact TreeSHAP (pred_contrib)",
     )
-    half_life_days: float = 7.0
     rules_file: Path | None = None
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -122,47 +123,113 @@ class Settings(BaseSettings):
 
     def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""
-        cfg: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.require_kafka(),
-            "security.protocol": self.kafka_security_protocol,
-            # A broker going away on shutdown is normal; don't print it as an error.
-            "log.connection.close": "false",
-        }
-        if self.kafka_sasl_mechanism:
-            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            cfg["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            cfg["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_cafile:
-            cfg["ssl.ca.location"] = str(self.kafka_ssl_cafile)
-        if self.kafka_ssl_certfile:
-            cfg["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
-        if self.kafka_ssl_keyfile:
-            cfg["ssl.key.location"] = str(self.kafka_ssl_keyfile)
-        return cfg
+        return KafkaConnection.of(self).librdkafka()
 
     def aiokafka_client_config(self) -> dict[str, Any]:
         """The same connection settings as keyword arguments for an aiokafka client."""
-        cfg: dict[str, Any] = {
-            "bootstrap_servers": self.require_kafka(),
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
+        return KafkaConnection.of(self).aiokafka()
 
-            cfg["ssl_context"] = create_ssl_context(
-                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
-                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
-                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
-            )
-        if self.kafka_sasl_mechanism:
-            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            cfg["sasl_plain_username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            cfg["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach Kafka, mapped once to each client library's settings: librdkafka
+    (confluent-kafka), aiokafka, and Faust's broker credentials."""
+
+    bootstrap: str
+    protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: SecretStr | None
+    cafile: Path | None
+    certfile: Path | None
+    keyfile: Path | None
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaConnection:
+        return cls(
+            settings.require_kafka(),
+            settings.kafka_security_protocol,
+            settings.kafka_sasl_mechanism,
+            settings.kafka_sasl_username,
+            settings.kafka_sasl_password,
+            settings.kafka_ssl_cafile,
+            settings.kafka_ssl_certfile,
+            settings.kafka_ssl_keyfile,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def _password(self) -> str:
+        return self.sasl_password.get_secret_value() if self.sasl_password is not None else ""
+
+    def librdkafka(self) -> dict[str, str | int | float | bool]:
+        cfg: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.protocol,
+            # A broker going away on shutdown is normal; don't print it as an error.
+            "log.connection.close": "false",
+        }
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            cfg["sasl.password"] = self._password()
+        for key, path in (
+            ("ssl.ca.location", self.cafile),
+            ("ssl.certificate.location", self.certfile),
+            ("ssl.key.location", self.keyfile),
+        ):
+            if path:
+                cfg[key] = str(path)
         return cfg
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context aiokafka and Faust use (None without TLS)."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH, cafile=str(self.cafile) if self.cafile else None
+        )
+        if self.certfile:
+            context.load_cert_chain(str(self.certfile), str(self.keyfile) if self.keyfile else None)
+        return context
+
+    def aiokafka(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.protocol,
+        }
+        if self.tls:
+            cfg["ssl_context"] = self.ssl_context()
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password is not None:
+            cfg["sasl_plain_password"] = self._password()
+        return cfg
+
+    def faust_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+        if not self.tls and not self.sasl:
+            return None
+        import faust
+
+        if not self.sasl:
+            return faust.SSLCredentials(self.ssl_context())
+        return faust.SASLCredentials(
+            username=self.sasl_username or "",
+            password=self._password(),
+            mechanism=self.sasl_mechanism or "PLAIN",
+            ssl_context=self.ssl_context(),
+        )
 
 
 def load_settings() -> Settings:

@@ -29,8 +29,8 @@ from leadscore.model.scoring import (
     ScoredRecord,
     Thresholds,
     Tier,
-    Value,
 )
+from leadscore.schemas import FeatureValue
 
 _Top = tuple[
     list[str],
@@ -236,7 +236,9 @@ class LightGBMScorer:
             for f in meta.features
         ]
         self._max_reasons = max_reasons
-        self._layouts: dict[tuple[tuple[str, ...], Callable[[int, str], Value]], _Layout] = {}
+        self._layouts: dict[
+            tuple[tuple[str, ...], Callable[[int, str], FeatureValue]], _Layout
+        ] = {}
         if booster.num_feature() != len(self._names):
             raise RegistryError(
                 f"model {meta.version}: booster has {booster.num_feature()} features, "
@@ -455,7 +457,7 @@ def _as_float(field: str) -> float:
 
 
 def _coder(
-    levels: dict[str, int], parse: Callable[[int, str], Value], column: int
+    levels: dict[str, int], parse: Callable[[int, str], FeatureValue], column: int
 ) -> Callable[[str], float]:
     def code(field: str) -> float:
         value = parse(column, field)
@@ -464,7 +466,7 @@ def _coder(
     return code
 
 
-def _reason_value(parse: Callable[[int, str], Value], column: int, field: str) -> Any:
+def _reason_value(parse: Callable[[int, str], FeatureValue], column: int, field: str) -> Any:
     return _json_value(parse(column, field))
 
 

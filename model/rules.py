@@ -30,10 +30,10 @@ from leadscore.model.scoring import (
     Scored,
     ScoredRecord,
     Thresholds,
-    Value,
     as_records,
     top_reasons,
 )
+from leadscore.schemas import FeatureValue
 
 _OPS = (">=", ">", "<=", "<", "==", "in")
 
@@ -45,7 +45,7 @@ class Rule:
     value: Any
     points: float
 
-    def fires(self, v: Value) -> bool:
+    def fires(self, v: FeatureValue) -> bool:
         if v is None:
             return False
         if self.op == "in":

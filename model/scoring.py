@@ -6,9 +6,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
+from leadscore.schemas import FeatureValue
+
 Tier = Literal["hot", "warm", "cold"]
-Value = int | float | str | None
-Row = Mapping[str, Value]
+Row = Mapping[str, FeatureValue]
 
 
 class Reason(NamedTuple):
@@ -19,7 +20,7 @@ class Reason(NamedTuple):
     """
 
     feature: str
-    value: Value
+    value: FeatureValue
     contribution: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -38,7 +39,7 @@ class FeatureBatch:
     names: tuple[str, ...]
     texts: Sequence[str]
     sep: str
-    parse: Callable[[int, str], Value]
+    parse: Callable[[int, str], FeatureValue]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -60,7 +61,7 @@ class FeatureBatch:
             )
         return flat
 
-    def rows(self) -> list[dict[str, Value]]:
+    def rows(self) -> list[dict[str, FeatureValue]]:
         parse = self.parse
         names = self.names
         return [

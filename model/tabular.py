@@ -47,10 +47,18 @@ import pandas as pd
 from leadscore.model.artifact import FeatureInfo, LightGBMScorer
 from leadscore.model.evaluate import evaluate, logistic_baseline, segment_metrics
 from leadscore.model.exceptions import DataError, ModelNotFoundError
-from leadscore.model.leakage import scan
+from leadscore.model.leakage import LeakageWarning, scan
 from leadscore.model.registry import Registry
-from leadscore.model.report import charts, importance_summary, write_report
-from leadscore.model.train import Dataset, TrainConfig, encode_frame, fit, new_version, save_fitted
+from leadscore.model.report import importance_summary, write_report
+from leadscore.model.train import (
+    Dataset,
+    Fitted,
+    TrainConfig,
+    encode_frame,
+    fit,
+    new_version,
+    save_fitted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +423,59 @@ def train_from_table(
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
+    table = _prepare_table(
+        path, target, keep_columns, segment_column, placeholders, placeholder_as_level, seed, say
+    )
+    cfg = TrainConfig(
+        hot_share=hot_share,
+        warm_share=warm_share,
+        seed=seed,
+        cv_folds=cv_folds,
+        search_time_s=time_budget_s,
+        refit_full=True,
+        calibration="auto",
+        test_fraction=test_fraction,
+        search_max_trials=max_trials,
+    )
+    cfg.params["seed"] = seed
+    fitted = fit(table.ds, cfg, progress=say)
+    held_out = _evaluate_fit(table, fitted)
+    report = _table_report(table, fitted, held_out, time.perf_counter() - t0)
+    return _save_table_model(table, fitted, held_out, report, out_dir, promote, say)
+
+
+@dataclass
+class _Table:
+    """A CRM export made ready for training."""
+
+    path: str | Path
+    target: str
+    raw_rows: int
+    df: pd.DataFrame
+    y: np.ndarray
+    mapping: dict[str, Any]
+    n_missing: int
+    plans: list[ColumnPlan]
+    dropped: list[dict[str, str]]
+    warnings: list[LeakageWarning]
+    x: pd.DataFrame
+    ds: Dataset
+    segment_column: str | None
+    placeholders: Sequence[str]
+    placeholder_as_level: bool
+
+
+def _prepare_table(
+    path: str | Path,
+    target: str,
+    keep_columns: Sequence[str],
+    segment_column: str | None,
+    placeholders: Sequence[str],
+    placeholder_as_level: bool,
+    seed: int,
+    say: Say,
+) -> _Table:
+    """Read and clean the table, parse the target, plan the columns, drop leaky ones."""
     raw = read_table(path)
     df = clean_table(raw, placeholders, placeholder_as_level=placeholder_as_level)
     if target not in df.columns:
@@ -450,57 +511,82 @@ def train_from_table(
         target=target,
         source_columns={p.feature: p.column for p in plans},
     )
-    cfg = TrainConfig(
-        hot_share=hot_share,
-        warm_share=warm_share,
-        seed=seed,
-        cv_folds=cv_folds,
-        search_time_s=time_budget_s,
-        refit_full=True,
-        calibration="auto",
-        test_fraction=test_fraction,
-        search_max_trials=max_trials,
+    return _Table(
+        path,
+        target,
+        len(raw),
+        df,
+        y,
+        mapping,
+        n_missing,
+        plans,
+        dropped,
+        warnings,
+        x,
+        ds,
+        segment_column,
+        placeholders,
+        placeholder_as_level,
     )
-    cfg.params["seed"] = seed
-    fitted = fit(ds, cfg, progress=say)
+
+
+@dataclass
+class _HeldOut:
+    """The held-out evaluation of a fit, against the logistic baseline."""
+
+    metrics: dict[str, Any]
+    base_p: np.ndarray
+    base_auc: float | None
+    base_skip: list[ColumnPlan]
+    names: list[str]
+    contrib: np.ndarray
+    importance: list[dict[str, Any]]
+
+
+def _evaluate_fit(table: _Table, fitted: Fitted) -> _HeldOut:
     te, dev = fitted.test_index, fitted.train_index
-    y_te, p_te = fitted.y[te], fitted.test_scores
-    metrics = evaluate(y_te, p_te, hot_threshold=fitted.thresholds.hot)
+    metrics = evaluate(fitted.y[te], fitted.test_scores, hot_threshold=fitted.thresholds.hot)
     # A categorical ID kept on purpose would one-hot into one column per row (time and memory
     # quadratic in the rows) while none of its levels recurs in the test rows, so the
     # scorecard baseline leaves it out.
-    base_skip = [p for p in plans if p.kind == "categorical" and id_like(df[p.column])]
-    base_cols = [p.feature for p in plans if p not in base_skip]
+    base_skip = [p for p in table.plans if p.kind == "categorical" and id_like(table.df[p.column])]
+    base_cols = [p.feature for p in table.plans if p not in base_skip]
+    x, y = table.x, table.y
     base_p = logistic_baseline(
-        x.iloc[dev][base_cols], y[dev], x.iloc[te][base_cols], ds.categorical
+        x.iloc[dev][base_cols], y[dev], x.iloc[te][base_cols], table.ds.categorical
     )
-    base_auc = evaluate(y_te, base_p, hot_threshold=0.5)["auc"]
-    names = [p.column for p in plans]
+    base_auc = evaluate(fitted.y[te], base_p, hot_threshold=0.5)["auc"]
+    names = [p.column for p in table.plans]
     contrib = np.asarray(fitted.eval_booster.predict(fitted.x[te], pred_contrib=True))
     importance = importance_summary(
         names, np.asarray(fitted.booster.feature_importance("gain"), dtype=float), contrib
     )
-    train_s = time.perf_counter() - t0
-    report: dict[str, Any] = {
+    return _HeldOut(metrics, base_p, base_auc, base_skip, names, contrib, importance)
+
+
+def _table_report(table: _Table, fitted: Fitted, held: _HeldOut, seconds: float) -> dict[str, Any]:
+    te, dev = fitted.test_index, fitted.train_index
+    seg = table.segment_column
+    return {
         "version": "",
         "path": "",
-        "target": target,
-        "target_mapping": mapping,
-        "source": str(path),
+        "target": table.target,
+        "target_mapping": table.mapping,
+        "source": str(table.path),
         "rows": {
-            "input": int(len(raw)),
-            "labelled": int(len(df)),
-            "dropped_missing_target": n_missing,
+            "input": table.raw_rows,
+            "labelled": int(len(table.df)),
+            "dropped_missing_target": table.n_missing,
             "development": int(len(dev)),
             "test": int(len(te)),
         },
-        "positive_rate": float(y.mean()),
-        "features": names,
-        "feature_names": {p.column: p.feature for p in plans},
-        "dropped_columns": dropped,
-        "leakage_warnings": [w.as_dict() for w in warnings],
-        "metrics": metrics,
-        "metrics_uncalibrated": {k: v for k, v in fitted.metrics["test_uncalibrated"].items()},
+        "positive_rate": float(table.y.mean()),
+        "features": held.names,
+        "feature_names": {p.column: p.feature for p in table.plans},
+        "dropped_columns": table.dropped,
+        "leakage_warnings": [w.as_dict() for w in table.warnings],
+        "metrics": held.metrics,
+        "metrics_uncalibrated": dict(fitted.metrics["test_uncalibrated"]),
         "decision_threshold": {
             "value": fitted.thresholds.hot,
             "kind": "hot",
@@ -508,18 +594,18 @@ def train_from_table(
             "use the hot-tier threshold; metrics.at_0_5 uses 0.5",
         },
         "thresholds": {"hot": fitted.thresholds.hot, "warm": fitted.thresholds.warm},
-        "calibration_error": metrics["calibration_error"],
+        "calibration_error": held.metrics["calibration_error"],
         "calibration_method": fitted.calibrator.method,
         "cv": fitted.metrics.get("cv"),
         "baseline": "logistic regression, one-hot categories, standardised numbers, same "
         "features and split"
-        + (f" except the ID-like {[p.column for p in base_skip]}" if base_skip else ""),
-        "baseline_auc": base_auc,
-        "segment_column": segment_column,
-        "segments": segment_metrics(y_te, p_te, df[segment_column].iloc[te])
-        if segment_column
+        + (f" except the ID-like {[p.column for p in held.base_skip]}" if held.base_skip else ""),
+        "baseline_auc": held.base_auc,
+        "segment_column": seg,
+        "segments": segment_metrics(fitted.y[te], fitted.test_scores, table.df[seg].iloc[te])
+        if seg
         else [],
-        "feature_importance": importance,
+        "feature_importance": held.importance,
         "hyper_parameters": {**fitted.params, "num_boost_round": fitted.rounds},
         "search": [
             {"auc_mean": t.auc_mean, "auc_std": t.auc_std, "rounds": t.rounds, "seconds": t.seconds}
@@ -528,25 +614,34 @@ def train_from_table(
         "evaluation": "held-out metrics come from a model trained on the development rows "
         "only; the saved model is then refit on all labelled rows with the same "
         "hyper-parameters and calibrator",
-        "train_seconds": round(train_s, 3),
-        "placeholders": list(placeholders),
-        "placeholder_as_level": placeholder_as_level,
+        "train_seconds": round(seconds, 3),
+        "placeholders": list(table.placeholders),
+        "placeholder_as_level": table.placeholder_as_level,
     }
-    images = charts(
-        y_te, p_te, report, contrib=contrib, x=fitted.x[te], names=names, baseline=base_p
-    )
+
+
+def _save_table_model(
+    table: _Table,
+    fitted: Fitted,
+    held: _HeldOut,
+    report: dict[str, Any],
+    out_dir: str | Path,
+    promote: bool,
+    say: Say,
+) -> dict[str, Any]:
+    """Save the model, its report and charts as a new registry version."""
+    images = _charts(fitted, held, report, say)
     extra = {
         "tabular": {
-            "placeholders": list(placeholders),
-            "placeholder_as_level": placeholder_as_level,
-            "target_mapping": mapping,
-            "dropped_columns": dropped,
+            "placeholders": list(table.placeholders),
+            "placeholder_as_level": table.placeholder_as_level,
+            "target_mapping": table.mapping,
+            "dropped_columns": table.dropped,
             "leakage_warnings": report["leakage_warnings"],
-            "baseline_auc": base_auc,
+            "baseline_auc": held.base_auc,
         }
     }
-    fitted.metrics["baseline_auc"] = base_auc
-
+    fitted.metrics["baseline_auc"] = held.base_auc
     registry = Registry(out_dir)
     version = new_version(fitted.data_hash)
     report["version"] = version
@@ -558,17 +653,36 @@ def train_from_table(
     save_fitted(
         fitted,
         registry,
-        target=target,
+        target=table.target,
         promote=promote,
         extra_meta=extra,
         write_extra=write_extra,
         version=version,
     )
     say(
-        f"saved {version} (held-out AUC {metrics['auc']:.4f}, calibration error "
-        f"{metrics['calibration_error']:.4f}) to {report['path']}"
+        f"saved {version} (held-out AUC {held.metrics['auc']:.4f}, calibration error "
+        f"{held.metrics['calibration_error']:.4f}) to {report['path']}"
     )
     return report
+
+
+def _charts(fitted: Fitted, held: _HeldOut, report: dict[str, Any], say: Say) -> dict[str, str]:
+    """The report's charts; none without matplotlib (the ``report`` extra)."""
+    try:
+        from leadscore.model.charts import charts
+    except ImportError:
+        say("no charts in report.html: install the report extra (pip install 'leadscore[report]')")
+        return {}
+    te = fitted.test_index
+    return charts(
+        fitted.y[te],
+        fitted.test_scores,
+        report,
+        contrib=held.contrib,
+        x=fitted.x[te],
+        names=held.names,
+        baseline=held.base_p,
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -639,8 +753,7 @@ def predict_table(
         the original column names and values.
     max_reasons
         Reasons per row. They are exact TreeSHAP (``pred_contrib``), which costs far more than
-        the score on a large ensemble (about 6 ms a row against 0.1 for the score, 1,600
-        trees, 2 cores); 0 skips them and writes ``[]``.
+        the score on a large ensemble (docs/performance.md); 0 skips them and writes ``[]``.
 
     Returns
     -------
@@ -651,8 +764,7 @@ def predict_table(
     (LightGBM's missing-value branch) and reported through ``warn``, not raised.
     """
     say = warn or log.warning
-    d = resolve_model_dir(model_dir, version)
-    scorer = LightGBMScorer.load(d)
+    scorer = LightGBMScorer.load(resolve_model_dir(model_dir, version))
     meta = scorer.meta
     tabular = meta.extra.get("tabular") or {}
     placeholders = tabular.get("placeholders", DEFAULT_PLACEHOLDERS)
@@ -660,7 +772,28 @@ def predict_table(
     as_level = bool(tabular.get("placeholder_as_level", False))
     raw = read_table(data_path)
     df = normalise_text(raw, placeholders, placeholder_as_level=as_level)
-    infos: list[FeatureInfo] = meta.features
+    x = _model_columns(df, meta.features, data_path, say)
+    m = encode_frame(x, meta.features)
+    raw_p = scorer.predict_raw(m) if len(m) else np.zeros(0)
+    scores = np.clip(meta.calibrator.apply(raw_p), 0.0, 1.0)
+    out = raw.copy()
+    clash = [c for c in ("score", "tier", "reasons") if c in out.columns]
+    if clash:
+        say(f"input columns {clash} are replaced by the model's output")
+    # Unrounded: the calibrator keeps the booster's ranking by steps far below 1e-6, and
+    # rounding would tie scores the booster told apart.
+    out["score"] = scores
+    out["tier"] = [meta.thresholds.tier(float(s)) for s in scores]
+    out["reasons"] = _table_reasons(scorer, x, m, max_reasons)
+    _write_table(out, Path(out_path))
+    return int(len(out))
+
+
+def _model_columns(
+    df: pd.DataFrame, infos: list[FeatureInfo], data_path: str | Path, say: Say
+) -> pd.DataFrame:
+    """The model's input columns from a table; missing columns and unseen categories are
+    scored as missing, and said so."""
     cols: dict[str, pd.Series] = {}
     missing = []
     for f in infos:
@@ -687,34 +820,30 @@ def predict_table(
                 f"column {f.source_column or f.name!r}: {len(unseen)} value(s) not seen in "
                 f"training, scored as missing: {unseen[:5]}"
             )
-    m = encode_frame(x, infos)
-    raw_p = scorer.predict_raw(m) if len(m) else np.zeros(0)
-    scores = np.clip(meta.calibrator.apply(raw_p), 0.0, 1.0)
+    return x
+
+
+def _table_reasons(
+    scorer: LightGBMScorer, x: pd.DataFrame, m: np.ndarray, max_reasons: int
+) -> list[str]:
+    """Each row's top reasons (exact TreeSHAP) as a JSON list; ``[]`` with ``max_reasons`` 0."""
+    infos = scorer.meta.features
     k = max(0, min(max_reasons, len(infos)))
-    reasons = ["[]"] * len(df)
-    if k and len(m):
-        contrib = np.asarray(scorer.booster.predict(m, pred_contrib=True, num_threads=2))
-        top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
-        src_values = [x[f.name].tolist() for f in infos]
-        for i in range(len(df)):
-            items = [
-                {
-                    "feature": infos[j].source_column or infos[j].name,
-                    "value": _cell(src_values[j][i]),
-                    "contribution": round(float(contrib[i, j]), 4),
-                }
-                for j in top[i]
-                if contrib[i, j] != 0.0
-            ]
-            reasons[i] = json.dumps(items, default=str)
-    out = raw.copy()
-    clash = [c for c in ("score", "tier", "reasons") if c in out.columns]
-    if clash:
-        say(f"input columns {clash} are replaced by the model's output")
-    # Unrounded: the calibrator keeps the booster's ranking by steps far below 1e-6, and
-    # rounding would tie scores the booster told apart.
-    out["score"] = scores
-    out["tier"] = [meta.thresholds.tier(float(s)) for s in scores]
-    out["reasons"] = reasons
-    _write_table(out, Path(out_path))
-    return int(len(out))
+    reasons = ["[]"] * len(x)
+    if not k or not len(m):
+        return reasons
+    contrib = np.asarray(scorer.booster.predict(m, pred_contrib=True, num_threads=2))
+    top = np.argsort(-np.abs(contrib[:, : len(infos)]), axis=1, kind="stable")[:, :k]
+    src_values = [x[f.name].tolist() for f in infos]
+    for i in range(len(x)):
+        items = [
+            {
+                "feature": infos[j].source_column or infos[j].name,
+                "value": _cell(src_values[j][i]),
+                "contribution": round(float(contrib[i, j]), 4),
+            }
+            for j in top[i]
+            if contrib[i, j] != 0.0
+        ]
+        reasons[i] = json.dumps(items, default=str)
+    return reasons

@@ -536,6 +536,23 @@ def _seeds(t: Trial, seed_bag: int) -> int:
     return seed_bag if sampling else 1
 
 
+@dataclass
+class _Trained:
+    """What either way of fitting produced, before the held-out scoring."""
+
+    eval_booster: lgb.Booster
+    calibrator: Calibrator
+    thresholds: Thresholds
+    params: dict[str, Any]
+    rounds: int
+    train_index: np.ndarray
+    test_index: np.ndarray
+    trials: list[Trial] = field(default_factory=list)
+    members: list[Trial] = field(default_factory=list)
+    ensemble_auc: float = float("nan")
+    n_boosters: int = 1
+
+
 def fit(
     ds: Dataset, cfg: TrainConfig | None = None, *, progress: Callable[[str], None] | None = None
 ) -> Fitted:
@@ -545,125 +562,173 @@ def fit(
     y = np.asarray(ds.y).astype(int)
     _check_labels(y)
     infos = _infos(ds)
-    names = [f.name for f in infos]
     x = encode_frame(ds.x, infos)
-    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
     t0 = time.perf_counter()
-    trials: list[Trial] = []
-    members: list[Trial] = []
-    n_members, ens_auc = 1, float("nan")
-    n_boosters = 1
     if cfg.cv_folds >= 2:
-        dev, te = dev_test_indices(ds, cfg)
-        folds = _cv_folds(ds, dev, y, cfg)
-        say(
-            f"searching hyper-parameters: {cfg.cv_folds}-fold CV on {len(dev)} rows "
-            f"({y[dev].mean():.1%} positive), {len(infos)} features, "
-            f"budget {cfg.search_time_s:.0f}s"
-        )
-        trials = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
-        best = trials[0]
-        params = dict(best.params)
-        rounds = _refit_rounds(best)
-        n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
-        members = trials[:n_members]
-        # The members' averaged out-of-fold scores: what the calibrator and tiers are fitted on.
-        oof = _sigmoid(np.mean([t.oof for t in members if t.oof is not None], axis=0))
-        if n_members > 1:
-            say(
-                f"averaging the {n_members} configurations within one standard error of the "
-                f"best (CV AUC of the average {ens_auc:.4f})"
-            )
-        seen = ~np.isnan(oof)
-        calibrator = fit_calibrator(
-            _calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen]
-        )
-        thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
-        n_boosters = sum(_seeds(t, cfg.seed_bag) for t in members)
-        seeds = f", sampling ones with {cfg.seed_bag} seeds" if cfg.seed_bag > 1 else ""
-        say(
-            f"training {n_boosters} booster(s) ({n_members} configuration(s){seeds}) "
-            f"on the {len(dev)} development rows for the held-out test"
-        )
-        eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx, cfg.seed_bag)
-        train_index = dev
+        tr = _fit_cv(ds, cfg, x, y, infos, say)
     else:
-        tr, va, te = split_indices(ds, cfg)
-        params = dict(cfg.params)
-        say(f"training on {len(tr)} rows ({y[tr].mean():.1%} positive), {len(infos)} features")
-        dtrain = lgb.Dataset(
-            x[tr],
-            y[tr],
-            feature_name=names,
-            categorical_feature=cat_idx or "auto",
-            free_raw_data=False,
-        )
-        dvalid = lgb.Dataset(x[va], y[va], reference=dtrain)
-        booster = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=cfg.num_boost_round,
-            valid_sets=[dvalid],
-            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-        )
-        eval_booster = _trimmed(booster)
-        rounds = int(eval_booster.current_iteration())
-        raw_va = np.asarray(eval_booster.predict(x[va]))
-        calibrator = fit_calibrator(_calibration_method(cfg, len(va)), raw_va, y[va])
-        thresholds = tier_thresholds(calibrator.apply(raw_va), cfg.hot_share, cfg.warm_share)
-        train_index = tr
-    raw_te = np.asarray(eval_booster.predict(x[te]))
-    cal_te = calibrator.apply(raw_te)
-    booster = eval_booster
+        tr = _fit_single(ds, cfg, x, y, infos, say)
+    te = tr.test_index
+    raw_te = np.asarray(tr.eval_booster.predict(x[te]))
+    cal_te = tr.calibrator.apply(raw_te)
+    booster = tr.eval_booster
     if cfg.cv_folds >= 2 and cfg.refit_full:
-        say(f"refitting the {n_boosters} booster(s) on all {len(y)} labelled rows")
-        booster = _train_members(members, x, y, names, cat_idx, cfg.seed_bag)
-    train_s = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "test": binary_metrics(y[te], cal_te),
-        "test_uncalibrated": binary_metrics(y[te], raw_te),
-        "best_iteration": rounds,
-        "train_seconds": round(train_s, 3),
-        "rows": {"train": int(len(train_index)), "test": int(len(te))},
-        "split": "time" if ds.time is not None else "stratified",
-        "calibration_method": calibrator.method,
-    }
-    if cfg.cv_folds >= 2:
-        best = trials[0]
-        metrics["cv"] = {
-            "folds": cfg.cv_folds,
-            "auc_mean": best.auc_mean,
-            "auc_std": best.auc_std,
-            "trials": len(trials),
-            "ensemble": {
-                "members": n_members,
-                "auc_mean": ens_auc,
-                "rounds": [_refit_rounds(t) for t in members],
-                "seeds": [_seeds(t, cfg.seed_bag) for t in members],
-                "params": [t.params for t in members],
-            },
-        }
-        metrics["refit_full"] = cfg.refit_full
-    else:
-        metrics["rows"]["valid"] = int(len(y) - len(train_index) - len(te))
+        say(f"refitting the {tr.n_boosters} booster(s) on all {len(y)} labelled rows")
+        names = [f.name for f in infos]
+        cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+        booster = _train_members(tr.members, x, y, names, cat_idx, cfg.seed_bag)
+    metrics = _fit_metrics(ds, cfg, tr, y, raw_te, cal_te, time.perf_counter() - t0)
     return Fitted(
         booster=booster,
-        eval_booster=eval_booster,
+        eval_booster=tr.eval_booster,
         infos=infos,
-        calibrator=calibrator,
-        thresholds=thresholds,
-        params=params,
-        rounds=rounds,
+        calibrator=tr.calibrator,
+        thresholds=tr.thresholds,
+        params=tr.params,
+        rounds=tr.rounds,
         metrics=metrics,
         x=x,
         y=y,
-        train_index=train_index,
+        train_index=tr.train_index,
         test_index=te,
         test_raw=raw_te,
         test_scores=cal_te,
         data_hash=data_hash(ds.x, y),
-        trials=trials,
+        trials=tr.trials,
     )
+
+
+def _fit_cv(
+    ds: Dataset,
+    cfg: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    infos: list[FeatureInfo],
+    say: Callable[[str], None],
+) -> _Trained:
+    """Search by CV, average the configurations within one standard error of the best,
+    calibrate and tier on their out-of-fold scores, train them on the development rows."""
+    names = [f.name for f in infos]
+    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+    dev, te = dev_test_indices(ds, cfg)
+    folds = _cv_folds(ds, dev, y, cfg)
+    say(
+        f"searching hyper-parameters: {cfg.cv_folds}-fold CV on {len(dev)} rows "
+        f"({y[dev].mean():.1%} positive), {len(infos)} features, "
+        f"budget {cfg.search_time_s:.0f}s"
+    )
+    trials = search(x[dev], y[dev], names, cat_idx, folds, cfg, say)
+    best = trials[0]
+    n_members, ens_auc = choose_ensemble(trials, y[dev], folds, cfg.ensemble_size)
+    members = trials[:n_members]
+    # The members' averaged out-of-fold scores: what the calibrator and tiers are fitted on.
+    oof = _sigmoid(np.mean([t.oof for t in members if t.oof is not None], axis=0))
+    if n_members > 1:
+        say(
+            f"averaging the {n_members} configurations within one standard error of the "
+            f"best (CV AUC of the average {ens_auc:.4f})"
+        )
+    seen = ~np.isnan(oof)
+    calibrator = fit_calibrator(_calibration_method(cfg, int(seen.sum())), oof[seen], y[dev][seen])
+    thresholds = tier_thresholds(calibrator.apply(oof[seen]), cfg.hot_share, cfg.warm_share)
+    n_boosters = sum(_seeds(t, cfg.seed_bag) for t in members)
+    seeds = f", sampling ones with {cfg.seed_bag} seeds" if cfg.seed_bag > 1 else ""
+    say(
+        f"training {n_boosters} booster(s) ({n_members} configuration(s){seeds}) "
+        f"on the {len(dev)} development rows for the held-out test"
+    )
+    eval_booster = _train_members(members, x[dev], y[dev], names, cat_idx, cfg.seed_bag)
+    return _Trained(
+        eval_booster,
+        calibrator,
+        thresholds,
+        dict(best.params),
+        _refit_rounds(best),
+        dev,
+        te,
+        trials,
+        members,
+        ens_auc,
+        n_boosters,
+    )
+
+
+def _fit_single(
+    ds: Dataset,
+    cfg: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    infos: list[FeatureInfo],
+    say: Callable[[str], None],
+) -> _Trained:
+    """The configured parameters, early-stopped on a validation split that also fits the
+    calibrator and tiers."""
+    names = [f.name for f in infos]
+    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+    tr, va, te = split_indices(ds, cfg)
+    params = dict(cfg.params)
+    say(f"training on {len(tr)} rows ({y[tr].mean():.1%} positive), {len(infos)} features")
+    dtrain = lgb.Dataset(
+        x[tr],
+        y[tr],
+        feature_name=names,
+        categorical_feature=cat_idx or "auto",
+        free_raw_data=False,
+    )
+    dvalid = lgb.Dataset(x[va], y[va], reference=dtrain)
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=cfg.num_boost_round,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+    eval_booster = _trimmed(booster)
+    raw_va = np.asarray(eval_booster.predict(x[va]))
+    calibrator = fit_calibrator(_calibration_method(cfg, len(va)), raw_va, y[va])
+    thresholds = tier_thresholds(calibrator.apply(raw_va), cfg.hot_share, cfg.warm_share)
+    rounds = int(eval_booster.current_iteration())
+    return _Trained(eval_booster, calibrator, thresholds, params, rounds, tr, te)
+
+
+def _fit_metrics(
+    ds: Dataset,
+    cfg: TrainConfig,
+    tr: _Trained,
+    y: np.ndarray,
+    raw_te: np.ndarray,
+    cal_te: np.ndarray,
+    train_s: float,
+) -> dict[str, Any]:
+    te = tr.test_index
+    metrics: dict[str, Any] = {
+        "test": binary_metrics(y[te], cal_te),
+        "test_uncalibrated": binary_metrics(y[te], raw_te),
+        "best_iteration": tr.rounds,
+        "train_seconds": round(train_s, 3),
+        "rows": {"train": int(len(tr.train_index)), "test": int(len(te))},
+        "split": "time" if ds.time is not None else "stratified",
+        "calibration_method": tr.calibrator.method,
+    }
+    if cfg.cv_folds >= 2:
+        best = tr.trials[0]
+        metrics["cv"] = {
+            "folds": cfg.cv_folds,
+            "auc_mean": best.auc_mean,
+            "auc_std": best.auc_std,
+            "trials": len(tr.trials),
+            "ensemble": {
+                "members": len(tr.members),
+                "auc_mean": tr.ensemble_auc,
+                "rounds": [_refit_rounds(t) for t in tr.members],
+                "seeds": [_seeds(t, cfg.seed_bag) for t in tr.members],
+                "params": [t.params for t in tr.members],
+            },
+        }
+        metrics["refit_full"] = cfg.refit_full
+    else:
+        metrics["rows"]["valid"] = int(len(y) - len(tr.train_index) - len(te))
+    return metrics
 
 
 def save_fitted(

@@ -15,6 +15,9 @@ Source = Literal["web", "email", "crm"]
 SOURCES: tuple[Source, ...] = ("web", "email", "crm")
 MAX_EVENT_BYTES = 64 * 1024
 
+FeatureValue = int | float | str | None
+"""A feature's value in records, API bodies and model inputs (None: missing)."""
+
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:

@@ -162,37 +162,12 @@ def _validate(
     check_key: bool,
 ) -> Event | Invalid:
     """``validate_event`` without its safety net (the fuzz tests call this one)."""
-    if raw is None:
-        return Invalid("not_json", "message has no value (null)")
-    oversized = Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
-    # Up to PARSE_LIMIT a message too large is still decoded, so that garbage is named as
-    # such (not UTF-8, not JSON) rather than only as too large; beyond it, never.
-    if len(raw) > PARSE_LIMIT:
-        return oversized
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Invalid("not_utf8", "message is not valid UTF-8")
-        return Invalid("not_json", f"message is not JSON: {_clip(str(exc))}")
-    if not isinstance(obj, dict):
-        return Invalid("not_object", f"event must be a JSON object, got {type(obj).__name__}")
-    if len(raw) > MAX_EVENT_BYTES:
-        return oversized
-    if "source" not in obj:
-        return Invalid("missing_field", "data must contain ['source'] properties")
-    source = obj["source"]
-    # Checked before the lookup below: a list or an object can't be a dict key.
-    if not isinstance(source, str):
-        return Invalid("wrong_type", f"source must be a string, got {_json_type(source)}")
-    if source not in _VALIDATORS:
-        return Invalid(
-            "unknown_source", f"source {_clip(repr(source))} is not one of {', '.join(SOURCES)}"
-        )
-    if topic_source is not None and source != topic_source:
-        return Invalid("source_mismatch", f"source {source!r} sent to the {topic_source} topic")
+    obj = _decode(raw)
+    if isinstance(obj, Invalid):
+        return obj
+    source = _source(obj, topic_source)
+    if isinstance(source, Invalid):
+        return source
     try:
         _VALIDATORS[source](obj)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -214,12 +189,53 @@ def _validate(
     return Event(
         event_id=obj["event_id"],
         lead_id=lead_id,
-        source=cast(Source, source),
+        source=source,
         type=obj["type"],
         ts=obj["ts"],
         ts_ms=ts_ms,
         attributes=obj.get("attributes") or {},
     )
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | Invalid:
+    """The message as a JSON object, or why it isn't one (or is too large)."""
+    if raw is None:
+        return Invalid("not_json", "message has no value (null)")
+    oversized = Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
+    # Up to PARSE_LIMIT a message too large is still decoded, so that garbage is named as
+    # such (not UTF-8, not JSON) rather than only as too large; beyond it, never.
+    if len(raw) > PARSE_LIMIT:
+        return oversized
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Invalid("not_utf8", "message is not valid UTF-8")
+        return Invalid("not_json", f"message is not JSON: {_clip(str(exc))}")
+    if not isinstance(obj, dict):
+        return Invalid("not_object", f"event must be a JSON object, got {type(obj).__name__}")
+    if len(raw) > MAX_EVENT_BYTES:
+        return oversized
+    return obj
+
+
+def _source(obj: dict[str, Any], topic_source: Source | None) -> Source | Invalid:
+    """The event's source, checked before its schema (which depends on it)."""
+    if "source" not in obj:
+        return Invalid("missing_field", "data must contain ['source'] properties")
+    source = obj["source"]
+    # Checked before the lookup below: a list or an object can't be a dict key.
+    if not isinstance(source, str):
+        return Invalid("wrong_type", f"source must be a string, got {_json_type(source)}")
+    if source not in _VALIDATORS:
+        return Invalid(
+            "unknown_source", f"source {_clip(repr(source))} is not one of {', '.join(SOURCES)}"
+        )
+    if topic_source is not None and source != topic_source:
+        return Invalid("source_mismatch", f"source {source!r} sent to the {topic_source} topic")
+    return cast(Source, source)
 
 
 def _json_type(value: Any) -> str:

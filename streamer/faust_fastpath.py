@@ -41,38 +41,48 @@ further per-message savings for the worker. Measured on the embedded broker with
 agent (batches of up to 500, no work, 100,000 200-byte messages on 4 partitions): 4,650 and
 4,900 msg/s with stock Faust and its ``take_events``; 22,800-27,200 msg/s with all of them.
 
-They use private internals, so they are applied only to the versions they were verified
-on; on any other version Faust runs unpatched and a warning says so.
+They use private internals, so this module imports only on the versions they were verified
+on (:data:`VERIFIED`, pinned in pyproject); on any other it raises, and
+``LEADSCORE_FAUST_FASTPATH=false`` runs Faust unpatched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from importlib.metadata import version
 from typing import Any
+
+from leadscore.streamer.exceptions import UnsupportedFaustError
 
 log = logging.getLogger(__name__)
 
 #: The fetch loop's wait for new records while some partitions are paused for a full buffer.
 PAUSED_POLL_S = 0.05
-VERIFIED = {"faust-streaming": ("0.11", "0.15"), "mode-streaming": ("0.4", "0.7")}
+#: The exact versions the patches below were verified on (pyproject pins them).
+VERIFIED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1"}
 YIELD_EVERY = 64
 _installed = False
 
 
-def _verified() -> bool:
-    for dist, (low, high) in VERIFIED.items():
+def check_versions() -> None:
+    """Raise :class:`UnsupportedFaustError` unless the verified versions are installed: the
+    patches reach into private internals that any other release may have changed."""
+    for dist, wanted in VERIFIED.items():
         try:
-            v = tuple(int(p) for p in version(dist).split(".")[:2])
-        except (ValueError, LookupError):
-            return False
-        lo = tuple(int(p) for p in low.split("."))
-        hi = tuple(int(p) for p in high.split("."))
-        if not lo <= v <= hi:
-            return False
-    return True
+            found = version(dist)
+        except LookupError as exc:
+            raise UnsupportedFaustError(f"{dist} is not installed") from exc
+        if found != wanted:
+            raise UnsupportedFaustError(
+                f"{dist} {found} is installed; the worker's Faust fast path was verified on "
+                f"{wanted} only (pip install '{dist}=={wanted}', or set "
+                "LEADSCORE_FAUST_FASTPATH=false to run Faust unpatched)"
+            )
+
+
+check_versions()
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
@@ -122,57 +132,17 @@ async def take_events(
     or shutdown then waits for those acks; every batch must be acked, in the order taken,
     once done (an ack out of order could let a commit skip an unfinished batch).
 
-    On Faust versions this wasn't verified on, it is Faust's own ``take_events``, which acks
-    a batch when the next is asked for whatever ``ack`` says; ``caller_acks()`` tells
-    which one runs.
     """
-    if not _verified():
-        async for batch in stream.take_events(max_, within=within):
-            yield batch
-        return
     app = stream.app
     queue = stream.channel.queue
-    unacked = app.consumer.unacked
-    acking_topics = app.topics.acking_topics
-    flow_control = app.flow_control
-    loop = asyncio.get_running_loop()
-    get_nowait = queue.get_nowait
-    empty = queue.empty
     while not stream.should_stop:
         try:
-            raw = [await queue.get()]
+            raw = await _collect(queue, max_, within)
         except StopAsyncIteration:
             # Faust throws it into the channel's queue when the stream stops; raised out of
             # this generator it would turn into a RuntimeError (PEP 479) logged as a crash.
             return
-        while len(raw) < max_ and not empty():
-            raw.append(get_nowait())
-        if len(raw) < max_ and within > 0:
-            deadline = loop.time() + within
-            while len(raw) < max_ and (left := deadline - loop.time()) > 0:
-                try:
-                    raw.append(await asyncio.wait_for(queue.get(), left))
-                except TimeoutError:
-                    break
-                while len(raw) < max_ and not empty():
-                    raw.append(get_nowait())
-        generation = app.consumer_generation_id
-        active = flow_control.is_active()
-        batch = []
-        for event in raw:
-            message = event.message
-            if not active or message.generation_id != generation:
-                # Dropped without an ack (Faust's iterator acks it). After a rebalance the
-                # consumer's acked offsets of a partition start empty and its committed
-                # offset unknown, so an ack here would let the next commit skip past this
-                # event and everything before it that the new generation has not yet
-                # processed; a partition handed on at the next rebalance would then lose
-                # them. Unacked, it is fetched again from the committed offset.
-                continue
-            if message.topic in acking_topics and not message.tracked:
-                message.tracked = True
-                unacked.add(message)
-            batch.append(event)
+        batch = _tracked(app, raw)
         if not batch:
             continue
         yield batch
@@ -182,13 +152,56 @@ async def take_events(
             ack_events(batch)
 
 
+async def _collect(queue: Any, max_: int, within: float) -> list[Any]:
+    """Whatever the queue holds, up to ``max_``, waiting up to ``within`` for more after the
+    first (which is waited for as long as it takes)."""
+    get_nowait, empty = queue.get_nowait, queue.empty
+    raw = [await queue.get()]
+    while len(raw) < max_ and not empty():
+        raw.append(get_nowait())
+    if len(raw) < max_ and within > 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while len(raw) < max_ and (left := deadline - loop.time()) > 0:
+            try:
+                raw.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+            while len(raw) < max_ and not empty():
+                raw.append(get_nowait())
+    return raw
+
+
+def _tracked(app: Any, raw: list[Any]) -> list[Any]:
+    """The events to process, each tracked as unacked as the stream iterator would."""
+    generation = app.consumer_generation_id
+    active = app.flow_control.is_active()
+    unacked, acking_topics = app.consumer.unacked, app.topics.acking_topics
+    batch = []
+    for event in raw:
+        message = event.message
+        if not active or message.generation_id != generation:
+            # Dropped without an ack (Faust's iterator acks it). After a rebalance the
+            # consumer's acked offsets of a partition start empty and its committed offset
+            # unknown, so an ack here would let the next commit skip past this event and
+            # everything before it that the new generation has not yet processed; a
+            # partition handed on at the next rebalance would then lose them. Unacked, it
+            # is fetched again from the committed offset.
+            continue
+        if message.topic in acking_topics and not message.tracked:
+            message.tracked = True
+            unacked.add(message)
+        batch.append(event)
+    return batch
+
+
 def caller_acks() -> bool:
-    """Whether ``take_events(..., ack=False)`` leaves the acks to its caller here (the
-    verified Faust versions); elsewhere Faust's own take acks them."""
-    return _verified()
+    """Whether ``take_events(..., ack=False)`` leaves the acks to its caller: always, on the
+    verified versions (the only ones this module imports on)."""
+    return True
 
 
-def ack_events(batch: list[Any]) -> None:
+def ack_events(batch: Sequence[Any]) -> None:
     """Ack a batch taken with ``take_events(..., ack=False)``."""
     for event in batch:
         event.ack()
@@ -295,19 +308,41 @@ def paused_fetch_patches(
 
 
 def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool:
-    """Apply the fixes once; returns False (and changes nothing) on unverified versions."""
+    """Apply the fixes (once; later calls change nothing). Returns True when applied."""
     global _installed
     if _installed:
         return True
-    if not _verified():
-        log.warning("faust fast path not applied: versions differ from %s", VERIFIED)
-        return False
     import faust.streams as py_streams
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-    from mode.services import WaitResults
+    from faust.transport.producer import ProducerBuffer
 
-    original = Consumer.wait_first
+    wait_next_records, on_buffer_drop = paused_fetch_patches(
+        Consumer._wait_next_records, Consumer.on_buffer_drop
+    )
+    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign,assignment]
+    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign,assignment]
+    ProducerBuffer.wait_until_ebb = _ebb_patch(ProducerBuffer.wait_until_ebb)  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer = _fetch_wait_patch(  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer, fetch_max_wait_ms
+    )
+    Consumer.wait_first = _wait_first_patch(Consumer.wait_first)  # type: ignore[method-assign]
+    sleep = _sleep_patch(yield_every)
+    py_streams.sleep = sleep  # type: ignore[attr-defined]
+    try:
+        import faust._cython.streams as cy_streams
+
+        cy_streams.sleep = sleep
+    except ImportError:
+        pass
+    _installed = True
+    return True
+
+
+def _wait_first_patch(original: Any) -> Any:
+    """Fix 1: step the delivery coroutine once instead of racing it against the flow's
+    suspension in Tasks; fall back to the original when it would block."""
+    from mode.services import WaitResults
 
     async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
         if (
@@ -330,6 +365,11 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
             return await original(self, _resume(deliver, yielded), suspend_wait)
         return await original(self, *coros, timeout=timeout)
 
+    return wait_first
+
+
+def _sleep_patch(yield_every: int) -> Callable[..., Awaitable[Any]]:
+    """Fix 2: ``sleep(0)`` yields once every ``yield_every`` calls; other sleeps unchanged."""
     real_sleep = asyncio.sleep
     count = [0]
 
@@ -341,7 +381,11 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
             count[0] = 0
         return await real_sleep(delay, result)
 
-    create = AIOKafkaConsumerThread._create_worker_consumer
+    return sleep
+
+
+def _fetch_wait_patch(create: Any, fetch_max_wait_ms: int) -> Any:
+    """Fix 3: the consumer's fetch max wait."""
 
     def create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
         consumer = create(self, *args, **kwargs)
@@ -349,9 +393,11 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
         consumer._fetch_max_wait_ms = fetch_max_wait_ms
         return consumer
 
-    from faust.transport.producer import ProducerBuffer
+    return create_worker_consumer
 
-    original_ebb = ProducerBuffer.wait_until_ebb
+
+def _ebb_patch(original_ebb: Any) -> Any:
+    """Fix 4: the producer buffer's mode read once per buffer."""
 
     async def wait_until_ebb(self: Any) -> None:
         # The conductor awaits this for every message it delivers; ``ProducerBuffer.size``
@@ -367,20 +413,4 @@ def install(yield_every: int = YIELD_EVERY, fetch_max_wait_ms: int = 10) -> bool
         if size > self.max_messages:
             await original_ebb(self)
 
-    wait_next_records, on_buffer_drop = paused_fetch_patches(
-        Consumer._wait_next_records, Consumer.on_buffer_drop
-    )
-    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign,assignment]
-    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign,assignment]
-    ProducerBuffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
-    Consumer.wait_first = wait_first  # type: ignore[method-assign]
-    py_streams.sleep = sleep  # type: ignore[attr-defined]
-    try:
-        import faust._cython.streams as cy_streams
-
-        cy_streams.sleep = sleep
-    except ImportError:
-        pass
-    _installed = True
-    return True
+    return wait_until_ebb

@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 
 from leadscore.features.definitions import Spec
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
-from leadscore.features.offline import VECTOR_SEP, parse_value
 from leadscore.features.store import FeatureStore, Update
-from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer, Value
-from leadscore.schemas import SOURCES, Source
+from leadscore.features.wire import VECTOR_SEP, parse_value
+from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer
+from leadscore.schemas import SOURCES, FeatureValue, Source
 from leadscore.schemas.validation import (
     DLQ_MAX_VALUE_BYTES,
     Event,
@@ -323,80 +323,14 @@ class Pipeline:
     ) -> None:
         """The fast path: validate, apply chunk by chunk, score, emit (and save, with
         ``save``); adds to ``out``."""
-        now_ms = int(self._clock() * 1000)
-        counts = out.counts
         confirm, self._confirm = self._confirm, []
         # The first store call below confirms these before it applies this batch's events.
         self._in_flight.difference_update(confirm)
-        waited = model_s = 0.0
-        # A repeat of an event within the batch is a duplicate of its first copy. It is
-        # caught here because the copies may fall in different store calls, and the script
-        # knows an event applied earlier in the same call only (other calls leave it pending).
-        seen: set[tuple[str, str]] = set()
-        unique: list[tuple[int, Message, Event]] = []
-        # The first chunk is smaller: nothing overlaps the wait for its store call. That call
-        # goes out as soon as the chunk's events are validated; the rest of the batch is
-        # validated while Redis applies it. A store that applies calls in the order they are
-        # made (``ordered``: one connection) gets every chunk's call as soon as the chunk is
-        # validated; any other gets chunk k+1's call once chunk k's reply is in (so Redis
-        # applies them in order: per-lead order holds).
-        ordered = self._store.ordered
-        first = max(1, self._chunk // 4)
-        tasks: list[asyncio.Task[list[Update]]] = []
-        bounds = [0]  # where each chunk starts in ``unique``
-        saving: asyncio.Task[dict[str, str | None]] | None = None
-
-        async def send(a: int, b: int) -> None:
-            events = [e for _, _, e in unique[a:b]]
-            tasks.append(await _started(self._store.apply_batch(events, confirm if a == 0 else ())))
-
-        sending = 0.0  # time spent sending during validation, not validating
-
-        async def close_chunk() -> None:
-            nonlocal sending
-            bounds.append(len(unique))
-            if ordered or not tasks:
-                s0 = time.perf_counter()
-                await send(bounds[-2], bounds[-1])
-                sending += time.perf_counter() - s0
-
+        calls = _StoreCalls(self._store, confirm, self._chunk)
         try:
-            v0 = time.perf_counter()
-            for i, msg in todo:
-                ev = self._validate(msg, i, now_ms, out)
-                if ev is None:
-                    continue
-                key = (ev.lead_id, ev.event_id)
-                if key in seen:
-                    counts[(ev.source, "duplicate")] += 1
-                    continue
-                seen.add(key)
-                unique.append((i, msg, ev))
-                if len(unique) - bounds[-1] == (first if len(bounds) == 1 else self._chunk):
-                    await close_chunk()
-            if len(unique) > bounds[-1]:
-                await close_chunk()
-            validate_s = time.perf_counter() - v0 - sending
-            chunks = [unique[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-            if not chunks and confirm:
-                await self._store.apply_batch([], confirm)
-            for k, chunk in enumerate(chunks):
-                w0 = time.perf_counter()
-                updates = await tasks[k]
-                waited += time.perf_counter() - w0
-                if len(tasks) == k + 1 < len(chunks):
-                    await send(bounds[k + 1], bounds[k + 2])
-                s0 = time.perf_counter()
-                self._score_chunk(chunk, updates, out)
-                model_s += time.perf_counter() - s0
-                if save and k + 1 == len(chunks) and out.records:
-                    # The latest scores are saved while the last chunk's records are sent.
-                    saving = self._last_save = await _started(
-                        self._save_after(self._last_save, out.records, [b for _, b in out.scores])
-                    )
-                await self._emit(emit, out)
-            await self._emit(emit, out)
-            out.saving, saving = saving, None
+            validate_s = await self._validate_into(todo, out, calls)
+            waited, model_s = await self._score_calls(calls, emit, out, save)
+            out.saving, calls.saving = calls.saving, None
         except BaseException:
             # The confirmations may not have reached the store: send them again with the next
             # call (forgetting a pending vector twice is harmless).
@@ -404,13 +338,68 @@ class Pipeline:
             self._in_flight.update(confirm)
             raise
         finally:
-            for pending in (*tasks, saving):
-                if pending is not None and not pending.done():
-                    pending.cancel()
+            calls.cancel()
         stages = out.stage_seconds
         stages["validate"] = stages.get("validate", 0.0) + validate_s
         stages["redis"] = stages.get("redis", 0.0) + waited
         stages["model"] = stages.get("model", 0.0) + model_s
+
+    async def _validate_into(
+        self, todo: Sequence[tuple[int, Message]], out: BatchOutput, calls: _StoreCalls
+    ) -> float:
+        """Validate ``todo`` into ``calls``' chunks, sending each chunk's store call as soon
+        as it is full; returns the seconds spent validating (not sending)."""
+        now_ms = int(self._clock() * 1000)
+        counts, unique = out.counts, calls.unique
+        # A repeat of an event within the batch is a duplicate of its first copy. It is
+        # caught here because the copies may fall in different store calls, and the script
+        # knows an event applied earlier in the same call only (other calls leave it pending).
+        seen: set[tuple[str, str]] = set()
+        full_at = calls.next_full()
+        v0 = time.perf_counter()
+        for i, msg in todo:
+            ev = self._validate(msg, i, now_ms, out)
+            if ev is None:
+                continue
+            key = (ev.lead_id, ev.event_id)
+            if key in seen:
+                counts[(ev.source, "duplicate")] += 1
+                continue
+            seen.add(key)
+            unique.append((i, msg, ev))
+            if len(unique) == full_at:
+                await calls.close_chunk()
+                full_at = calls.next_full()
+        if len(unique) > calls.bounds[-1]:
+            await calls.close_chunk()
+        return time.perf_counter() - v0 - calls.sending
+
+    async def _score_calls(
+        self, calls: _StoreCalls, emit: Emit | None, out: BatchOutput, save: bool
+    ) -> tuple[float, float]:
+        """Score each chunk as its store call answers (sending the next call if it waited
+        for this reply), emit its records; returns (seconds waiting for Redis, scoring)."""
+        waited = model_s = 0.0
+        chunks, bounds, tasks = calls.chunks(), calls.bounds, calls.tasks
+        if not chunks and calls.confirm:
+            await self._store.apply_batch([], calls.confirm)
+        for k, chunk in enumerate(chunks):
+            w0 = time.perf_counter()
+            updates = await tasks[k]
+            waited += time.perf_counter() - w0
+            if len(tasks) == k + 1 < len(chunks):
+                await calls.send(bounds[k + 1], bounds[k + 2])
+            s0 = time.perf_counter()
+            self._score_chunk(chunk, updates, out)
+            model_s += time.perf_counter() - s0
+            if save and k + 1 == len(chunks) and out.records:
+                # The latest scores are saved while the last chunk's records are sent.
+                calls.saving = self._last_save = await _started(
+                    self._save_after(self._last_save, out.records, [b for _, b in out.scores])
+                )
+            await self._emit(emit, out)
+        await self._emit(emit, out)
+        return waited, model_s
 
     @staticmethod
     async def _emit(emit: Emit | None, out: BatchOutput) -> None:
@@ -603,6 +592,56 @@ class Pipeline:
                 out.alerts.append((lead, orjson.dumps(alert)))
 
 
+class _StoreCalls:
+    """One run's valid events in store-call chunks, and the calls in flight.
+
+    The first chunk is smaller: nothing overlaps the wait for its store call. That call goes
+    out as soon as the chunk's events are validated; the rest of the batch is validated
+    while Redis applies it. A store that applies calls in the order they are made
+    (``ordered``: one connection) gets every chunk's call as soon as the chunk is validated;
+    any other gets chunk k+1's call once chunk k's reply is in (so Redis applies them in
+    order: per-lead order holds).
+    """
+
+    def __init__(self, store: FeatureStore, confirm: list[tuple[str, str]], size: int) -> None:
+        self.store = store
+        self.confirm = confirm
+        self.ordered = store.ordered
+        self.first = max(1, size // 4)
+        self.size = size
+        self.unique: list[tuple[int, Message, Event]] = []
+        self.bounds = [0]
+        """Where each chunk starts in ``unique``."""
+        self.tasks: list[asyncio.Task[list[Update]]] = []
+        self.sending = 0.0
+        """Seconds spent sending calls while validating."""
+        self.saving: asyncio.Task[dict[str, str | None]] | None = None
+
+    def next_full(self) -> int:
+        """The length of ``unique`` at which the open chunk is full."""
+        return self.bounds[-1] + (self.first if len(self.bounds) == 1 else self.size)
+
+    async def close_chunk(self) -> None:
+        self.bounds.append(len(self.unique))
+        if self.ordered or not self.tasks:
+            s0 = time.perf_counter()
+            await self.send(self.bounds[-2], self.bounds[-1])
+            self.sending += time.perf_counter() - s0
+
+    async def send(self, a: int, b: int) -> None:
+        events = [e for _, _, e in self.unique[a:b]]
+        confirm = self.confirm if a == 0 else ()
+        self.tasks.append(await _started(self.store.apply_batch(events, confirm)))
+
+    def chunks(self) -> list[list[tuple[int, Message, Event]]]:
+        return [self.unique[a:b] for a, b in zip(self.bounds, self.bounds[1:], strict=False)]
+
+    def cancel(self) -> None:
+        for pending in (*self.tasks, self.saving):
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+
 def _dlq_outcome(code: str) -> str:
     """The events counter's outcome for a DLQ record: bad input, or a failure of ours."""
     return "failed" if code == "internal_error" else "invalid"
@@ -622,10 +661,10 @@ async def _started(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 
 @functools.lru_cache(maxsize=8)
-def _parsers(specs: tuple[Spec, ...]) -> tuple[tuple[str, ...], Callable[[int, str], Value]]:
+def _parsers(specs: tuple[Spec, ...]) -> tuple[tuple[str, ...], Callable[[int, str], FeatureValue]]:
     names = tuple(s.name for s in specs)
 
-    def parse(j: int, field: str) -> Value:
+    def parse(j: int, field: str) -> FeatureValue:
         return parse_value(field, specs[j])
 
     return names, parse

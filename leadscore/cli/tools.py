@@ -63,6 +63,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         as_json=args.json,
         leads=args.leads,
         seed=args.seed,
+        say=say,
     )
 
 

@@ -24,18 +24,26 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
+from leadscore.features.definitions import DAY_MS
 from leadscore.infra.producer import EventProducer
 from leadscore.infra.topics import ensure_topics
-from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms, validate_event
+from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
 from leadscore.tooling.cpu import CpuMeter, Target
-from leadscore.tooling.embedded import Services, free_port, services, spawn_worker
+from leadscore.tooling.embedded import (
+    Services,
+    free_port,
+    services,
+    spawn_worker,
+    wait_worker_ready,
+)
 from leadscore.tooling.exceptions import ServiceStartError
 
 
@@ -423,21 +431,6 @@ def _phase_settings(base: Settings, uid: str, phase: str) -> Settings:
     )
 
 
-def _wait_ready(worker: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
-    """Wait until the worker's ``/ready`` answers 200 (partitions assigned, model loaded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            break
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:  # noqa: S310
-                if r.status == 200:
-                    return
-        time.sleep(0.2)
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
-    raise ServiceStartError(f"the worker did not get ready in {timeout:.0f} s; its log:\n{tail}")
-
-
 def _stop(worker: subprocess.Popen[bytes]) -> None:
     worker.send_signal(signal.SIGTERM)
     try:
@@ -472,6 +465,19 @@ def _cpu_text(shares: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
+@dataclass
+class _Setup:
+    """What every phase of a benchmark run shares."""
+
+    svc: Services
+    base: Settings
+    uid: str
+    tmp: Path
+    history: list[Event]
+    template: list[dict[str, Any]]
+    model_version: str
+
+
 def run_bench(
     settings: Settings,
     *,
@@ -484,210 +490,237 @@ def run_bench(
     """Throughput, then latency (and the soak), each on its own topics with its own worker.
 
     The embedded broker's cost per fetch grows with the batches stored in a partition
-    (README): on shared topics the burst's thousands of score batches would slow every fetch
-    of the latency run that follows, which measures that broker, not the worker.
+    (docs/performance.md): on shared topics the burst's thousands of score batches would
+    slow every fetch of the latency run that follows, which measures that broker, not the
+    worker.
     """
-    from leadscore.jobs.train_events import train_from_event_list
-    from leadscore.tooling.simulator import SimConfig, simulate
-
     redis_env = os.environ.get("LEADSCORE_REDIS_URL")
     with (
         services(settings.kafka_bootstrap, redis_env) as svc,
         tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp,
     ):
-        uid = uuid.uuid4().hex[:8]
-        base = settings.model_copy(
-            update={
-                "kafka_bootstrap": svc.kafka_bootstrap,
-                "redis_url": svc.redis_url,
-                "model_dir": Path(tmp) / "models",
-                "web_host": "127.0.0.1",
-            }
-        )
-        now = int(time.time() * 1000)
-        say("training a model on simulated history ...")
-        history = simulate(
-            SimConfig(leads=1500, events=60_000, seed=11, start_ms=now - 90 * 86_400_000)
-        )
-        evs = [
-            e
-            for e in (
-                validate_event(
-                    orjson.dumps(h),
-                    topic_source=None,
-                    key=None,
-                    check_key=False,
-                    now_ms=now,
-                    max_future_ms=86_400_000,
-                )
-                for h in history
-            )
-            if isinstance(e, Event)
-        ]
-        report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=base.model_dir)
-        template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
-
-        # 1. Throughput: pre-filled topics, one worker, first to last score record.
-        s = _phase_settings(base, uid, "t")
-        ensure_topics(s)
-        say(f"pre-filling the input topics with {events:,} events ...")
-        producer = EventProducer(s, linger_ms=20)
-        producer.send_all(_events_now(template, events, f"t{uid}"))
-        producer.flush_or_raise(120)
-        producer.close()
-
-        # Only counts here: 100 ms fetches cost the broker a twentieth of 5 ms ones and add at
-        # most 0.1 s to a burst that lasts several seconds.
-        reader = ScoreReader(s, fetch_max_wait_ms=100)
-        reader.start()
-        log_path = Path(tmp) / "worker-throughput.log"
-        say("starting the worker ...")
-        worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
-        # Worker CPU per event over the burst: steadier than events/s on a shared machine,
-        # where the broker and Redis compete for the same cores (their shares are reported).
-        meter = reader.meter = _meter(svc, worker.pid)
-        try:
-            if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
-                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
-                raise ServiceStartError(f"only {reader.count}/{events} scored; worker log:\n{tail}")
-            assert reader.first is not None and reader.last is not None  # noqa: S101
-            steady = events / max(reader.last - reader.first, 1e-9)
-            cpu_burst = meter.read()
-            cpu_us = (
-                meter.used.get("worker", float("nan"))
-                / max(events - reader.count_at_first, 1)
-                * 1e6
-            )
-            rss_after_burst = _rss_mb(worker.pid)
-            stages = _metric_sums(s.web_port)
-            batches = _histogram_count_sum(s.web_port, "leadscore_batch_events")
-        finally:
-            reader.stop()
-            _stop(worker)
-        say(
-            f"throughput: {steady:,.0f} events/s over {events:,} events; "
-            f"worker CPU {cpu_us:,.0f} us/event; CPU % {_cpu_text(cpu_burst)}"
-        )
-
-        # 2. Latency at a fixed rate (and the soak): fresh topics, a fresh worker.
-        s = _phase_settings(base, uid, "l")
-        ensure_topics(s)
-        reader = ScoreReader(s, fetch_max_wait_ms=5)
-        reader.start()
-        log_path = Path(tmp) / "worker-latency.log"
-        worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
-        try:
-            _wait_ready(worker, s.web_port, log_path, timeout=60)
-            rss_start = _rss_mb(worker.pid)
-            n_lat = int(rate * latency_seconds)
-            say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s, one request each ...")
-            lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
-            batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
-            reader.track_latency = True
-            base_count = reader.count
-            lat_producer = EventProducer(s, linger_ms=0)
-            lat_meter = _meter(svc, worker.pid)
-            lat_meter.start()
-            start = time.monotonic()
-            for i in range(n_lat):
-                lat_producer.send(_event_at(template, i, f"l{uid}", int(time.time() * 1000)))
-                ahead = (i + 1) / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            lat_producer.close()
-            reader.wait_for(base_count + n_lat, timeout=60)
-            reader.track_latency = False
-            cpu_lat = lat_meter.read()
-            say(f"latency run CPU % {_cpu_text(cpu_lat)}")
-            cpu_us_at_rate = lat_meter.used.get("worker", float("nan")) / max(n_lat, 1) * 1e6
-            lat = np.array([x for _, x in reader.latencies]) * 1000
-            to_scored = np.array(reader.to_scored) * 1000
-            lat_pct = _percentiles(lat)
-            # Where it went: up to the worker's scored_at (the broker hop in, the wait for a
-            # micro-batch, Redis and the model), then publishing, the broker hop out and the
-            # reader's fetch. scored_at has millisecond resolution.
-            split = {
-                "event_to_scored": _percentiles(to_scored),
-                "scored_to_reader": _percentiles(lat - to_scored),
-            }
-            if len(lat):
-                say(
-                    f"latency: p50 {lat_pct['p50']} ms, p99 {lat_pct['p99']} ms; p99 up to the "
-                    f"worker's score {split['event_to_scored']['p99']} ms, after it "
-                    f"{split['scored_to_reader']['p99']} ms"
-                )
-            by_second = _by_period(reader.latencies, 1.0, "second")
-            lag = _quantile_bounds(
-                lag_before, _histogram(s.web_port, "leadscore_consume_lag_seconds"), (0.5, 0.99)
-            )
-            batch_time = _quantile_bounds(
-                batch_before, _histogram(s.web_port, "leadscore_score_latency_seconds"), (0.5, 0.99)
-            )
-            soak = None
-            if soak_seconds > 0:
-                say(f"soak: {rate:,.0f} events/s for {soak_seconds:,.0f} s ...")
-                soak = run_soak(
-                    s,
-                    template,
-                    tag=f"s{uid}",
-                    rate=rate,
-                    seconds=soak_seconds,
-                    reader=reader,
-                    worker_pid=worker.pid,
-                    meter=_meter(svc, worker.pid),
-                    say=say,
-                )
-            rss_end = _rss_mb(worker.pid)
-        finally:
-            reader.stop()
-            _stop(worker)
-
+        setup = _prepare(settings, svc, Path(tmp), events, say)
+        burst = _throughput(setup, events, say)
+        latency = _latency(setup, rate, latency_seconds, soak_seconds, say)
         say("measuring Redis memory per lead on the simulated 90-day history ...")
-        memory = asyncio.run(_history_memory(s.redis_url, evs, f"m{uid}"))
-        n_stage = max(stages.pop("events", 1.0), 1.0)
+        memory = asyncio.run(_history_memory(setup.base.redis_url, setup.history, f"m{setup.uid}"))
         say("running the seed article's scoring path ...")
-        from leadscore.features.training import build_training_set
-
-        ts = build_training_set(evs, horizon_ms=30 * 86_400_000)
-        rows = [{str(k): v for k, v in r.items()} for r in ts.x.head(500).to_dict(orient="records")]
-        seed_rate = seed_path_rate(rows, ts.x, ts.y)
+        seed_rate = _seed_rate(setup.history)
+    n_stage = max(burst["stages"].pop("events", 1.0), 1.0)
     return {
         "events": events,
-        "throughput_eps": round(steady, 1),
-        "worker_cpu_us_per_event": round(cpu_us, 1),
+        "throughput_eps": round(burst["steady"], 1),
+        "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
         # Who had the CPU while each phase was measured (percent of one core; "machine" is
         # every process, this benchmark's own load generator and reader included).
-        "cpu_percent": {"burst": cpu_burst, "latency": cpu_lat},
-        "latency_ms": {
-            "rate_eps": rate,
-            "seconds": latency_seconds,
-            # At a low rate micro-batches are small, so fixed costs per batch weigh more.
-            "worker_cpu_us_per_event": round(cpu_us_at_rate, 1),
-            **lat_pct,
-            "split": split,
-            # The embedded broker's cost per fetch grows with the batches it holds (see
-            # README), so the run's latency is also given second by second.
-            "by_second": [
-                {k: v for k, v in p.items() if k in ("second", "n", "p50", "p99")}
-                for p in by_second
-            ],
-        },
-        "consume_lag_ms_bucket": lag,
-        "batch_time_ms_bucket": batch_time,
+        "cpu_percent": {"burst": burst["cpu"], "latency": latency["cpu"]},
+        "latency_ms": {"rate_eps": rate, "seconds": latency_seconds, **latency["latency_ms"]},
+        "consume_lag_ms_bucket": latency["lag"],
+        "batch_time_ms_bucket": latency["batch_time"],
         # Mean micro-batch over the burst: near BATCH_MAX when the worker, not the fetch from
         # the broker, sets the pace.
-        "burst_batch_events_mean": round(batches[1] / max(batches[0], 1.0), 1),
-        "stage_us_per_event": {k: round(v / n_stage * 1e6, 2) for k, v in sorted(stages.items())},
-        "seed_path_scores_per_s": round(seed_rate, 1),
-        "speedup_vs_seed_path": round(steady / seed_rate, 1),
-        "redis_bytes_per_lead": {k: round(v) for k, v in memory.items()},
-        "history_events_per_lead": round(len(evs) / len({e.lead_id for e in evs}), 1),
-        "worker_rss_mb": {
-            "after_burst": round(rss_after_burst, 1),
-            # The latency run's worker, once ready and at the end (after the soak, if any).
-            "latency_worker_start": round(rss_start, 1),
-            "latency_worker_end": round(rss_end, 1),
+        "burst_batch_events_mean": round(burst["batches"][1] / max(burst["batches"][0], 1.0), 1),
+        "stage_us_per_event": {
+            k: round(v / n_stage * 1e6, 2) for k, v in sorted(burst["stages"].items())
         },
-        "soak": soak,
-        "model_version": report["version"],
+        "seed_path_scores_per_s": round(seed_rate, 1),
+        "speedup_vs_seed_path": round(burst["steady"] / seed_rate, 1),
+        "redis_bytes_per_lead": {k: round(v) for k, v in memory.items()},
+        "history_events_per_lead": round(
+            len(setup.history) / len({e.lead_id for e in setup.history}), 1
+        ),
+        "worker_rss_mb": {
+            "after_burst": round(burst["rss"], 1),
+            # The latency run's worker, once ready and at the end (after the soak, if any).
+            "latency_worker_start": round(latency["rss_start"], 1),
+            "latency_worker_end": round(latency["rss_end"], 1),
+        },
+        "soak": latency["soak"],
+        "model_version": setup.model_version,
     }
+
+
+def _prepare(
+    settings: Settings, svc: Services, tmp: Path, events: int, say: Callable[[str], None]
+) -> _Setup:
+    """Train a model on a simulated history; make the template of the benchmark's events."""
+    from leadscore.jobs.train_events import train_from_event_list
+    from leadscore.tooling.simulator import SimConfig, simulate, simulated_events
+
+    base = settings.model_copy(
+        update={
+            "kafka_bootstrap": svc.kafka_bootstrap,
+            "redis_url": svc.redis_url,
+            "model_dir": tmp / "models",
+            "web_host": "127.0.0.1",
+        }
+    )
+    say("training a model on simulated history ...")
+    evs = simulated_events(SimConfig(leads=1500, events=60_000, seed=11))
+    report = train_from_event_list(evs, horizon_ms=30 * DAY_MS, out_dir=base.model_dir)
+    template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
+    return _Setup(svc, base, uuid.uuid4().hex[:8], tmp, evs, template, report["version"])
+
+
+def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Pre-filled topics, one worker, first to last score record."""
+    s = _phase_settings(setup.base, setup.uid, "t")
+    ensure_topics(s)
+    say(f"pre-filling the input topics with {events:,} events ...")
+    producer = EventProducer(s, linger_ms=20)
+    producer.send_all(_events_now(setup.template, events, f"t{setup.uid}"))
+    producer.flush_or_raise(120)
+    producer.close()
+    # Only counts here: 100 ms fetches cost the broker a twentieth of 5 ms ones and add at
+    # most 0.1 s to a burst that lasts several seconds.
+    reader = ScoreReader(s, fetch_max_wait_ms=100)
+    reader.start()
+    log_path = setup.tmp / "worker-throughput.log"
+    say("starting the worker ...")
+    worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
+    # Worker CPU per event over the burst: steadier than events/s on a shared machine, where
+    # the broker and Redis compete for the same cores (their shares are reported).
+    meter = reader.meter = _meter(setup.svc, worker.pid)
+    try:
+        if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+            raise ServiceStartError(f"only {reader.count}/{events} scored; worker log:\n{tail}")
+        if reader.first is None or reader.last is None:
+            raise ServiceStartError("the score reader saw no records")
+        steady = events / max(reader.last - reader.first, 1e-9)
+        cpu = meter.read()
+        worker_s = meter.used.get("worker", float("nan"))
+        cpu_us = worker_s / max(events - reader.count_at_first, 1) * 1e6
+        result = {
+            "steady": steady,
+            "cpu": cpu,
+            "cpu_us": cpu_us,
+            "rss": _rss_mb(worker.pid),
+            "stages": _metric_sums(s.web_port),
+            "batches": _histogram_count_sum(s.web_port, "leadscore_batch_events"),
+        }
+    finally:
+        reader.stop()
+        _stop(worker)
+    say(
+        f"throughput: {steady:,.0f} events/s over {events:,} events; "
+        f"worker CPU {cpu_us:,.0f} us/event; CPU % {_cpu_text(cpu)}"
+    )
+    return result
+
+
+def _latency(
+    setup: _Setup,
+    rate: float,
+    latency_seconds: float,
+    soak_seconds: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Latency at a fixed rate (and the soak): fresh topics, a fresh worker."""
+    s = _phase_settings(setup.base, setup.uid, "l")
+    ensure_topics(s)
+    reader = ScoreReader(s, fetch_max_wait_ms=5)
+    reader.start()
+    log_path = setup.tmp / "worker-latency.log"
+    worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
+    try:
+        wait_worker_ready(worker, s.web_port, log_path, timeout=60)
+        rss_start = _rss_mb(worker.pid)
+        result = _measure_latency(setup, s, reader, worker.pid, rate, latency_seconds, say)
+        soak = None
+        if soak_seconds > 0:
+            say(f"soak: {rate:,.0f} events/s for {soak_seconds:,.0f} s ...")
+            soak = run_soak(
+                s,
+                setup.template,
+                tag=f"s{setup.uid}",
+                rate=rate,
+                seconds=soak_seconds,
+                reader=reader,
+                worker_pid=worker.pid,
+                meter=_meter(setup.svc, worker.pid),
+                say=say,
+            )
+        rss_end = _rss_mb(worker.pid)
+    finally:
+        reader.stop()
+        _stop(worker)
+    return {**result, "soak": soak, "rss_start": rss_start, "rss_end": rss_end}
+
+
+def _measure_latency(
+    setup: _Setup,
+    s: Settings,
+    reader: ScoreReader,
+    worker_pid: int,
+    rate: float,
+    seconds: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Produce one request per event at ``rate``; each event's latency to its record."""
+    n_lat = int(rate * seconds)
+    say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s, one request each ...")
+    lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
+    batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
+    reader.track_latency = True
+    base_count = reader.count
+    producer = EventProducer(s, linger_ms=0)
+    meter = _meter(setup.svc, worker_pid)
+    meter.start()
+    start = time.monotonic()
+    for i in range(n_lat):
+        producer.send(_event_at(setup.template, i, f"l{setup.uid}", int(time.time() * 1000)))
+        ahead = (i + 1) / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.close()
+    reader.wait_for(base_count + n_lat, timeout=60)
+    reader.track_latency = False
+    cpu = meter.read()
+    say(f"latency run CPU % {_cpu_text(cpu)}")
+    lat = np.array([x for _, x in reader.latencies]) * 1000
+    to_scored = np.array(reader.to_scored) * 1000
+    pct = _percentiles(lat)
+    # Where it went: up to the worker's scored_at (the broker hop in, the wait for a
+    # micro-batch, Redis and the model), then publishing, the broker hop out and the
+    # reader's fetch. scored_at has millisecond resolution.
+    split = {
+        "event_to_scored": _percentiles(to_scored),
+        "scored_to_reader": _percentiles(lat - to_scored),
+    }
+    if len(lat):
+        say(
+            f"latency: p50 {pct['p50']} ms, p99 {pct['p99']} ms; p99 up to the worker's "
+            f"score {split['event_to_scored']['p99']} ms, after it "
+            f"{split['scored_to_reader']['p99']} ms"
+        )
+    lag_after = _histogram(s.web_port, "leadscore_consume_lag_seconds")
+    batch_after = _histogram(s.web_port, "leadscore_score_latency_seconds")
+    return {
+        "cpu": cpu,
+        "latency_ms": {
+            # At a low rate micro-batches are small, so fixed costs per batch weigh more.
+            "worker_cpu_us_per_event": round(
+                meter.used.get("worker", float("nan")) / max(n_lat, 1) * 1e6, 1
+            ),
+            **pct,
+            "split": split,
+            # The embedded broker's cost per fetch grows with the batches it holds, so the
+            # run's latency is also given second by second.
+            "by_second": [
+                {k: v for k, v in p.items() if k in ("second", "n", "p50", "p99")}
+                for p in _by_period(reader.latencies, 1.0, "second")
+            ],
+        },
+        "lag": _quantile_bounds(lag_before, lag_after, (0.5, 0.99)),
+        "batch_time": _quantile_bounds(batch_before, batch_after, (0.5, 0.99)),
+    }
+
+
+def _seed_rate(history: list[Event]) -> float:
+    """Scores per second of the seed article's one-row-DataFrame path on 500 rows."""
+    from leadscore.features.training import build_training_set
+
+    ts = build_training_set(history, horizon_ms=30 * DAY_MS)
+    rows = [{str(k): v for k, v in r.items()} for r in ts.x.head(500).to_dict(orient="records")]
+    return seed_path_rate(rows, ts.x, ts.y)

@@ -6,17 +6,14 @@ worker as a child process, streams simulated live events and shows the hottest l
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,17 +22,14 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from leadscore.errors import LeadscoreError
+from leadscore.features.definitions import DAY_MS
 from leadscore.infra.producer import EventProducer
 from leadscore.infra.topics import end_offsets, ensure_topics
 from leadscore.jobs.train_events import train_from_event_list
 from leadscore.schemas.validation import format_ts_ms
 from leadscore.settings import Settings
-from leadscore.tooling.embedded import free_port, services, spawn_worker
-from leadscore.tooling.exceptions import ServiceStartError
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from leadscore.tooling.embedded import free_port, services, spawn_worker, wait_worker_ready
+from leadscore.tooling.simulator import SimConfig, iter_live, simulated_events
 
 
 @dataclass
@@ -123,20 +117,6 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
     return end_offsets(settings, [(t, p) for t in topics for p in md.topics[t].partitions])
 
 
-def _wait_ready(port: int, worker: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise ServiceStartError(f"the worker exited with code {worker.returncode}:\n{tail}")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:  # noqa: S310
-                if r.status == 200:
-                    return
-        time.sleep(0.5)
-    raise ServiceStartError(f"the worker was not ready within {timeout:.0f} s (log: {log_path})")
-
-
 def _table(board: Board, started: float, sent: int) -> Any:
     from rich.table import Table
 
@@ -173,10 +153,16 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_demo(
-    settings: Settings, *, events: int | None, rate: float, as_json: bool, leads: int, seed: int
+    settings: Settings,
+    *,
+    events: int | None,
+    rate: float,
+    as_json: bool,
+    leads: int,
+    seed: int,
+    say: Callable[[str], None],
 ) -> int:
-    from leadscore.tooling.simulator import SimConfig, iter_live, simulate
-
+    """``leadscore demo``: embedded services, a model, a worker and a live table."""
     # Ctrl-C and `kill` both unwind through the finally blocks below, which stop the worker,
     # the broker and Redis (a shell's background job may even start us with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -186,108 +172,49 @@ def run_demo(
     if rate <= 0:
         raise LeadscoreError("--rate must be positive")
     t_start = time.monotonic()
-    redis_env = os.environ.get("LEADSCORE_REDIS_URL")
     say(
         "starting broker and Redis ..."
         if not settings.kafka_bootstrap
         else f"using Kafka at {settings.kafka_bootstrap}"
     )
     with (
-        services(settings.kafka_bootstrap, redis_env) as svc,
+        services(settings.kafka_bootstrap, os.environ.get("LEADSCORE_REDIS_URL")) as svc,
         tempfile.TemporaryDirectory(prefix="leadscore-demo-") as tmp,
     ):
-        tmpdir = Path(tmp)
-        demo_id = f"leadscore-demo-{uuid.uuid4().hex[:8]}"
         live = settings.model_copy(
             update={
                 "kafka_bootstrap": svc.kafka_bootstrap,
                 "redis_url": svc.redis_url,
-                "model_dir": tmpdir / "models",
-                "app_id": demo_id,
+                "model_dir": Path(tmp) / "models",
+                "app_id": f"leadscore-demo-{uuid.uuid4().hex[:8]}",
+                "web_port": free_port(),
+                "web_host": "127.0.0.1",
             }
         )
         ensure_topics(live)
         say(f"broker {svc.kafka_bootstrap}, Redis {svc.redis_url}")
-
-        now_ms = int(time.time() * 1000)
         say("simulating 90 days of history for 1,500 leads ...")
-        history = simulate(
-            SimConfig(
-                leads=1500, events=60_000, seed=seed, start_ms=now_ms - 90 * 86_400_000, days=90.0
-            )
-        )
-        from leadscore.schemas.validation import Event, validate_event
-
-        evs = []
-        for ev in history:
-            res = validate_event(
-                orjson.dumps(ev),
-                topic_source=None,
-                key=None,
-                check_key=False,
-                now_ms=now_ms,
-                max_future_ms=86_400_000,
-            )
-            if isinstance(res, Event):
-                evs.append(res)
+        history = simulated_events(SimConfig(leads=1500, events=60_000, seed=seed, days=90.0))
         report = train_from_event_list(
-            evs, horizon_ms=30 * 86_400_000, out_dir=live.model_dir, progress=say
+            history, horizon_ms=30 * DAY_MS, out_dir=live.model_dir, progress=say
         )
-
-        port = free_port()
-        log_path = tmpdir / "worker.log"
-        live = live.model_copy(update={"web_port": port, "web_host": "127.0.0.1"})
-        say(f"starting the worker (web on http://127.0.0.1:{port}) ...")
-        worker = spawn_worker(live, log_path)
-        stop = threading.Event()
-        board = Board()
-        reader: threading.Thread | None = None
-        try:
-            _wait_ready(port, worker, log_path, timeout=120)
-            offsets = _end_offsets(live, [live.topic("scores"), live.topic("dlq")])
-            reader = threading.Thread(
-                target=_read_scores, args=(live, board, stop, offsets), daemon=True
-            )
-            reader.start()
-            producer = EventProducer(live, linger_ms=2)
-            sent = _stream(
-                live,
-                producer,
-                iter_live(SimConfig(leads=leads, seed=seed + 1), int(time.time() * 1000)),
-                board,
-                events,
-                rate,
-                as_json,
-                t_start,
-            )
-            # Drop the librdkafka handle before the broker stops, or it logs reconnect errors.
-            producer.flush(5)
-            del producer
-            summary = {
-                "scored": board.scored,
-                "events_sent": sent,
-                "dlq": board.dlq,
-                "leads": len(board.latest),
-                "hot_leads": sum(1 for r in board.latest.values() if r["tier"] == "hot"),
-                "model_version": sorted(board.models)[-1] if board.models else None,
-                "model_auc": report["auc"],
-                "baseline_auc": report["baseline_auc"],
-                "latency_ms": {
-                    "p50": round((board.percentile(0.5) or 0) * 1000, 1),
-                    "p99": round((board.percentile(0.99) or 0) * 1000, 1),
-                },
-                "seconds": round(time.monotonic() - t_start, 1),
-            }
-        finally:
-            stop.set()
-            if reader is not None:
-                reader.join(5)
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+        live_events = iter_live(SimConfig(leads=leads, seed=seed + 1), int(time.time() * 1000))
+        board, sent = _run_live(live, Path(tmp), live_events, events, rate, as_json, say)
+    summary = {
+        "scored": board.scored,
+        "events_sent": sent,
+        "dlq": board.dlq,
+        "leads": len(board.latest),
+        "hot_leads": sum(1 for r in board.latest.values() if r["tier"] == "hot"),
+        "model_version": sorted(board.models)[-1] if board.models else None,
+        "model_auc": report["auc"],
+        "baseline_auc": report["baseline_auc"],
+        "latency_ms": {
+            "p50": round((board.percentile(0.5) or 0) * 1000, 1),
+            "p99": round((board.percentile(0.99) or 0) * 1000, 1),
+        },
+        "seconds": round(time.monotonic() - t_start, 1),
+    }
     if as_json:
         print(orjson.dumps(summary).decode(), flush=True)
     else:
@@ -296,6 +223,50 @@ def run_demo(
             f"{summary['seconds']} s; stopped the worker, broker and Redis"
         )
     return 0
+
+
+def _run_live(
+    live: Settings,
+    tmp: Path,
+    live_events: Iterator[dict[str, Any]],
+    events: int | None,
+    rate: float,
+    as_json: bool,
+    say: Callable[[str], None],
+) -> tuple[Board, int]:
+    """Run a worker and stream simulated events to it while the live table shows the
+    hottest leads; stop the worker at the end (Ctrl-C included)."""
+    log_path = tmp / "worker.log"
+    say(f"starting the worker (web on http://127.0.0.1:{live.web_port}) ...")
+    worker = spawn_worker(live, log_path)
+    stop = threading.Event()
+    board = Board()
+    reader: threading.Thread | None = None
+    try:
+        wait_worker_ready(worker, live.web_port, log_path, timeout=120)
+        offsets = _end_offsets(live, [live.topic("scores"), live.topic("dlq")])
+        reader = threading.Thread(
+            target=_read_scores, args=(live, board, stop, offsets), daemon=True
+        )
+        reader.start()
+        producer = EventProducer(live, linger_ms=2)
+        sent = _stream(
+            live, producer, live_events, board, events, rate, as_json, time.monotonic(), say
+        )
+        # Drop the librdkafka handle before the broker stops, or it logs reconnect errors.
+        producer.flush(5)
+        del producer
+        return board, sent
+    finally:
+        stop.set()
+        if reader is not None:
+            reader.join(5)
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def _stream(
@@ -307,6 +278,7 @@ def _stream(
     rate: float,
     quiet: bool,
     t_start: float,
+    say: Callable[[str], None],
 ) -> int:
     """Produce paced live events until ``events`` are scored (or Ctrl-C); return how many sent."""
     from rich.console import Console

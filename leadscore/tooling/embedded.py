@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,3 +302,22 @@ def spawn_worker(settings: Settings, log_path: Path, **extra_env: str) -> subpro
             stdin=subprocess.DEVNULL,
             preexec_fn=kill_with_parent,  # noqa: PLW1509
         )
+
+
+def wait_worker_ready(
+    worker: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float
+) -> None:
+    """Wait until a spawned worker's ``/ready`` answers 200 (partitions assigned, model
+    loaded); raise :class:`ServiceStartError` with its log's tail if it exits or doesn't."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise ServiceStartError(f"the worker exited with code {worker.returncode}:\n{tail}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    raise ServiceStartError(f"the worker did not get ready in {timeout:.0f} s; its log:\n{tail}")

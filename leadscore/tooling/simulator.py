@@ -49,11 +49,18 @@ from typing import Any
 
 import orjson
 
-from leadscore.schemas.validation import format_ts_ms
+from leadscore.schemas.validation import Event, format_ts_ms, validate_event
 from leadscore.settings import Settings
 from leadscore.tooling.exceptions import SimulationConfigError
 
-__all__ = ["SimConfig", "simulate", "iter_live", "write_jsonl", "produce_events"]
+__all__ = [
+    "SimConfig",
+    "simulate",
+    "simulated_events",
+    "iter_live",
+    "write_jsonl",
+    "produce_events",
+]
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -777,48 +784,54 @@ class _World:
 
     def _day(self, day: int) -> None:
         """Generate all events that originate on ``day`` (they may land on later days)."""
-        rng = self._ev
         day_ms = day * DAY_MS
-        day_end = day_ms + DAY_MS
         new = self._arrivals.pop(day, [])
         for lead in new:
             self._create(lead)
         self._active.extend(new)
         wk = _WEEKDAY_FACTOR[(day + 3) % 7]
-        campaign = (day + 3) % 7 in _CAMPAIGN_WEEKDAYS
-        cid = ""
-        if campaign:
+        cid: str | None = None
+        if (day + 3) % 7 in _CAMPAIGN_WEEKDAYS:
             theme = _THEMES[(day // 7 * 2 + ((day + 3) % 7 == 3)) % len(_THEMES)]
             cid = f"cmp-{format_ts_ms(day_ms)[:10].replace('-', '')}-{theme}"
         keep: list[_Lead] = []
         for lead in self._active:
             status = self._status(lead, day)
-            if status != "open" and status != "opp" and lead.close_ms is not None:
-                if day_ms > lead.close_ms + _RETIRE_AFTER_MS:
-                    continue  # retired: silent from now on
+            closed = status != "open" and status != "opp" and lead.close_ms is not None
+            if closed and lead.close_ms is not None and day_ms > lead.close_ms + _RETIRE_AFTER_MS:
+                continue  # retired: silent from now on
             keep.append(lead)
-            intent = lead.intents[day - lead.first_day]
-            if lead.pending:
-                due = [p for p in lead.pending if p[0] < day_end]
-                if due:
-                    lead.pending = [p for p in lead.pending if p[0] >= day_end]
-                    for ts, etype, attrs in sorted(due, key=lambda p: p[0]):
-                        self._push(ts, lead, "crm", etype, attrs)
-            after = max(day_ms, lead.created_ms)
-            frac = (day_end - after) / DAY_MS
-            lam = self.web_scale * self._session_rate(lead, intent, status) * wk * frac
-            for _ in range(_poisson(rng, lam)):
-                if after > day_ms:
-                    start = after + 1 + int(rng.random() * (day_end - after - 1))
-                else:
-                    start = self._time_in_day(rng, lead.tz, day, after)
-                self._session(lead, start, intent)
-            if campaign and not (lead.unsubscribed or lead.email_dead):
-                w = self._send_weight(lead, status)
-                send = day_ms + _CAMPAIGN_HOUR_UTC * HOUR_MS + rng.randint(0, 1_800_000)
-                if w and lead.created_ms < send and rng.random() < w * self.send_prob:
-                    self._send_email(lead, send, cid, intent)
+            self._lead_day(lead, day, status, wk, cid)
         self._active = keep
+
+    def _lead_day(
+        self, lead: _Lead, day: int, status: str, wk: float, campaign: str | None
+    ) -> None:
+        """One lead's events of ``day``: due CRM events, web sessions, a campaign email."""
+        rng = self._ev
+        day_ms = day * DAY_MS
+        day_end = day_ms + DAY_MS
+        intent = lead.intents[day - lead.first_day]
+        if lead.pending:
+            due = [p for p in lead.pending if p[0] < day_end]
+            if due:
+                lead.pending = [p for p in lead.pending if p[0] >= day_end]
+                for ts, etype, attrs in sorted(due, key=lambda p: p[0]):
+                    self._push(ts, lead, "crm", etype, attrs)
+        after = max(day_ms, lead.created_ms)
+        frac = (day_end - after) / DAY_MS
+        lam = self.web_scale * self._session_rate(lead, intent, status) * wk * frac
+        for _ in range(_poisson(rng, lam)):
+            if after > day_ms:
+                start = after + 1 + int(rng.random() * (day_end - after - 1))
+            else:
+                start = self._time_in_day(rng, lead.tz, day, after)
+            self._session(lead, start, intent)
+        if campaign is not None and not (lead.unsubscribed or lead.email_dead):
+            w = self._send_weight(lead, status)
+            send = day_ms + _CAMPAIGN_HOUR_UTC * HOUR_MS + rng.randint(0, 1_800_000)
+            if w and lead.created_ms < send and rng.random() < w * self.send_prob:
+                self._send_email(lead, send, campaign, intent)
 
     def run(self, since_ms: int, until_ms: int | None, tag: str) -> Iterator[dict[str, Any]]:
         """Events with ``since_ms <= ts < until_ms`` (no upper bound if None), in time order."""
@@ -932,3 +945,22 @@ def produce_events(
     producer.send_all(events, rate=rate, progress=lambda n: say(f"  sent {n}"))
     producer.flush_or_raise()
     return producer.sent
+
+
+def simulated_events(config: SimConfig) -> list[Event]:
+    """A simulated history as validated events (what training from events reads); the
+    history ends now unless ``config.start_ms`` says otherwise."""
+    now = int(time.time() * 1000)
+    out = []
+    for h in simulate(config):
+        res = validate_event(
+            orjson.dumps(h),
+            topic_source=None,
+            key=None,
+            check_key=False,
+            now_ms=now,
+            max_future_ms=DAY_MS,
+        )
+        if isinstance(res, Event):
+            out.append(res)
+    return out

@@ -28,7 +28,7 @@ import pytest
 from leadscore.tooling.embedded import Service, free_port, start_broker, start_process
 from leadscore.tooling.exceptions import ServiceStartError
 
-from .conftest import (
+from .helpers import (
     WorkerProcess,
     assert_features_match_replay,
     metric_total,

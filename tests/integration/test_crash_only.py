@@ -15,7 +15,7 @@ import pytest
 from leadscore.infra.topics import ensure_topics
 from leadscore.tooling.embedded import start_broker
 
-from .conftest import (
+from .helpers import (
     assert_features_match_replay,
     consumer_lag,
     metric_total,

@@ -14,7 +14,7 @@ import pytest
 from leadscore.infra.producer import EventProducer
 from leadscore.schemas.validation import format_ts_ms
 
-from .conftest import read_topic
+from .helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

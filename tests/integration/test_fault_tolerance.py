@@ -16,7 +16,7 @@ import redis
 from leadscore.features.store import lead_keys
 from leadscore.tooling.embedded import start_redis
 
-from .conftest import (
+from .helpers import (
     WorkerProcess,
     assert_features_match_replay,
     consumer_lag,

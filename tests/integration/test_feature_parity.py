@@ -21,7 +21,7 @@ from leadscore.infra.producer import EventProducer
 from leadscore.schemas import EVENT_TYPES
 from leadscore.schemas.validation import Event, format_ts_ms
 
-from .conftest import metric_total, read_topic
+from .helpers import metric_total, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
         return updates, finals
 
     updates, finals = asyncio.run(run())
-    from leadscore.features.store import MemoryFeatureStore
+    from leadscore.features.memory import MemoryFeatureStore
 
     mem = MemoryFeatureStore()
     mem_updates = asyncio.run(mem.apply_batch(events))  # one call: nothing pending in between

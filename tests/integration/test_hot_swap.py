@@ -14,7 +14,7 @@ from leadscore.model.registry import Registry
 from leadscore.schemas.validation import Event, format_ts_ms, validate_event
 from leadscore.tooling.simulator import SimConfig, simulate
 
-from .conftest import read_topic
+from .helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,9 @@ import pytest
 
 from leadscore.model.registry import CHAMPION_FILE
 from leadscore.schemas.validation import format_ts_ms
+from tests.fakes import corrupted_copy, meta, save_worker_model, truncate
 
-from ..registry_faults import corrupted_copy, meta, truncate
-from .conftest import WorkerProcess, produce, read_to_end, wait_caught_up
-from .worker_models import save_worker_model
+from .helpers import WorkerProcess, produce, read_to_end, wait_caught_up
 
 pytestmark = pytest.mark.integration
 

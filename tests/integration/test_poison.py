@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 from leadscore.schemas import load_schema
 from leadscore.schemas.validation import format_ts_ms
 
-from .conftest import (
+from .helpers import (
     assert_features_match_replay,
     produce,
     read_to_end,

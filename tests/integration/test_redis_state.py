@@ -18,7 +18,7 @@ import redis
 from leadscore.features.store import RedisFeatureStore, lead_keys
 from leadscore.tooling.embedded import settings_env, start_redis
 
-from .conftest import (
+from .helpers import (
     WorkerProcess,
     assert_features_match_replay,
     metric_total,

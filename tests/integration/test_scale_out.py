@@ -13,7 +13,7 @@ from redis.cluster import key_slot
 from leadscore.features.store import lead_keys
 from leadscore.tooling.embedded import free_port
 
-from .conftest import (
+from .helpers import (
     assert_features_match_replay,
     metric_total,
     produce,

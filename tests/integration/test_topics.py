@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from leadscore.infra.topics import end_offsets
 
-from .conftest import read_to_end
+from .helpers import read_to_end
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from leadscore.features.definitions import SPECS, Count, Profile
-from leadscore.features.offline import VECTOR_SEP, parse_vector
+from leadscore.features.wire import VECTOR_SEP, parse_vector
 from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
 from leadscore.model.rules import RuleScorer
 from leadscore.model.scoring import FeatureBatch, Thresholds, as_records

@@ -19,7 +19,8 @@ from leadscore.features.definitions import (
     decay_factors,
 )
 from leadscore.features.lua import render_script
-from leadscore.features.offline import LeadState, parse_vector, replay
+from leadscore.features.offline import LeadState, replay
+from leadscore.features.wire import parse_vector
 from leadscore.schemas import EVENT_TYPES
 from leadscore.schemas.validation import Event, format_ts_ms
 

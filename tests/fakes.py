@@ -1,14 +1,24 @@
-"""Registry versions for tests: valid tiny models, and the corruptions a disk or a hand edit
-can make (used by the model-holder unit tests and the worker's integration test)."""
+"""Fakes and fixtures' building blocks shared by the tests: registry versions (valid tiny
+models, a worker model, the corruptions a disk or a hand edit can make) and a fake
+producer send."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import lightgbm as lgb
+import numpy as np
+
+from leadscore.features.definitions import SPECS, Profile
 from leadscore.model.integrity import write_checksums
+from leadscore.model.registry import Registry
 
 
 def tiny_model_text() -> str:
@@ -84,3 +94,57 @@ def corrupted_copy(root: Path, good: str, version: str, corrupt: Callable[[Path]
     (root / version / "meta.json").write_text(json.dumps(m))
     write_checksums(root / version)
     corrupt(root / version)
+
+
+def save_worker_model(model_dir: Path, version: str, *, promote: bool = True) -> Path:
+    """Train a small booster on random rows of the worker's features and save it."""
+    rng = np.random.default_rng(abs(hash(version)) % 2**32)
+    n = len(SPECS)
+    x = rng.random((400, n)) * 5
+    y = (x[:, 0] + x[:, 5] + rng.normal(size=400) > 5).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 8}, lgb.Dataset(x, y), 20
+    )
+    features = [
+        {"name": s.name, "kind": "categorical", "levels": ["saas", "retail", "DE", "US"]}
+        if isinstance(s, Profile)
+        else {"name": s.name, "kind": "numeric"}
+        for s in SPECS
+    ]
+    meta = {
+        "version": version,
+        "kind": "lightgbm",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "features": features,
+        "calibration": {"method": "none"},
+        "thresholds": {"hot": 0.7, "warm": 0.4},
+    }
+
+    def write(d: Path) -> None:
+        booster.save_model(str(d / "model.txt"))
+        (d / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    return Registry(model_dir).save(version, write, promote=promote)
+
+
+class FakeSend:
+    """A producer's ``send``: records each record and 'delivers' it to the partition a fixed
+    hash of its key gives, or fails it if its topic is in ``refuse``."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+        self.calls: list[tuple[str, bytes | None, int | None]] = []
+        self.values: list[tuple[str, bytes]] = []
+        self.refuse = refuse
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> asyncio.Future[Any]:
+        self.calls.append((topic, key, partition))
+        self.values.append((topic, value))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if topic in self.refuse:
+            fut.set_exception(RuntimeError(f"the broker refused a record on {topic}"))
+        else:
+            chosen = partition if partition is not None else sum(key or b"") % 4
+            fut.set_result(SimpleNamespace(partition=chosen))
+        return fut

@@ -15,8 +15,7 @@ from leadscore.model.integrity import write_checksums
 from leadscore.model.registry import CHAMPION_FILE, Registry
 from leadscore.streamer.metrics import Metrics
 from leadscore.streamer.models import ModelHolder
-
-from ..registry_faults import CORRUPTIONS, corrupted_copy, meta, truncate, writer
+from tests.fakes import CORRUPTIONS, corrupted_copy, meta, truncate, writer
 
 
 def point_champion(root: Path, raw: bytes) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
-from leadscore.features.store import MemoryFeatureStore
+from leadscore.features.memory import MemoryFeatureStore
 from leadscore.model.rules import RuleScorer
 from leadscore.schemas import EVENT_TYPES, load_schema
 from leadscore.schemas.validation import Event, format_ts_ms, validate_event

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from leadscore.model.charts import charts
 from leadscore.model.evaluate import deciles, evaluate, segment_metrics, threshold_metrics
 from leadscore.model.leakage import scan
-from leadscore.model.report import charts, importance_summary, render_html
+from leadscore.model.report import importance_summary, render_html
 
 
 def test_threshold_metrics_and_confusion_matrix() -> None:

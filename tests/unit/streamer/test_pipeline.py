@@ -8,7 +8,7 @@ import time
 import orjson
 from prometheus_client import CollectorRegistry
 
-from leadscore.features.store import MemoryFeatureStore
+from leadscore.features.memory import MemoryFeatureStore
 from leadscore.model.rules import RuleScorer
 from leadscore.schemas.validation import format_ts_ms, validate_event, validate_score
 from leadscore.settings import Settings

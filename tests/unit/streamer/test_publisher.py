@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
 
 from leadscore.streamer import publisher as publisher_module
 from leadscore.streamer.publisher import Publisher
-
-
-class FakeSend:
-    """Records each send; 'delivers' to the partition a fixed hash of the key gives."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bytes | None, int | None]] = []
-
-    async def __call__(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
-    ) -> asyncio.Future[Any]:
-        self.calls.append((topic, key, partition))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        chosen = partition if partition is not None else sum(key or b"") % 4
-        fut.set_result(SimpleNamespace(partition=chosen))
-        return fut
+from tests.fakes import FakeSend
 
 
 async def _batch(send: FakeSend, memory: dict[str, dict[str, int]], leads: list[str]) -> None:

@@ -8,8 +8,7 @@ import pytest
 
 from leadscore.model.exceptions import ModelNotFoundError, RegistryError
 from leadscore.model.registry import CHAMPION_FILE, Registry
-
-from ..registry_faults import writer
+from tests.fakes import writer
 
 
 def test_saving_the_same_version_twice_errors_and_keeps_the_first(tmp_path: Path) -> None:

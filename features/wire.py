@@ -1,0 +1,97 @@
+"""The feature store's wire format: how the Lua script and Python talk (one owner).
+
+A script call returns one string per call: each event's result, separated by
+:data:`RESULT_SEP`. A result starts with a reply code (:data:`REPLY_CODES`); ``F`` and ``R``
+are followed by the lead's feature vector, its fields in spec order separated by
+:data:`VECTOR_SEP` (empty for a missing value); ``E`` by an error message.
+
+Both separators are ASCII control characters, so profile values, the only free text in a
+vector, have their control characters replaced (:func:`scrub`): one inside a value would
+shift every field after it and fail the whole batch.
+
+>>> from leadscore.features.definitions import Count, Decayed, Rate
+>>> specs = (Count("a", "web:page_view", "1h"), Rate("b", "a", "a"), Decayed("c"))
+>>> parse_vector("3" + VECTOR_SEP + "" + VECTOR_SEP + "2.5", specs)
+{'a': 3, 'b': None, 'c': 2.5}
+>>> scrub("soft\\x1fware")
+'soft ware'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from leadscore.features.definitions import (
+    PROFILE_EVENT_TYPES,
+    PROFILE_FIELDS,
+    SPECS,
+    Count,
+    Profile,
+    Spec,
+)
+from leadscore.schemas import FeatureValue
+from leadscore.schemas.validation import Event
+
+VECTOR_SEP = "\x1f"
+"""Separates the fields of a feature vector (ASCII unit separator)."""
+RESULT_SEP = "\x1e"
+"""Separates the results of one script call (ASCII record separator)."""
+
+ReplyCode = Literal["F", "R", "D", "L", "E"]
+REPLY_CODES: dict[ReplyCode, str] = {
+    "F": "applied: the features after the event follow",
+    "R": "applied before, score not confirmed: the features it had follow (redelivery)",
+    "D": "duplicate: applied and confirmed before, nothing changed",
+    "L": "late: older than the retention before the lead's latest event",
+    "E": "this event failed alone in the script: the error message follows",
+}
+STATE_LOST_REPLY = "LEADSCORE_STATE_LOST"
+"""Prefix of the error reply of a call whose state marker doesn't match (features.state)."""
+
+_CONTROL = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
+
+
+def scrub(text: str) -> str:
+    """``text`` with its ASCII control characters replaced by spaces."""
+    return text.translate(_CONTROL)
+
+
+def profile_updates(event: Event) -> dict[str, str | None]:
+    """The profile attributes a CRM event sets, as the script receives them: strings (None
+    clears one), scrubbed of control characters."""
+    if event.source != "crm" or event.type not in PROFILE_EVENT_TYPES:
+        return {}
+    out: dict[str, str | None] = {}
+    for attr in PROFILE_FIELDS:
+        if attr in event.attributes:
+            v = event.attributes[attr]
+            out[attr] = None if v is None else scrub(str(v))
+    return out
+
+
+def parse_value(raw: str, spec: Spec) -> FeatureValue:
+    """One field of a vector as its Python value."""
+    if raw == "":
+        return None
+    if isinstance(spec, Count):
+        return int(raw)
+    if isinstance(spec, Profile):
+        return raw
+    value = float(raw)
+    return value if math.isfinite(value) else None
+
+
+def parse_vector(raw: str, specs: tuple[Spec, ...] = SPECS) -> dict[str, FeatureValue]:
+    """The feature dict a vector encodes."""
+    parts = raw.split(VECTOR_SEP)
+    return {s.name: parse_value(v, s) for s, v in zip(specs, parts, strict=True)}
+
+
+def lua_constants() -> str:
+    """The separators as Lua source, for the script's generated header."""
+    return (
+        f"local SEP = '\\{ord(VECTOR_SEP)}'\n"
+        f"local RESULT_SEP = '\\{ord(RESULT_SEP)}'\n"
+        f"local STATE_LOST_REPLY = '{STATE_LOST_REPLY}'"
+    )
