@@ -67,8 +67,8 @@ class LeadKeys(NamedTuple):
 
 
 # Cached: the worker needs a lead's keys for every event and for its confirmation in the
-# next batch, and active leads recur. Small, as new leads keep arriving: ~550 bytes an
-# entry (32,768 entries grew the worker by ~18 MB over the bench soak's first minutes).
+# next batch, and active leads recur. Small, as new leads keep arriving and a larger cache
+# showed up as memory growth in the soak (docs/performance.md).
 @functools.lru_cache(maxsize=4096)
 def lead_keys(lead_id: str) -> LeadKeys:
     tag = hash_tag(lead_id)
@@ -157,8 +157,15 @@ class FeatureStore(Protocol):
     async def forget(self, lead_id: str) -> int: ...
 
 
-def _state_lost(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith(STATE_LOST_REPLY)
+def _state_lost_or(exc: ResponseError) -> Exception:
+    """The error to raise for an error reply: the script's state-lost reply becomes a
+    :class:`FeatureStateLostError`; any other is the reply's own error."""
+    if str(exc).startswith(STATE_LOST_REPLY):
+        return FeatureStateLostError(
+            "Redis lost the feature store's state (marker missing or changed); "
+            "run `leadscore rebuild`"
+        )
+    return exc
 
 
 HistoryCheck = Callable[[], Awaitable[bool]]
@@ -280,12 +287,7 @@ class RedisFeatureStore:
             try:
                 return await self._script(keys=keys, args=args)
             except ResponseError as exc:
-                if _state_lost(exc):
-                    raise FeatureStateLostError(
-                        "Redis lost the feature store's state (marker missing or changed); "
-                        "run `leadscore rebuild`"
-                    ) from exc
-                raise
+                raise _state_lost_or(exc) from exc
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 await backoff.wait(exc)
 
@@ -350,12 +352,7 @@ class RedisFeatureStore:
             try:
                 reply = await self._ordered.call(keys, args)
             except ResponseError as exc:
-                if _state_lost(exc):
-                    raise FeatureStateLostError(
-                        "Redis lost the feature store's state (marker missing or changed); "
-                        "run `leadscore rebuild`"
-                    ) from exc
-                raise
+                raise _state_lost_or(exc) from exc
         else:
             reply = await self._call(keys, args)
         if not events:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -42,20 +42,18 @@ _Top = tuple[
 """Top reasons of a batch: names, value reader, picked columns, contributions, rounded."""
 
 FeatureKind = Literal["numeric", "categorical"]
+_R = TypeVar("_R")
 
 _CACHE_MAX = 1024
 """Entries per column in a scorer's field caches before they start over: bounds their memory
-where a column's texts rarely repeat, e.g. recency in days (~0.15 MB a full cache; two per
-column at most)."""
+where a column's texts rarely repeat, e.g. recency in days (two caches per column at most)."""
 
 
 class _FieldCache(dict[str, Any]):
     """Field text -> what it encodes to, for one column, converted on first sight.
 
     Feature texts repeat heavily (small counts, "0", a few category levels): a dict hit
-    costs tens of nanoseconds where parsing a number costs a few hundred (measured on the
-    bench's feature vectors, 128-row chunks the caches had not seen, after 2,048 others:
-    encoding 10.8-14.2 -> 6.4-7.8 us per row).
+    costs far less than parsing a number (docs/performance.md).
     """
 
     __slots__ = ("_convert",)
@@ -352,42 +350,30 @@ class LightGBMScorer:
         return np.asarray(self.booster.predict(x, num_threads=1))
 
     def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
+        return [Scored(s, t, tuple(r)) for s, t, r in self._scored(rows, explain, Reason)]
+
+    def score_records(self, rows: Rows) -> list[ScoredRecord]:
+        # The reasons built as the record's dicts directly: a Reason per reason only to
+        # convert it showed up among the worker's costs.
+        return [ScoredRecord(s, t, r) for s, t, r in self._scored(rows, True, _reason_dict)]
+
+    def _scored(
+        self, rows: Rows, explain: bool, make: Callable[[str, Any, float], _R]
+    ) -> list[tuple[float, Tier, list[_R]]]:
+        """Each row's score, tier and top reasons, each reason made by ``make(feature, value,
+        contribution)`` (reasons whose contribution is exactly 0 left out)."""
         if not len(rows):
             return []
         scores, tiers, top = self._score(rows, explain)
         if top is None:
-            return [Scored(s, t, ()) for s, t in zip(scores, tiers, strict=True)]
+            return [(s, t, []) for s, t in zip(scores, tiers, strict=True)]
         names, value, tops, amounts, rounded = top
         return [
-            Scored(
-                score,
-                tier,
-                tuple(
-                    [
-                        Reason(names[j], value(i, j), r)
-                        for j, a, r in zip(tops[i], amounts[i], rounded[i], strict=True)
-                        if a != 0.0
-                    ]
-                ),
-            )
-            for i, (score, tier) in enumerate(zip(scores, tiers, strict=True))
-        ]
-
-    def score_records(self, rows: Rows) -> list[ScoredRecord]:
-        if not len(rows):
-            return []
-        scores, tiers, top = self._score(rows, True)
-        if top is None:
-            return [ScoredRecord(s, t, []) for s, t in zip(scores, tiers, strict=True)]
-        names, value, tops, amounts, rounded = top
-        # The same reasons as score_batch, built as dicts directly: building a Reason per
-        # reason only to convert it cost ~8 % of the worker's CPU (py-spy, bench burst).
-        return [
-            ScoredRecord(
+            (
                 score,
                 tier,
                 [
-                    {"feature": names[j], "value": value(i, j), "contribution": r}
+                    make(names[j], value(i, j), r)
                     for j, a, r in zip(tops[i], amounts[i], rounded[i], strict=True)
                     if a != 0.0
                 ],
@@ -445,6 +431,10 @@ class LightGBMScorer:
             tiers,
             (names, value, top.tolist(), picked.tolist(), np.round(picked, 4).tolist()),
         )
+
+
+def _reason_dict(feature: str, value: Any, contribution: float) -> dict[str, Any]:
+    return {"feature": feature, "value": value, "contribution": contribution}
 
 
 def _as_float(field: str) -> float:

@@ -112,8 +112,7 @@ class PathExplainer:
         The sum over trees of each reached leaf's credit row is a product of the rows' leaf
         one-hot matrix (sparse: one entry per row and tree) with the table of leaf credits.
         It adds the trees in order, as the dense gather-and-sum it replaced did, without
-        materialising a (rows, trees, features) array: 3.6x faster measured on the bench
-        model (196 trees, 128-row chunks: 3.0 against 10.9 us per row), same results.
+        materialising a (rows, trees, features) array: several times faster, same results.
         """
         n, t = leaves.shape
         if not n or not t:

@@ -574,8 +574,7 @@ def fit(
     booster = tr.eval_booster
     if cfg.cv_folds >= 2 and cfg.refit_full:
         say(f"refitting the {tr.n_boosters} booster(s) on all {len(y)} labelled rows")
-        names = [f.name for f in infos]
-        cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+        names, cat_idx = _columns(infos)
         booster = _train_members(tr.members, x, y, names, cat_idx, cfg.seed_bag)
     metrics = _fit_metrics(ds, cfg, tr, y, raw_te, cal_te, time.perf_counter() - t0)
     return Fitted(
@@ -598,6 +597,11 @@ def fit(
     )
 
 
+def _columns(infos: list[FeatureInfo]) -> tuple[list[str], list[int]]:
+    """The booster's feature names and the indices of its categorical features."""
+    return [f.name for f in infos], [j for j, f in enumerate(infos) if f.kind == "categorical"]
+
+
 def _fit_cv(
     ds: Dataset,
     cfg: TrainConfig,
@@ -608,8 +612,7 @@ def _fit_cv(
 ) -> _Trained:
     """Search by CV, average the configurations within one standard error of the best,
     calibrate and tier on their out-of-fold scores, train them on the development rows."""
-    names = [f.name for f in infos]
-    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+    names, cat_idx = _columns(infos)
     dev, te = dev_test_indices(ds, cfg)
     folds = _cv_folds(ds, dev, y, cfg)
     say(
@@ -663,8 +666,7 @@ def _fit_single(
 ) -> _Trained:
     """The configured parameters, early-stopped on a validation split that also fits the
     calibrator and tiers."""
-    names = [f.name for f in infos]
-    cat_idx = [j for j, f in enumerate(infos) if f.kind == "categorical"]
+    names, cat_idx = _columns(infos)
     tr, va, te = split_indices(ds, cfg)
     params = dict(cfg.params)
     say(f"training on {len(tr)} rows ({y[tr].mean():.1%} positive), {len(infos)} features")

@@ -1,11 +1,9 @@
 """A LightGBM model's trees as flat arrays, walked by compiled code (numba).
 
 On the worker's hot path, LightGBM's ``predict(pred_leaf=True)`` plus the sparse product of
-leaf one-hots with the table of leaf credits (``model/explain.py``) cost about 18 us a row
-for the bench model (200 trees of up to 31 leaves, 34 features, 128-row chunks). Walking the
-same trees here, summing the credits and picking the top reasons in the same loop, costs
-about 12 (9 of them the walk itself, which is branchy: a third of the splits are
-categorical), and releases the GIL.
+leaf one-hots with the table of leaf credits (``model/explain.py``) cost more per row than
+walking the same trees here, summing the credits and picking the top reasons in the same
+loop (docs/performance.md); the walk also releases the GIL.
 
 The decisions reproduce LightGBM's own (``include/LightGBM/tree.h``: ``NumericalDecision``,
 ``CategoricalDecision``) bit for bit, including the input conversion of its dense-matrix
@@ -193,7 +191,7 @@ def _node_flags(decision: int, threshold: float) -> int:
 
 def _jit(fn: Any) -> Any:
     """Compiled without the GIL, and cached on disk so that a worker's start loads it
-    (~1 s to compile otherwise); where numba finds no writable cache location (a read-only
+    instead of compiling it; where numba finds no writable cache location (a read-only
     install without a home directory), compiled at each start instead."""
     try:
         return numba.njit(nogil=True, cache=True)(fn)
@@ -240,8 +238,8 @@ def _leaves(
             if abs(z[i, j]) <= ZERO_THRESHOLD:
                 z[i, j] = 0.0
     out = np.empty((n, root.shape[0]), dtype=np.int32)
-    # Tree by tree: one tree's nodes stay in L1 while every row walks it (measured: ~7 %
-    # faster than row by row on the bench model).
+    # Tree by tree: one tree's nodes stay in L1 while every row walks it (faster than row
+    # by row on the bench model).
     for t in range(root.shape[0]):
         for i in range(n):
             node = root[t]

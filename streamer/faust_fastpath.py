@@ -1,7 +1,7 @@
-"""Removes Faust's per-message scheduling overhead (measured: ~70 us of Python per message).
+"""Removes Faust's per-message scheduling overhead (docs/performance.md has the figures).
 
 Where the time goes, in faust-streaming 0.15 / mode-streaming 0.7 (fetching is not it: one
-``getmany`` returns 200,000 records from the broker in ~0.4 s):
+``getmany`` returns far more records than the agent can take):
 
 1. ``Consumer._drain_messages`` delivers every message with
    ``await self.wait_first(callback(message), self.suspend_flow.wait())``; mode's
@@ -11,11 +11,10 @@ Where the time goes, in faust-streaming 0.15 / mode-streaming 0.7 (fetching is n
 2. ``StreamIterator.next`` (``faust/_cython/streams.pyx``, ``faust/streams.py``) does
    ``await sleep(0)`` for every event: one more full loop pass per message.
 
-Together they cap a bare agent near 13-15k messages/s with one core busy. A third cost is
-latency, not throughput: Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``, and
-a broker that holds a long-poll fetch for its full wait even when new data arrives (Tansu
-does; measured: 450 ms per idle fetch with 1500, 1-5 ms with 100) delays every event that
-lands on an idle partition. The fixes:
+Together they cap a bare agent with one core busy. A third cost is latency, not
+throughput: Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``, and a broker that
+holds a long-poll fetch for its full wait even when new data arrives (Tansu does) delays
+every event that lands on an idle partition. The fixes:
 
 1. step the delivery coroutine once synchronously; in the normal case (flow not suspended,
    queue not full) it completes without suspending and needs no Task. If it would block,
@@ -29,17 +28,14 @@ lands on an idle partition. The fixes:
 5. don't let Faust's fetch loop (``Consumer._wait_next_records``) sit out a second while
    partitions are paused for a full stream buffer. It asks the fetcher for the active
    partitions only, waiting up to 1 s for new data, and sleeps 1 s when none is active; when
-   the agent drains the buffer and a partition resumes, neither wait ends early. Seen in a
-   bench burst: two paused partitions held the rest of the data, the active ones were at their
-   end, and the agent idled with an empty queue for 0.4-0.7 s, several times in 17 s. Here,
+   the agent drains the buffer and a partition resumes, neither wait ends early: the agent
+   then idles with an empty queue while paused partitions hold the rest of the data. Here,
    while any partition is paused that way, the fetcher is asked with a short timeout
    (``PAUSED_POLL_S``), and with none active the loop waits for the first to resume.
 
 ``take_events`` (batches straight from the channel queue, no stream iterator per event),
 ``raw_schema`` (events built from the message bytes) and ``quiet_monitor`` below are
-further per-message savings for the worker. Measured on the embedded broker with a bare
-agent (batches of up to 500, no work, 100,000 200-byte messages on 4 partitions): 4,650 and
-4,900 msg/s with stock Faust and its ``take_events``; 22,800-27,200 msg/s with all of them.
+further per-message savings for the worker.
 
 They use private internals, so this module imports only on the versions they were verified
 on (:data:`VERIFIED`, pinned in pyproject); on any other it raises, and
@@ -211,9 +207,9 @@ def raw_schema() -> Any:
     """A ``faust.Schema`` whose events carry the message's key and value bytes as they are.
 
     With ``key_type=bytes`` and the ``raw`` serializer Faust still sends every key and
-    value through its serializer registry (type checks, codec lookup, a ``bytes`` copy);
-    that was ~5 % of the worker's main thread in a bench burst (py-spy). The worker
-    validates the bytes itself, so the event is created from the message directly.
+    value through its serializer registry (type checks, codec lookup, a ``bytes`` copy),
+    a visible share of the worker's main thread. The worker validates the bytes itself, so
+    the event is created from the message directly.
     ``faust.Schema.compile`` is the documented hook for custom decoding.
     """
     import faust

@@ -9,8 +9,7 @@ that a full pass walks every time.
 
 ``tune`` moves everything alive at start-up to the permanent generation (``gc.freeze``), so no
 pass walks it again, and makes young passes rarer. Cycles are still collected, in bigger
-batches. Measured here (``leadscore bench --events 40000``, two interleaved runs each): worker
-CPU 355 and 379 us/event with the defaults, 307 and 332 with this.
+batches. The effect on the worker's CPU per event is in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -36,7 +35,7 @@ from leadscore.infra.producer import EventProducer
 from leadscore.infra.topics import ensure_topics
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
-from leadscore.tooling.cpu import CpuMeter, Target
+from leadscore.tooling.cpu import CpuMeter, Target, rss_mb
 from leadscore.tooling.embedded import (
     Services,
     free_port,
@@ -45,15 +44,6 @@ from leadscore.tooling.embedded import (
     wait_worker_ready,
 )
 from leadscore.tooling.exceptions import ServiceStartError
-
-
-def _rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
 
 RSS_SAMPLE_S = 10.0
 """Seconds between samples of the worker's resident memory during the fixed-rate run."""
@@ -87,8 +77,8 @@ class ScoreReader:
     time minus event time), as ``(event time, latency)`` pairs in seconds.
 
     It reads with aiokafka, by manual assignment: on the embedded broker, librdkafka's consumer
-    added ~30 ms per hop by itself (measured at 1,000 msg/s on a fresh topic: p50 28-36 ms, vs
-    2-11 ms for aiokafka), and that would have been counted as the worker's latency.
+    added tens of milliseconds per hop by itself (docs/performance.md), which would have been
+    counted as the worker's latency.
 
     The embedded broker holds every fetch for its full ``fetch_max_wait_ms`` and, on each one
     that returns data, lists every batch stored in the partition: a reader that only counts
@@ -335,9 +325,8 @@ def run_soak(
     traffic might send them, rather than one produce request each. The embedded broker
     (Tansu, in-memory storage) lists every batch ever stored in a partition on each fetch
     that returns data, so its cost grows with the batches written: with per-event requests,
-    or even 100 ms ticks, it fell behind within minutes (at 100 ms ticks the score reader
-    stalled after ~4 minutes while the broker ran at 120-140 % CPU). Fewer, larger batches
-    let it last the run; the soak is about the worker, not that broker.
+    or even 100 ms ticks, it fell behind within minutes (docs/performance.md). Fewer, larger
+    batches let it last the run; the soak is about the worker, not that broker.
     """
     producer = EventProducer(settings, linger_ms=5)
     per_tick = max(1, round(rate * SOAK_TICK_S))
@@ -357,7 +346,7 @@ def run_soak(
             producer.send(_event_at(template, sent, tag, ts_ms))
             sent += 1
         if now >= next_sample:
-            samples.append(_rss_mb(worker_pid))
+            samples.append(rss_mb(worker_pid))
             next_sample += RSS_SAMPLE_S
         if now >= next_report:
             say(
@@ -571,8 +560,8 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
     producer.send_all(_events_now(setup.template, events, f"t{setup.uid}"))
     producer.flush_or_raise(120)
     producer.close()
-    # Only counts here: 100 ms fetches cost the broker a twentieth of 5 ms ones and add at
-    # most 0.1 s to a burst that lasts several seconds.
+    # Only counts here: long fetch waits cost the broker far less than short ones and add at
+    # most one wait to a burst that lasts several seconds.
     reader = ScoreReader(s, fetch_max_wait_ms=100)
     reader.start()
     log_path = setup.tmp / "worker-throughput.log"
@@ -595,7 +584,7 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
             "steady": steady,
             "cpu": cpu,
             "cpu_us": cpu_us,
-            "rss": _rss_mb(worker.pid),
+            "rss": rss_mb(worker.pid),
             "stages": _metric_sums(s.web_port),
             "batches": _histogram_count_sum(s.web_port, "leadscore_batch_events"),
         }
@@ -625,7 +614,7 @@ def _latency(
     worker = spawn_worker(s, log_path, LEADSCORE_LOG_LEVEL="WARNING")
     try:
         wait_worker_ready(worker, s.web_port, log_path, timeout=60)
-        rss_start = _rss_mb(worker.pid)
+        rss_start = rss_mb(worker.pid)
         result = _measure_latency(setup, s, reader, worker.pid, rate, latency_seconds, say)
         soak = None
         if soak_seconds > 0:
@@ -641,7 +630,7 @@ def _latency(
                 meter=_meter(setup.svc, worker.pid),
                 say=say,
             )
-        rss_end = _rss_mb(worker.pid)
+        rss_end = rss_mb(worker.pid)
     finally:
         reader.stop()
         _stop(worker)

@@ -1,4 +1,4 @@
-"""CPU time of the processes in a benchmark run and of the whole machine, read from /proc.
+"""CPU time (and memory) of the processes in a benchmark run and of the whole machine.
 
 On a small machine the worker, the broker, Redis and the load generator share the same
 cores, so a rate or a latency figure says little without knowing who had the CPU while it
@@ -12,7 +12,8 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
+
+import psutil
 
 from leadscore.tooling.exceptions import MeterNotStartedError
 
@@ -23,27 +24,32 @@ Target = int | tuple[int, int]
 def process_cpu_seconds(target: Target) -> float:
     """User plus system CPU time of a process or one of its threads so far (NaN when it
     can't be read)."""
-    if isinstance(target, int):
-        path = f"/proc/{target}/stat"
-    else:
-        path = f"/proc/{target[0]}/task/{target[1]}/stat"
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(psutil.Error, OSError):
+        if isinstance(target, int):
+            times = psutil.Process(target).cpu_times()
+            return float(times.user + times.system)
+        pid, tid = target
+        for thread in psutil.Process(pid).threads():
+            if thread.id == tid:
+                return float(thread.user_time + thread.system_time)
     return float("nan")
 
 
 def machine_cpu_seconds() -> dict[str, float]:
     """CPU time of all cores so far: ``busy`` (user, nice, system, irq, softirq) and ``steal``
     (time the hypervisor gave this machine's cores to someone else); empty when unreadable."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        if first[0] == "cpu":
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
-            tick = os.sysconf("SC_CLK_TCK")
-            return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick}
+    with contextlib.suppress(psutil.Error, OSError, AttributeError):
+        t = psutil.cpu_times()
+        busy = t.user + t.nice + t.system + t.irq + t.softirq
+        return {"busy": float(busy), "steal": float(t.steal)}
     return {}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (NaN when it can't be read)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    return float("nan")
 
 
 class CpuMeter:

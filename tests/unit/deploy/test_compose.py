@@ -26,5 +26,5 @@ def test_compose_has_the_production_stack_wired_together():
 
 def test_dockerfile_installs_every_package():
     text = (ROOT / "Dockerfile").read_text()
-    for pkg in ("streamer", "features", "model", "schemas"):
+    for pkg in ("leadscore", "streamer", "features", "model", "schemas"):
         assert f"COPY {pkg} ./{pkg}" in text
