@@ -1,7 +1,7 @@
 """Generates the Redis Lua script from the feature specs.
 
 The script body (``store.lua``) is generic; the tables it runs on (event kinds, feature list,
-bucket sizes, decay factors) are rendered here from :mod:`features.definitions`.
+bucket sizes, decay factors) are rendered here from :mod:`leadscore.features.definitions`.
 """
 
 from __future__ import annotations

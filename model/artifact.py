@@ -213,7 +213,7 @@ class LightGBMScorer:
     """Batch scorer: one ``predict`` and one explanation call per batch.
 
     ``explain="path"`` (the default on the stream) gives path attributions, ``"treeshap"``
-    exact TreeSHAP via ``pred_contrib``; see :mod:`model.explain` for the trade-off.
+    exact TreeSHAP via ``pred_contrib``; see :mod:`leadscore.model.explain` for the trade-off.
     """
 
     def __init__(

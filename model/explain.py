@@ -5,8 +5,8 @@ for a few hundred trees, far too slow for a stream of thousands of events per se
 path attribution (Saabas) walks each tree's decision path once and credits every change of
 the node value to the feature split on; with the per-leaf credits precomputed, a batch costs
 one ``pred_leaf`` call plus a sparse product with the table of leaf credits, or, where
-:mod:`model.trees` compiles the model, one compiled walk that sums the credits and picks the
-top reasons as it goes. Both decompose the raw score exactly: contributions plus the bias
+:mod:`leadscore.model.trees` compiles the model, one compiled walk that sums the credits and
+picks the top reasons as it goes. Both decompose the raw score exactly: contributions plus the bias
 equal the model's log-odds.
 """
 

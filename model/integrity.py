@@ -162,7 +162,7 @@ def check_in_child(directory: Path, n_features: int, timeout: float = CHILD_TIME
     env.setdefault("OMP_NUM_THREADS", "1")
     try:
         done = subprocess.run(  # noqa: S603 - this interpreter, a module of ours
-            [sys.executable, "-m", __name__, str(directory / "model.txt")],
+            [sys.executable, "-P", "-m", __name__, str(directory / "model.txt")],
             capture_output=True,
             timeout=timeout,
             env=env,

@@ -10,8 +10,8 @@ Layout::
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half a model; the champion pointer is swapped with ``os.replace`` for the same
 reason. Every version carries ``SHA256SUMS`` of its files, and ``promote`` refuses a version
-that fails the checks a worker makes before loading it (:mod:`model.integrity`). Workers
-poll the pointer and hot-swap (see ``streamer.models``).
+that fails the checks a worker makes before loading it (:mod:`leadscore.model.integrity`). Workers
+poll the pointer and hot-swap (see ``leadscore.streamer.models``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def faust_app(settings: Settings) -> faust.App:
         faust_fastpath.install(fetch_max_wait_ms=settings.fetch_max_wait_ms)
         extra["Monitor"] = faust_fastpath.quiet_monitor()
     # Faust keeps only table metadata here (tables live in Redis); never litter the cwd.
-    data_dir = settings.data_dir or Path(tempfile.gettempdir()) / "leadscore" / settings.app_id
+    data_dir = (
+        settings.data_dir or Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id
+    )
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,

@@ -4,7 +4,7 @@ A batch takes ``holder.current`` once and scores with it, so in-flight events fi
 model they started with while the next batch picks up the new champion.
 
 Nothing in the registry can stop the worker: a champion that fails its checks (checksums,
-metadata, LightGBM loading it in a child process: :mod:`model.integrity`) or an unreadable
+metadata, LightGBM loading it in a child process: :mod:`leadscore.model.integrity`) or an unreadable
 pointer leaves the last good model scoring, and ``problem`` says why (``/ready`` reports it,
 ``leadscore_model_degraded`` is 1). At start-up a broken champion gives way to the newest
 version that passes, else to the rules.

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
@@ -33,6 +32,7 @@ from leadscore.schemas.validation import (
     Invalid,
     dlq_key,
     dlq_record,
+    format_ts_ms,
     validate_event,
 )
 from leadscore.streamer.exceptions import PipelineError
@@ -88,14 +88,6 @@ class BatchOutput:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     saving: asyncio.Task[dict[str, str | None]] | None = None
     """The store call saving the latest scores, when ``process`` left it to ``complete``."""
-
-
-def iso_now(now: float) -> str:
-    return (
-        datetime.fromtimestamp(now, tz=UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 T = TypeVar("T")
@@ -527,7 +519,7 @@ class Pipeline:
             batch = vector_batch(texts, specs)
         scorer, results = self._score(batch)
         now = self._clock()
-        scored_at = iso_now(now)
+        scored_at = format_ts_ms(int(now * 1000))
         version = scorer.version
         # Per record: locals for the appends, counters added once per chunk.
         add_record, add_scored, add_score = out.records.append, out.scored.append, out.scores.append

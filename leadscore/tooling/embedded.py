@@ -295,7 +295,9 @@ def spawn_worker(settings: Settings, log_path: Path, **extra_env: str) -> subpro
     """Run ``leadscore worker`` with ``settings`` as a child that dies with this process."""
     with log_path.open("wb") as fh:
         return subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "leadscore", "worker"],
+            # -P: not the current directory first on the path, where a folder named leadscore
+            # (or a namespace package of that name) would shadow the installed package.
+            [sys.executable, "-P", "-m", "leadscore", "worker"],
             env=settings_env(settings, **extra_env),
             stdout=fh,
             stderr=subprocess.STDOUT,

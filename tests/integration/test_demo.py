@@ -17,6 +17,7 @@ def test_demo_scores_n_events_and_cleans_up():
     proc = subprocess.run(
         [
             sys.executable,
+            "-P",
             "-m",
             "leadscore",
             "demo",

@@ -85,7 +85,7 @@ def test_redis_restarted_empty_is_detected_and_rebuilt(
 
         rebuild_started = time.time()
         done = subprocess.run(
-            [sys.executable, "-m", "leadscore", "rebuild"],
+            [sys.executable, "-P", "-m", "leadscore", "rebuild"],
             env=settings_env(s),
             capture_output=True,
             text=True,

@@ -108,3 +108,17 @@ def test_train_from_event_history_beats_the_rules(tmp_path, capsys):
 def test_parser_rejects_unknown_command():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["frobnicate"])
+
+
+def test_spawned_commands_ignore_a_leadscore_folder_in_the_current_directory(tmp_path):
+    """Workers are spawned with ``python -P -m leadscore``: a folder named leadscore in the
+    current directory (Faust's data directory once was one, under /tmp) would otherwise be
+    imported as a namespace package in place of the installed one."""
+    import subprocess
+    import sys
+
+    (tmp_path / "leadscore").mkdir()
+    args = [sys.executable, "-P", "-m", "leadscore", "--version"]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("leadscore ")
