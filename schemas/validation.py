@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import fastjsonschema
 import orjson
@@ -201,11 +201,10 @@ def _decode(raw: bytes | None) -> dict[str, Any] | Invalid:
     """The message as a JSON object, or why it isn't one (or is too large)."""
     if raw is None:
         return Invalid("not_json", "message has no value (null)")
-    oversized = Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
     # Up to PARSE_LIMIT a message too large is still decoded, so that garbage is named as
     # such (not UTF-8, not JSON) rather than only as too large; beyond it, never.
     if len(raw) > PARSE_LIMIT:
-        return oversized
+        return _oversized(raw)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -217,8 +216,12 @@ def _decode(raw: bytes | None) -> dict[str, Any] | Invalid:
     if not isinstance(obj, dict):
         return Invalid("not_object", f"event must be a JSON object, got {type(obj).__name__}")
     if len(raw) > MAX_EVENT_BYTES:
-        return oversized
+        return _oversized(raw)
     return obj
+
+
+def _oversized(raw: bytes) -> Invalid:
+    return Invalid("oversized", f"message is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
 
 
 def _source(obj: dict[str, Any], topic_source: Source | None) -> Source | Invalid:
@@ -235,7 +238,8 @@ def _source(obj: dict[str, Any], topic_source: Source | None) -> Source | Invali
         )
     if topic_source is not None and source != topic_source:
         return Invalid("source_mismatch", f"source {source!r} sent to the {topic_source} topic")
-    return cast(Source, source)
+    # Narrowed by the membership test above; ``typing.cast`` would cost a call per event.
+    return source  # type: ignore[return-value]
 
 
 def _json_type(value: Any) -> str:

@@ -411,9 +411,7 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             previous = await out.saving
-        except (Exception, asyncio.CancelledError) as exc:
-            if not out.saving.cancelled() and not isinstance(exc, Exception):
-                raise
+        except Exception as exc:  # noqa: BLE001 - the batch's records stand without alerts
             log.warning("saving the latest scores failed, no tier alerts for this batch: %s", exc)
             self._metrics.save_failures.inc()
             return
