@@ -159,6 +159,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
             )
     except DataError:
         raise
+    except ImportError as exc:
+        raise DataError(
+            f"reading {p} needs a Parquet engine, the parquet extra: "
+            "pip install 'leadscore[parquet]'"
+        ) from exc
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"can't read {p} as CSV or Parquet: {exc}") from exc
     if df.shape[1] == 0 or df.shape[0] == 0:
@@ -717,6 +722,12 @@ def _write_table(df: pd.DataFrame, out: Path) -> None:
         else:
             df.to_csv(tmp, index=False)
         os.replace(tmp, out)
+    except ImportError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(
+            f"writing {out} needs a Parquet engine, the parquet extra: "
+            "pip install 'leadscore[parquet]'"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

