@@ -157,15 +157,13 @@ class FeatureStore(Protocol):
     async def forget(self, lead_id: str) -> int: ...
 
 
-def _state_lost_or(exc: ResponseError) -> Exception:
-    """The error to raise for an error reply: the script's state-lost reply becomes a
-    :class:`FeatureStateLostError`; any other is the reply's own error."""
+def _raise_if_state_lost(exc: ResponseError) -> None:
+    """The script's state-lost error reply becomes a :class:`FeatureStateLostError`."""
     if str(exc).startswith(STATE_LOST_REPLY):
-        return FeatureStateLostError(
+        raise FeatureStateLostError(
             "Redis lost the feature store's state (marker missing or changed); "
             "run `leadscore rebuild`"
-        )
-    return exc
+        ) from exc
 
 
 HistoryCheck = Callable[[], Awaitable[bool]]
@@ -287,7 +285,8 @@ class RedisFeatureStore:
             try:
                 return await self._script(keys=keys, args=args)
             except ResponseError as exc:
-                raise _state_lost_or(exc) from exc
+                _raise_if_state_lost(exc)
+                raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 await backoff.wait(exc)
 
@@ -352,7 +351,8 @@ class RedisFeatureStore:
             try:
                 reply = await self._ordered.call(keys, args)
             except ResponseError as exc:
-                raise _state_lost_or(exc) from exc
+                _raise_if_state_lost(exc)
+                raise
         else:
             reply = await self._call(keys, args)
         if not events:
