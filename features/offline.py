@@ -174,32 +174,35 @@ class LeadState:
         return out
 
 
+def history_parser() -> Callable[[bytes], Event | Invalid]:
+    """How a stored history (a JSONL line, an archived value) becomes an event: the worker's
+    validation without the key check (files have no keys) and with any timestamp accepted
+    (histories may be simulated into the future)."""
+    import time
+
+    now_ms = int(time.time() * 1000)
+    far = 1000 * 365 * DAY_MS
+
+    def parse(raw: bytes) -> Event | Invalid:
+        return validate_event(
+            raw, topic_source=None, key=None, now_ms=now_ms, max_future_ms=far, check_key=False
+        )
+
+    return parse
+
+
 def read_events(path: str | Path) -> Iterator[tuple[int, Event | Invalid]]:
     """Yield ``(line_number, event or error)`` for each non-blank line of a JSONL history."""
     p = Path(path)
     if not p.exists():
         raise EventFileError(f"event file {p} does not exist")
-    import time
-
-    now_ms = int(time.time() * 1000)
-    # Histories may be simulated into the future; the file reader accepts any timestamp.
-    far = 1000 * 365 * DAY_MS
+    parse = history_parser()
     try:
         with p.open("rb") as fh:
             for n, line in enumerate(fh, start=1):
                 line = line.strip()
                 if line:
-                    yield (
-                        n,
-                        validate_event(
-                            line,
-                            topic_source=None,
-                            key=None,
-                            now_ms=now_ms,
-                            max_future_ms=far,
-                            check_key=False,
-                        ),
-                    )
+                    yield n, parse(line)
     except OSError as exc:
         raise EventFileError(f"can't read {p}: {exc}") from exc
 

@@ -32,6 +32,13 @@ class TrainingSet:
     time_ms: np.ndarray
     lead_id: np.ndarray
     categorical: list[str]
+    leads: int = 0
+    """Distinct leads in the history (the data-sufficiency gate counts them)."""
+    converted: int = 0
+    """Leads with a CRM ``converted`` event in the history."""
+    start_ms: int = 0
+    end_ms: int = 0
+    """The history's first and last event times."""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -47,19 +54,46 @@ def _outcomes(events: list[Event]) -> tuple[int | None, int | None]:
     return conv, disq
 
 
+def _eligible(evs: list[Event], stop: int, last_ms: int, first_ms: int | None) -> list[int]:
+    """Indices of the events that may be scoring moments: not an outcome, at or after
+    ``first_ms``, before the lead's outcome (``stop``) and no later than ``last_ms`` (the
+    history's end minus the horizon)."""
+    out = []
+    for i, ev in enumerate(evs):
+        if ev.source == "crm" and ev.type in OUTCOME_TYPES:
+            continue
+        t = ev.ts_ms
+        if first_ms is not None and t < first_ms:
+            continue
+        if t >= stop or t > last_ms:
+            # The horizon runs past the history: keeping only the moments that already
+            # converted would bias the label towards positives near the end.
+            break
+        out.append(i)
+    return out
+
+
 def build_training_set(
     events: Iterable[Event],
     *,
     horizon_ms: int,
     moments_per_lead: int = 6,
     seed: int = 7,
+    moments_from_ms: int | None = None,
 ) -> TrainingSet:
-    """Sample up to ``moments_per_lead`` moments per lead and compute point-in-time rows."""
+    """Sample up to ``moments_per_lead`` moments per lead and compute point-in-time rows.
+
+    With ``moments_from_ms``, earlier events still count towards features (a warm-up for
+    the rolling windows) but no moment before it is sampled.
+    """
     by_lead: dict[str, list[Event]] = defaultdict(list)
     end_ms = 0
+    start_ms: int | None = None
     for ev in events:
         by_lead[ev.lead_id].append(ev)
         end_ms = max(end_ms, ev.ts_ms)
+        start_ms = ev.ts_ms if start_ms is None else min(start_ms, ev.ts_ms)
+    converted = 0
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
     rows: list[dict[str, FeatureValue]] = []
     labels: list[int] = []
@@ -68,19 +102,9 @@ def build_training_set(
     for lead_id in sorted(by_lead):
         evs = sorted(by_lead[lead_id], key=lambda e: (e.ts_ms, e.event_id))
         conv, disq = _outcomes(evs)
+        converted += conv is not None
         stop = min(t for t in (conv, disq, end_ms + 1) if t is not None)
-        eligible = []
-        for i, ev in enumerate(evs):
-            if ev.source == "crm" and ev.type in OUTCOME_TYPES:
-                continue
-            t = ev.ts_ms
-            if t >= stop:
-                break
-            if t + horizon_ms > end_ms:
-                # The horizon runs past the history: keeping only the moments that already
-                # converted would bias the label towards positives near the end.
-                break
-            eligible.append(i)
+        eligible = _eligible(evs, stop, end_ms - horizon_ms, moments_from_ms)
         if not eligible:
             continue
         chosen = set(rng.sample(eligible, min(moments_per_lead, len(eligible))))
@@ -105,4 +129,8 @@ def build_training_set(
         np.asarray(times, dtype=np.int64),
         np.asarray(leads),
         list(CATEGORICAL_FEATURES),
+        leads=len(by_lead),
+        converted=converted,
+        start_ms=start_ms or 0,
+        end_ms=end_ms,
     )

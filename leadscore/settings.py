@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     model_dir: Path = Path("./models")
+    archive_root: str | None = Field(
+        default=None,
+        description="the event archive (`leadscore archive`): a directory or an fsspec URL "
+        "such as s3://bucket/prefix; `retrain` and `train --events` read it",
+    )
     web_port: int = 6066
     web_host: str = "0.0.0.0"  # noqa: S104 - the worker serves /metrics to Prometheus in compose
     topic_partitions: int = 4

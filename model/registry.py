@@ -4,8 +4,10 @@ Layout::
 
     MODEL_DIR/
       CHAMPION                 the champion's version id (replaced atomically)
+      HISTORY.jsonl            every champion change (promote, rollback), oldest first
+      DECISIONS.jsonl          every promotion decision, promoted or not, with its reason
       lgbm-20261127-1a2b3c/    one immutable directory per version
-        model.txt  meta.json  report.html ...
+        model.txt  meta.json  card.json  holdout.csv  report.html ...
 
 A version directory is written under a temporary name and renamed into place, so a reader
 never sees half a model; the champion pointer is swapped with ``os.replace`` for the same
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,9 @@ from leadscore.model.exceptions import (
 from leadscore.model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
 
 CHAMPION_FILE = "CHAMPION"
+HISTORY_FILE = "HISTORY.jsonl"
+DECISIONS_FILE = "DECISIONS.jsonl"
+CARD_FILE = "card.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +121,95 @@ class Registry:
         if in_child:
             check_in_child(d, len(meta["features"]))
 
-    def promote(self, version: str) -> None:
-        """Make ``version`` the champion, once it passes :meth:`verify`."""
+    def promote(self, version: str, *, action: str = "promote", note: str = "") -> None:
+        """Make ``version`` the champion, once it passes :meth:`verify`; the change is
+        appended to ``HISTORY.jsonl`` (what :meth:`rollback` walks back)."""
         self.verify(version)
         self._ensure_root()
         fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(version + "\n")
         os.replace(tmp, self.root / CHAMPION_FILE)
+        self._append(HISTORY_FILE, {"version": version, "action": action, "note": note})
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        """One JSON line appended (and flushed to disk) to a registry log."""
+        line = json.dumps({"at": _now(), **record}, default=str) + "\n"
+        with open(self.root / name, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _read_log(self, name: str) -> list[dict[str, Any]]:
+        try:
+            lines = (self.root / name).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"can't read {self.root / name}: {exc}") from exc
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-append; the others still count
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every champion change, oldest first."""
+        return self._read_log(HISTORY_FILE)
+
+    def champion_stack(self) -> list[str]:
+        """The champions in force, oldest first: a promotion pushes, a rollback pops."""
+        stack: list[str] = []
+        for rec in self.history():
+            version = str(rec.get("version", ""))
+            if rec.get("action") == "rollback":
+                while stack and stack[-1] != version:
+                    stack.pop()
+                if not stack:
+                    stack.append(version)
+            elif not stack or stack[-1] != version:
+                stack.append(version)
+        return stack
+
+    def rollback(self) -> tuple[str, str]:
+        """Restore the champion before the current one; returns ``(from, to)``."""
+        current = self.champion()
+        stack = self.champion_stack()
+        if current is None or not stack or stack[-1] != current:
+            # A pointer written by hand (or before the history existed): start from it.
+            stack = [*stack, current] if current else stack
+        previous = stack[:-1]
+        if not previous:
+            raise RegistryError(
+                f"no earlier champion to roll back to in {self.root} "
+                "(see `leadscore models history`)"
+            )
+        target = previous[-1]
+        self.promote(target, action="rollback", note=f"from {current}")
+        return str(current), target
+
+    def record_decision(self, record: dict[str, Any]) -> None:
+        """Append one promotion decision (promoted or not) to ``DECISIONS.jsonl``."""
+        self._ensure_root()
+        self._append(DECISIONS_FILE, record)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return self._read_log(DECISIONS_FILE)
+
+    def card(self, version: str) -> dict[str, Any] | None:
+        """The model card written with ``version`` (its promotion decision), if any."""
+        p = self.path(version) / CARD_FILE
+        try:
+            card = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{p} is not valid JSON: {exc}") from exc
+        return card if isinstance(card, dict) else None
 
     def meta(self, version: str) -> dict[str, Any]:
         p = self.path(version) / "meta.json"
@@ -156,3 +243,7 @@ class Registry:
                 out.append(VersionInfo(d.name, d, meta, d.name == champ, problem))
         out.sort(key=lambda v: (str(v.meta.get("created_at", "")), v.version))
         return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

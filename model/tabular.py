@@ -47,7 +47,9 @@ import pandas as pd
 from leadscore.model.artifact import FeatureInfo, LightGBMScorer
 from leadscore.model.evaluate import evaluate, logistic_baseline, segment_metrics
 from leadscore.model.exceptions import DataError, ModelNotFoundError
+from leadscore.model.gate import GatePolicy
 from leadscore.model.leakage import LeakageWarning, scan
+from leadscore.model.promotion import HeldOut, decision_record, finish_card, judge, write_card
 from leadscore.model.registry import Registry
 from leadscore.model.report import importance_summary, write_report
 from leadscore.model.train import (
@@ -379,6 +381,8 @@ def train_from_table(
     time_budget_s: float = 60.0,
     seed: int = 7,
     promote: bool = True,
+    force: bool = False,
+    policy: GatePolicy | None = None,
     progress: Say | None = None,
     placeholders: Sequence[str] = DEFAULT_PLACEHOLDERS,
     cv_folds: int = 5,
@@ -405,26 +409,18 @@ def train_from_table(
     time_budget_s
         Wall-clock budget of the hyper-parameter search.
     max_trials
-        Upper bound on search trials; with a generous ``time_budget_s`` this makes the search,
-        and so the model, reproducible for a given ``seed``.
+        Upper bound on search trials (with a generous time budget: reproducible per seed).
     placeholder_as_level
         Keep untouched drop-downs (``Select``) as the level ``NOT_SELECTED`` of categorical
         columns instead of reading them as missing (see the module docstring). Recorded in
         the report and the model metadata; ``predict_table`` cleans with the same rule.
-    promote
-        Make the new version the champion.
+    promote, force, policy
+        Make it the champion if the gate (:mod:`leadscore.model.gate`, with ``policy``)
+        accepts it (rows count as leads, positive rows as conversions), or anyway (``force``).
 
-    Returns
-    -------
-    dict
-        The JSON report (also written as ``report.json`` next to the model).
-
-    Raises
-    ------
-    DataError
-        Unreadable table, unknown target/keep/segment column, non-binary target.
-    TrainingError
-        Too few labelled rows, a single class.
+    Returns the JSON report (also written as ``report.json`` next to the model). Raises
+    :class:`DataError` (unreadable table, unknown column, non-binary target) or
+    :class:`TrainingError` (too few labelled rows, a single class).
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
@@ -446,7 +442,15 @@ def train_from_table(
     fitted = fit(table.ds, cfg, progress=say)
     held_out = _evaluate_fit(table, fitted)
     report = _table_report(table, fitted, held_out, time.perf_counter() - t0)
-    return _save_table_model(table, fitted, held_out, report, out_dir, promote, say)
+    gate = _Gate(promote, force, policy or GatePolicy())
+    return _save_table_model(table, fitted, held_out, report, out_dir, gate, say)
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    promote: bool
+    force: bool
+    policy: GatePolicy
 
 
 @dataclass
@@ -631,10 +635,11 @@ def _save_table_model(
     held: _HeldOut,
     report: dict[str, Any],
     out_dir: str | Path,
-    promote: bool,
+    gate: _Gate,
     say: Say,
 ) -> dict[str, Any]:
-    """Save the model, its report and charts as a new registry version."""
+    """Judge the model (the promotion gate), save it, its card, report and charts as a new
+    registry version."""
     images = _charts(fitted, held, report, say)
     extra = {
         "tabular": {
@@ -652,22 +657,39 @@ def _save_table_model(
     report["version"] = version
     report["path"] = str(registry.path(version))
 
+    te = fitted.test_index
+    judged = judge(
+        registry,
+        fitted.infos,
+        HeldOut(table.x.iloc[te].reset_index(drop=True), fitted.y[te], fitted.test_scores),
+        leads=int(len(table.y)),
+        conversions=int(table.y.sum()),
+        window={"table": str(table.path)},
+        policy=gate.policy,
+    )
+    card = finish_card(judged, version, force=gate.force)
+    card["promoted"] = bool(gate.promote and card["promoted"])
+    report.update(promoted=card["promoted"], outcome=card["outcome"], decision=card["decision"])
+
     def write_extra(d: Path, _scorer: LightGBMScorer) -> None:
         write_report(d, report, images)
+        write_card(d, card, judged.holdout)
 
     save_fitted(
         fitted,
         registry,
         target=table.target,
-        promote=promote,
+        promote=card["promoted"],
         extra_meta=extra,
         write_extra=write_extra,
         version=version,
     )
+    registry.record_decision(decision_record(card))
     say(
         f"saved {version} (held-out AUC {held.metrics['auc']:.4f}, calibration error "
         f"{held.metrics['calibration_error']:.4f}) to {report['path']}"
     )
+    say(f"{card['outcome']}: {card['decision']['reason']}")
     return report
 
 

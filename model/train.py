@@ -117,6 +117,9 @@ class Dataset:
     target: str = "converted"
     source_columns: dict[str, str] | None = None
     """Feature name -> original column name, when the names had to be made LightGBM-safe."""
+    test_index: np.ndarray | None = None
+    """Rows to hold out, when the caller chose them (``retrain``: the most recent moments,
+    shared with the champion's evaluation); else the split picks them."""
 
 
 @dataclass(slots=True)
@@ -187,6 +190,11 @@ def split_indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray
     """Train / validation / test indices: by time when the data has it, else stratified."""
     n = len(ds.y)
     idx = np.arange(n)
+    if ds.test_index is not None:
+        te = np.asarray(ds.test_index)
+        rest = _rest_by_time(ds, te)
+        n_valid = int(len(rest) * cfg.valid_fraction / (1 - cfg.test_fraction))
+        return rest[: len(rest) - n_valid], rest[len(rest) - n_valid :], te
     if ds.time is not None:
         order = np.argsort(ds.time, kind="stable")
         n_test = int(n * cfg.test_fraction)
@@ -204,9 +212,22 @@ def split_indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray
     return np.sort(tr), np.sort(va), np.sort(te)
 
 
+def _rest_by_time(ds: Dataset, test: np.ndarray) -> np.ndarray:
+    """The rows not in ``test``, oldest first (in their order when untimed)."""
+    keep = np.ones(len(ds.y), dtype=bool)
+    keep[test] = False
+    rest = np.flatnonzero(keep)
+    if ds.time is not None:
+        rest = rest[np.argsort(ds.time[rest], kind="stable")]
+    return rest
+
+
 def dev_test_indices(ds: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Development / test indices for CV mode: the latest rows when timed, else stratified."""
     n = len(ds.y)
+    if ds.test_index is not None:
+        te = np.asarray(ds.test_index)
+        return _rest_by_time(ds, te), te
     if ds.time is not None:
         order = np.argsort(ds.time, kind="stable")
         n_test = int(n * cfg.test_fraction)

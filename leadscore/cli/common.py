@@ -34,6 +34,26 @@ def parse_duration_ms(text: str) -> int:
     return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
 
 
+def timestamp_ms(text: str) -> int:
+    """argparse type: an RFC 3339 moment (``2026-12-06T00:00:00Z``) or a date (UTC midnight)
+    -> epoch milliseconds.
+
+    >>> timestamp_ms("2026-12-06")
+    1796515200000
+    """
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2026-12-06) or an RFC 3339 moment"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
 def count(text: str) -> int:
     """argparse type: a whole number, 0 or more.
 

@@ -18,6 +18,18 @@ def register(sub: Any) -> None:
     s.add_argument("--events", type=int, required=True, help="approximate number of events")
     s.add_argument("--rate", type=float, default=None, help="events/s when producing to Kafka")
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--days", type=float, default=90.0, help="length of the history (default 90)")
+    s.add_argument(
+        "--concept-drift-day",
+        type=float,
+        help="from this day of the history on, what converts changes (profile effects flip)",
+    )
+    s.add_argument(
+        "--data-drift-day",
+        type=float,
+        help="leads created from this day on come from another mix of industries, countries "
+        "and lead sources",
+    )
     s.add_argument("--out", help="write JSONL here instead of producing to Kafka")
     s.set_defaults(func=cmd_simulate)
 
@@ -38,7 +50,16 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.tooling.simulator import SimConfig, produce_events, simulate, write_jsonl
 
     t0 = time.perf_counter()
-    events = simulate(SimConfig(leads=args.leads, events=args.events, seed=args.seed))
+    events = simulate(
+        SimConfig(
+            leads=args.leads,
+            events=args.events,
+            seed=args.seed,
+            days=args.days,
+            concept_drift_day=args.concept_drift_day,
+            data_drift_day=args.data_drift_day,
+        )
+    )
     say(
         f"simulated {len(events)} events for {args.leads} leads in {time.perf_counter() - t0:.1f} s"
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from leadscore.cli.common import count, emit, parse_duration_ms, say
+from leadscore.cli.common import count, emit, parse_duration_ms, say, timestamp_ms
 from leadscore.errors import LeadscoreError
 from leadscore.settings import Settings
 
@@ -16,10 +16,17 @@ def register(sub: Any) -> None:
     t = sub.add_parser(
         "train",
         help="train a model from an event history or a CRM table",
-        description="--events FILE: point-in-time features, labels from CRM outcomes."
-        " --data FILE --target COL: a CSV/Parquet export with a yes/no-like target.",
+        description="--events SOURCE: point-in-time features, labels from CRM outcomes; "
+        "SOURCE is a JSONL file or the event archive (`leadscore archive`)."
+        " --data FILE --target COL: a CSV/Parquet export with a yes/no-like target."
+        " The new version becomes the champion only if it passes the promotion gate "
+        "(see `leadscore retrain --help`); --force promotes it regardless.",
     )
-    t.add_argument("--events", help="JSONL event history")
+    t.add_argument(
+        "--events", metavar="SOURCE", help="JSONL event history, or the event archive's root"
+    )
+    t.add_argument("--since", type=timestamp_ms, help="--events: only events at or after this")
+    t.add_argument("--until", type=timestamp_ms, help="--events: only events before this")
     t.add_argument(
         "--horizon",
         type=parse_duration_ms,
@@ -43,6 +50,12 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--out", help="model registry directory (default LEADSCORE_MODEL_DIR)")
     t.add_argument("--no-promote", action="store_true", help="don't make it the champion")
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="make it the champion even if the promotion gate refuses it",
+    )
+    add_gate_arguments(t)
     t.add_argument("--json", action="store_true", help="print the report as one JSON line")
     t.set_defaults(func=cmd_train)
 
@@ -61,14 +74,21 @@ def register(sub: Any) -> None:
 
     m = sub.add_parser(
         "models",
-        help="the model registry: list, show VERSION, promote VERSION",
-        description="promote makes VERSION the champion once it passes the checks a worker "
-        "makes before loading it (checksums, meta.json, LightGBM loading it in a child "
-        "process); running workers hot-swap to it.",
+        help="the model registry: list, show, promote, rollback, history, decisions",
+        description="list: every version (* marks the champion). show VERSION: its metadata "
+        "and model card (the promotion decision with its figures). promote VERSION: make it "
+        "the champion by hand, once it passes the checks a worker makes before loading it "
+        "(checksums, meta.json, LightGBM loading it in a child process); the gate is not "
+        "asked. rollback: restore the champion before the current one. history: every "
+        "champion change. decisions: every promotion decision, promoted or not. Running "
+        "workers hot-swap to a new champion within seconds.",
     )
-    m.add_argument("action", choices=("list", "show", "promote"))
+    m.add_argument(
+        "action", choices=("list", "show", "promote", "rollback", "history", "decisions")
+    )
     m.add_argument("version", nargs="?")
     m.add_argument("--model-dir", help="registry directory (default LEADSCORE_MODEL_DIR)")
+    m.add_argument("--json", action="store_true", help="list: one JSON line per version")
     m.set_defaults(func=cmd_models)
 
 
@@ -78,10 +98,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         from leadscore.jobs.train_events import train_from_events
 
         report = train_from_events(
-            Path(args.events),
+            args.events,
             horizon_ms=args.horizon,
             out_dir=out_dir,
             promote=not args.no_promote,
+            force=args.force,
+            policy=gate_policy(args),
+            since_ms=args.since,
+            until_ms=args.until,
             progress=say,
         )
     else:
@@ -96,6 +120,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             keep_columns=tuple(args.keep or ()),
             segment_column=args.segment,
             promote=not args.no_promote,
+            force=args.force,
+            policy=gate_policy(args),
             time_budget_s=args.time_budget,
             progress=say,
         )
@@ -119,21 +145,119 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
     reg = Registry(Path(args.model_dir) if args.model_dir else settings.model_dir)
     if args.action == "list":
-        versions = reg.list()
-        if not versions:
-            say(f"no models in {reg.root}; train one with `leadscore train`")
-        for v in versions:
-            auc = (v.meta.get("metrics", {}).get("test") or {}).get("auc")
-            auc_s = f"{auc:.4f}" if isinstance(auc, float) else "-"
-            mark = "*" if v.champion else " "
-            note = f"  unusable: {v.problem}" if v.problem else ""
-            print(f"{mark} {v.version}  created {v.meta.get('created_at', '?')}  auc {auc_s}{note}")
+        return _list_models(reg, args.json)
+    if args.action == "history":
+        for rec in reg.history():
+            emit(rec)
+        return 0
+    if args.action == "decisions":
+        for rec in reg.decisions():
+            emit(rec)
+        return 0
+    if args.action == "rollback":
+        old, new = reg.rollback()
+        say(f"rolled back: {new} is the champion again in {reg.root} (was {old})")
         return 0
     if not args.version:
         raise LeadscoreError(f"`leadscore models {args.action}` needs a VERSION")
     if args.action == "show":
-        emit(reg.meta(args.version))
+        emit({**reg.meta(args.version), "card": reg.card(args.version)})
         return 0
-    reg.promote(args.version)
+    reg.promote(args.version, note="by hand")
     say(f"{args.version} is now the champion in {reg.root}")
     return 0
+
+
+def _list_models(reg: Any, as_json: bool) -> int:
+    versions = reg.list()
+    if not versions and not as_json:
+        say(f"no models in {reg.root}; train one with `leadscore train`")
+    for v in versions:
+        auc = (v.meta.get("metrics", {}).get("test") or {}).get("auc")
+        card = reg.card(v.version) if not v.problem else None
+        outcome = (card or {}).get("outcome", "-")
+        if as_json:
+            emit(
+                {
+                    "version": v.version,
+                    "champion": v.champion,
+                    "created_at": v.meta.get("created_at"),
+                    "auc": auc,
+                    "gate": outcome,
+                    "problem": v.problem or None,
+                }
+            )
+            continue
+        auc_s = f"{auc:.4f}" if isinstance(auc, float) else "-"
+        mark = "*" if v.champion else " "
+        note = f"  unusable: {v.problem}" if v.problem else ""
+        print(
+            f"{mark} {v.version}  created {v.meta.get('created_at', '?')}  auc {auc_s}"
+            f"  gate {outcome}{note}"
+        )
+    return 0
+
+
+def add_gate_arguments(p: argparse.ArgumentParser) -> None:
+    """The promotion gate's thresholds (defaults: :class:`GatePolicy`)."""
+    from leadscore.model.gate import GatePolicy
+
+    d = GatePolicy()
+    g = p.add_argument_group("promotion gate")
+    g.add_argument(
+        "--margin",
+        type=float,
+        default=d.margin,
+        help=f"least AUC gain over the champion (default {d.margin})",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help=f"one-sided paired DeLong test level (default {d.alpha})",
+    )
+    g.add_argument(
+        "--max-ece",
+        type=float,
+        default=d.max_ece,
+        help=f"largest expected calibration error (default {d.max_ece})",
+    )
+    g.add_argument(
+        "--min-leads",
+        type=int,
+        default=d.min_leads,
+        help=f"least leads in the training window (default {d.min_leads})",
+    )
+    g.add_argument(
+        "--min-conversions",
+        type=int,
+        default=d.min_conversions,
+        help=f"least converted leads in the window (default {d.min_conversions})",
+    )
+    g.add_argument(
+        "--segment-min",
+        type=int,
+        default=d.segment_min_moments,
+        help="segments with fewer held-out moments are not judged "
+        f"(default {d.segment_min_moments})",
+    )
+    g.add_argument(
+        "--segment-tolerance",
+        type=float,
+        default=d.segment_tolerance,
+        help=f"largest AUC loss in any judged segment (default {d.segment_tolerance})",
+    )
+
+
+def gate_policy(args: argparse.Namespace) -> Any:
+    from leadscore.model.gate import GatePolicy
+
+    return GatePolicy(
+        margin=args.margin,
+        alpha=args.alpha,
+        max_ece=args.max_ece,
+        min_leads=args.min_leads,
+        min_conversions=args.min_conversions,
+        segment_min_moments=args.segment_min,
+        segment_tolerance=args.segment_tolerance,
+    )

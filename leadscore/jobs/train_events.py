@@ -1,23 +1,125 @@
-"""``leadscore train --events``: point-in-time training set -> LightGBM -> registry, with the
-rule baseline scored on the same held-out moments for comparison."""
+"""``leadscore train --events``: point-in-time training set -> LightGBM -> the promotion gate
+-> registry.
+
+The challenger, the champion (when it has the same feature set) and the rule baseline are
+scored on the same held-out moments (the latest ones, by time); the gate
+(:mod:`leadscore.model.gate`) decides, and the decision is written with the model.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from leadscore.features.offline import read_events
-from leadscore.features.training import build_training_set
+from leadscore.features.training import TrainingSet, build_training_set
 from leadscore.model.exceptions import TrainingError
+from leadscore.model.gate import GatePolicy, sufficiency_check
+from leadscore.model.promotion import (
+    HeldOut,
+    decision_record,
+    finish_card,
+    judge,
+    write_card,
+)
 from leadscore.model.registry import Registry
 from leadscore.model.rules import RuleScorer
-from leadscore.model.train import Dataset, TrainConfig, train
+from leadscore.model.train import Dataset, TrainConfig, fit, new_version, save_fitted
 from leadscore.schemas.validation import Event
+
+Say = Callable[[str], None]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def rule_scores(x: Any) -> np.ndarray:
+    """The default rules' scores for the rows of a feature frame."""
+    rows = x.to_dict(orient="records")
+    clean: list[dict[str, Any]] = [
+        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in rows
+    ]
+    return np.array([s.score for s in RuleScorer.default().score_batch(clean, explain=False)])
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which moments train and which judge: the latest ``test_fraction`` of all moments are
+    held out (the same for the challenger, the champion and the rules); the training rows
+    are the earlier ones, optionally only those before ``train_until_ms``."""
+
+    moments_from_ms: int | None = None
+    train_until_ms: int | None = None
+    test_fraction: float = 0.15
+
+
+def _split(ts: TrainingSet, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(ts.time_ms, kind="stable")
+    n_test = int(len(order) * window.test_fraction)
+    train, test = order[: len(order) - n_test], order[len(order) - n_test :]
+    if window.train_until_ms is not None:
+        train = train[ts.time_ms[train] < window.train_until_ms]
+    return train, test
+
+
+def _counts(ts: TrainingSet, train: np.ndarray) -> tuple[int, int]:
+    """Leads with a training moment, and those of them with a converting one."""
+    leads = ts.lead_id[train]
+    return len(set(leads.tolist())), len(set(leads[ts.y[train] == 1].tolist()))
+
+
+def _refuse_thin(
+    ts: TrainingSet,
+    counts: tuple[int, int],
+    registry: Registry,
+    policy: GatePolicy,
+    horizon_ms: int,
+    say: Say,
+) -> dict[str, Any]:
+    """The data-sufficiency gate failed before training: keep the champion, say why."""
+    check = sufficiency_check(*counts, policy)
+    reason = f"{check.name}: {check.detail}"
+    say(f"not training: {reason}; the champion stays")
+    card = {
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": None,
+        "promoted": False,
+        "outcome": "rejected",
+        "champion": registry.champion() if registry.root.exists() else None,
+        "window": _window(ts, None, None, horizon_ms),
+        "rows": {"moments": len(ts), "leads": counts[0], "conversions": counts[1]},
+        "decision": {"promote": False, "reason": reason, "checks": [asdict(check)]},
+    }
+    registry.record_decision(card)
+    return {
+        "version": None,
+        "promoted": False,
+        "outcome": "rejected",
+        "decision": card["decision"],
+        "card": card,
+    }
+
+
+def _window(
+    ts: TrainingSet, train: np.ndarray | None, test: np.ndarray | None, horizon_ms: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "events_from": _iso(ts.start_ms) if ts.start_ms else None,
+        "events_until": _iso(ts.end_ms) if ts.end_ms else None,
+        "horizon_days": horizon_ms / 86_400_000,
+    }
+    for name, rows in (("train", train), ("held_out", test)):
+        if rows is not None and len(rows):
+            t = ts.time_ms[rows]
+            out[f"{name}_from"], out[f"{name}_until"] = _iso(int(t.min())), _iso(int(t.max()))
+    return out
 
 
 def train_from_event_list(
@@ -26,70 +128,152 @@ def train_from_event_list(
     horizon_ms: int,
     out_dir: Path,
     promote: bool = True,
-    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+    policy: GatePolicy | None = None,
+    window: Window | None = None,
+    seed: int | None = None,
+    progress: Say | None = None,
     config: TrainConfig | None = None,
 ) -> dict[str, Any]:
+    """Train a challenger on ``events``; with ``promote``, the gate decides (``force``
+    promotes whatever it says). Returns the report ``leadscore train --json`` prints."""
     say = progress or (lambda _m: None)
+    policy = policy or GatePolicy()
+    window = window or Window()
+    registry = Registry(out_dir)
     t0 = time.perf_counter()
-    ts = build_training_set(events, horizon_ms=horizon_ms)
+    ts = build_training_set(events, horizon_ms=horizon_ms, moments_from_ms=window.moments_from_ms)
+    train_rows, test_rows = _split(ts, window)
+    counts = _counts(ts, train_rows)
     say(
-        f"built {len(ts)} point-in-time rows ({ts.y.mean():.1%} positive) "
+        f"built {len(ts)} point-in-time rows ({ts.y.mean() if len(ts) else 0:.1%} positive); "
+        f"training rows from {counts[0]} leads, {counts[1]} converting, "
         f"in {time.perf_counter() - t0:.1f} s"
     )
-    if len(ts) < 50 or len(np.unique(ts.y)) < 2:
+    if promote and not force and not sufficiency_check(*counts, policy).passed:
+        return _refuse_thin(ts, counts, registry, policy, horizon_ms, say)
+    sel = np.concatenate([train_rows, test_rows])
+    if len(sel) < 50 or len(np.unique(ts.y[sel])) < 2:
         raise TrainingError(
-            f"only {len(ts)} labelled scoring moments ({int(ts.y.sum())} converting): the history "
-            "needs more leads, CRM `converted` events, or a shorter --horizon"
+            f"only {len(sel)} labelled scoring moments ({int(ts.y[sel].sum())} converting): the "
+            "history needs more leads, CRM `converted` events, or a shorter --horizon"
         )
-    ds = Dataset(ts.x, ts.y, ts.categorical, time=ts.time_ms, target="converted_within_horizon")
-    result = train(
-        ds,
-        Registry(out_dir),
-        config,
-        promote=promote,
-        progress=say,
-        extra_meta={"horizon_days": horizon_ms / 86_400_000, "trained_from": "events"},
+    ds = Dataset(
+        ts.x.iloc[sel].reset_index(drop=True),
+        ts.y[sel],
+        ts.categorical,
+        time=ts.time_ms[sel],
+        target="converted_within_horizon",
+        test_index=np.arange(len(train_rows), len(sel)),
     )
-    te = result.test_index
-    rows = ts.x.iloc[te].to_dict(orient="records")
-    clean: list[dict[str, Any]] = [
-        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-        for r in rows
-    ]
-    baseline = np.array([s.score for s in RuleScorer.default().score_batch(clean, explain=False)])
-    y_te = ts.y[te]
-    both = len(np.unique(y_te)) == 2
-    auc = result.metrics["test"]["auc"]
-    baseline_auc = float(roc_auc_score(y_te, baseline)) if both else None
-    report = {
-        "version": result.version,
-        "path": str(result.path),
-        "promoted": promote,
+    cfg = config or TrainConfig(test_fraction=window.test_fraction)
+    if seed is not None:
+        cfg.seed = seed
+        cfg.params["seed"] = seed
+    fitted = fit(ds, cfg, progress=say)
+    te = sel[fitted.test_index]
+    held = HeldOut(
+        x=ts.x.iloc[te].reset_index(drop=True),
+        y=ts.y[te],
+        challenger=fitted.test_scores,
+        lead_id=ts.lead_id[te],
+        time_ms=ts.time_ms[te],
+        rules=rule_scores(ts.x.iloc[te]),
+    )
+    j = judge(
+        registry,
+        fitted.infos,
+        held,
+        leads=counts[0],
+        conversions=counts[1],
+        window=_window(ts, train_rows, test_rows, horizon_ms),
+        policy=policy,
+    )
+    version = new_version(fitted.data_hash)
+    card = finish_card(j, version, force=force)
+    card["promoted"] = bool(promote and card["promoted"])
+    save_fitted(
+        fitted,
+        registry,
+        target=ds.target,
+        promote=card["promoted"],
+        extra_meta={"horizon_days": horizon_ms / 86_400_000, "trained_from": "events"},
+        write_extra=lambda d, _scorer: write_card(d, card, j.holdout),
+        version=version,
+    )
+    registry.record_decision(decision_record(card))
+    return _report(ts, counts, fitted.metrics, card, registry, horizon_ms, t0, say)
+
+
+def _report(
+    ts: TrainingSet,
+    counts: tuple[int, int],
+    metrics: dict[str, Any],
+    card: dict[str, Any],
+    registry: Registry,
+    horizon_ms: int,
+    t0: float,
+    say: Say,
+) -> dict[str, Any]:
+    auc = metrics["test"]["auc"]
+    baseline_auc = (card["metrics"].get("rules") or {}).get("auc")
+    champion_auc = (card["metrics"].get("champion") or {}).get("auc")
+    version = card["version"]
+    say(
+        f"saved {version} to {registry.path(version)}: held-out AUC {auc:.4f}"
+        + (f", champion {champion_auc:.4f}" if champion_auc is not None else "")
+        + (f", rule baseline {baseline_auc:.4f}" if baseline_auc is not None else "")
+    )
+    verdict = card["outcome"]
+    say(
+        f"{verdict}: {card['decision']['reason']}"
+        + ("" if card["promoted"] else f" (the champion stays: {card['champion'] or 'rules'})")
+    )
+    return {
+        "version": version,
+        "path": str(registry.path(version)),
+        "promoted": card["promoted"],
+        "outcome": verdict,
+        "decision": card["decision"],
         "rows": int(len(ts)),
+        "leads": counts[0],
+        "conversions": counts[1],
         "positive_rate": float(ts.y.mean()),
         "horizon_days": horizon_ms / 86_400_000,
         "auc": auc,
         "baseline_auc": baseline_auc,
+        "champion_auc": champion_auc,
         "auc_gain_over_baseline": (auc - baseline_auc)
-        if auc is not None and baseline_auc
+        if auc is not None and baseline_auc is not None
         else None,
-        "metrics": result.metrics,
+        "metrics": metrics,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    if baseline_auc is not None and auc is not None:
-        say(f"held-out AUC {auc:.4f} vs rule baseline {baseline_auc:.4f}")
-    return report
 
 
 def train_from_events(
-    path: Path,
+    source: str | Path,
     *,
     horizon_ms: int,
     out_dir: Path,
     promote: bool = True,
-    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+    policy: GatePolicy | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    progress: Say | None = None,
 ) -> dict[str, Any]:
-    events = [e for _, e in read_events(path) if isinstance(e, Event)]
+    """``source``: a JSONL history or an event archive root (see
+    :mod:`leadscore.integrations.archive`), optionally cut to ``[since, until)``."""
+    from leadscore.jobs.history import load_events
+
+    events = load_events(source, since_ms=since_ms, until_ms=until_ms, progress=progress)
     return train_from_event_list(
-        events, horizon_ms=horizon_ms, out_dir=out_dir, promote=promote, progress=progress
+        events,
+        horizon_ms=horizon_ms,
+        out_dir=out_dir,
+        promote=promote,
+        force=force,
+        policy=policy,
+        progress=progress,
     )

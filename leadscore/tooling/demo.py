@@ -196,8 +196,10 @@ def run_demo(
         )
         ensure_topics(live)
         say(f"broker {svc.kafka_bootstrap}, Redis {svc.redis_url}")
-        say("simulating 90 days of history for 1,500 leads ...")
-        history = simulated_events(SimConfig(leads=1500, events=60_000, seed=seed, days=90.0))
+        # 2,500 leads: enough for the promotion gate's data-sufficiency bar (1,000 leads
+        # and 120 conversions among the training moments).
+        say("simulating 90 days of history for 2,500 leads ...")
+        history = simulated_events(SimConfig(leads=2500, events=70_000, seed=seed, days=90.0))
         report = train_from_event_list(
             history, horizon_ms=30 * DAY_MS, out_dir=live.model_dir, progress=say
         )
@@ -210,8 +212,9 @@ def run_demo(
         "leads": len(board.latest),
         "hot_leads": sum(1 for r in board.latest.values() if r["tier"] == "hot"),
         "model_version": sorted(board.models)[-1] if board.models else None,
-        "model_auc": report["auc"],
-        "baseline_auc": report["baseline_auc"],
+        "model_auc": report.get("auc"),
+        "baseline_auc": report.get("baseline_auc"),
+        "gate": report["outcome"],
         "latency_ms": {
             "p50": round((board.percentile(0.5) or 0) * 1000, 1),
             "p99": round((board.percentile(0.99) or 0) * 1000, 1),

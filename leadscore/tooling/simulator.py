@@ -271,6 +271,13 @@ class SimConfig:
     start_ms: int | None = None
     days: float = 90.0
     conversion_delay_days: tuple[float, float] = (2.0, 20.0)
+    concept_drift_day: float | None = None
+    """From this day of the history on, what converts changes: the effects of company size,
+    industry and job title on conversion flip sign and weigh twice as much, and current
+    intent half as much (behaviour itself is unchanged, so the events look alike)."""
+    data_drift_day: float | None = None
+    """Leads created from this day on come from another mix: the weights of industries,
+    countries and lead sources are reversed."""
 
     def __post_init__(self) -> None:
         if self.leads < 1:
@@ -299,6 +306,7 @@ class _Lead:
     source: _Source
     tz: int
     fit: float
+    fit_after: float  # the fit that drives conversion after a concept drift
     researcher: bool
     act: float  # personal browsing habit
     email_prop: float  # personal habit of opening mail
@@ -343,8 +351,11 @@ def _poisson(rng: random.Random, lam: float) -> int:
     return k
 
 
-def _pick(rng: random.Random, table: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
-    return rng.choices(table, weights=[row[1] for row in table])[0]
+def _pick(
+    rng: random.Random, table: tuple[tuple[Any, ...], ...], reverse: bool = False
+) -> tuple[Any, ...]:
+    weights = [row[1] for row in table]
+    return rng.choices(table, weights=weights[::-1] if reverse else weights)[0]
 
 
 def _session_plan(
@@ -430,15 +441,24 @@ class _World:
         # Phase 2: size web and email activity so the history has about `events` events.
         self.web_scale, self.send_prob = self._calibrate()
 
+    def _drift_ms(self, day: float | None) -> int | float:
+        """When a drift starts (epoch ms), or never."""
+        return math.inf if day is None else self.hist_start + day * DAY_MS
+
     # ----------------------------------------------------------------------------- population
     def _new_lead(self, created_ms: int) -> _Lead:
         rng = self._pop
+        drifted = self._drift_ms(self.cfg.data_drift_day) <= created_ms
         size, _, size_fx = _pick(rng, COMPANY_SIZES)
-        industry, _, ind_fx = _pick(rng, INDUSTRIES)
+        industry, _, ind_fx = _pick(rng, INDUSTRIES, drifted)
         title, _, title_fx = _pick(rng, JOB_TITLES)
-        country, _, country_fx, tz = _pick(rng, COUNTRIES)
-        src: _Source = rng.choices(LEAD_SOURCES, weights=[s.weight for s in LEAD_SOURCES])[0]
+        country, _, country_fx, tz = _pick(rng, COUNTRIES, drifted)
+        src_weights = [s.weight for s in LEAD_SOURCES]
+        src: _Source = rng.choices(
+            LEAD_SOURCES, weights=src_weights[::-1] if drifted else src_weights
+        )[0]
         fit = size_fx + ind_fx + title_fx + country_fx + src.effect + rng.gauss(0.0, 0.35)
+        fit_after = fit - 2.0 * (size_fx + ind_fx + title_fx)
         p_research = 0.05
         if title == "Student":
             p_research = 0.7
@@ -484,6 +504,7 @@ class _World:
             source=src,
             tz=tz,
             fit=fit,
+            fit_after=fit_after,
             researcher=researcher,
             act=min(4.0, rng.lognormvariate(0.0, 0.5)) * (2.5 if researcher else 1.0),
             email_prop=min(2.5, rng.lognormvariate(0.0, 0.55)),
@@ -535,7 +556,12 @@ class _World:
         intent = lead.base + lead.burst
         if lead.opp_ms is None and lead.close_ms is None:
             coef = _CONV_INTENT_SALES_LED if lead.source.sales_led else _CONV_INTENT
-            logit = _CONV_INTERCEPT + _CONV_FIT * lead.fit + coef * min(intent, 4.0)
+            if day_ms >= self._drift_ms(self.cfg.concept_drift_day):
+                logit = (
+                    _CONV_INTERCEPT + 2 * _CONV_FIT * lead.fit_after + coef / 2 * min(intent, 4.0)
+                )
+            else:
+                logit = _CONV_INTERCEPT + _CONV_FIT * lead.fit + coef * min(intent, 4.0)
             if lead.source.sales_led:
                 logit += 0.4
             if lead.researcher:

@@ -9,8 +9,10 @@ testcontainers. If none can be had the tests fail: they never pass without the s
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +27,12 @@ from leadscore.tooling.embedded import (
     redis_answers,
     spawn_worker,
     start_broker,
+    start_process,
     start_redis,
 )
 from leadscore.tooling.exceptions import ServiceStartError
 
-from .helpers import WorkerProcess
+from .helpers import BUCKET, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +152,28 @@ def worker_factory(tmp_path: Path):
     yield start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free port with one bucket; yields the broker's ``AWS_*`` env."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    try:
+        svc = start_process("s3", args, tmp_path, endpoint, port, timeout=60)
+    except ServiceStartError as exc:
+        pytest.fail(f"moto's S3 server (a dev dependency: pip install -e '.[dev]'): {exc}")
+    try:
+        req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
+            assert r.status == 200
+        yield {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+    finally:
+        svc.stop()

@@ -19,6 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 from leadscore.infra.topics import end_offsets
 from leadscore.settings import Settings
 
+BUCKET = "tansu"
+"""The bucket the ``object_store`` fixture creates in moto's S3 server."""
+
 
 @dataclass
 class WorkerProcess:

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from leadscore.tooling.embedded import Service, free_port, start_broker, start_process
-from leadscore.tooling.exceptions import ServiceStartError
+from leadscore.tooling.embedded import Service, free_port, start_broker
 
 from .helpers import (
+    BUCKET,
     WorkerProcess,
     assert_features_match_replay,
     metric_total,
@@ -39,33 +36,6 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-BUCKET = "tansu"
-
-
-@pytest.fixture
-def object_store(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """moto's S3 server on a free port with one bucket; yields the broker's ``AWS_*`` env."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    try:
-        svc = start_process("s3", args, tmp_path, endpoint, port, timeout=60)
-    except ServiceStartError as exc:
-        pytest.fail(f"moto's S3 server (a dev dependency: pip install -e '.[dev]'): {exc}")
-    try:
-        req = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")  # noqa: S310
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
-            assert r.status == 200
-        yield {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT": endpoint,
-            "AWS_ALLOW_HTTP": "true",
-        }
-    finally:
-        svc.stop()
 
 
 def start_persistent_broker(log_dir: Path, port: int, env: dict[str, str]) -> Service:

@@ -62,7 +62,9 @@ def test_promoted_model_is_used_within_seconds(settings_factory, worker_factory)
         )
         if isinstance(e, Event)
     ]
-    report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=s.model_dir)
+    # force: 400 leads are below the promotion gate's data-sufficiency bar; this test is
+    # about the swap (tests/integration/test_learning_loop.py is about the gate).
+    report = train_from_event_list(evs, horizon_ms=30 * 86_400_000, out_dir=s.model_dir, force=True)
     version = report["version"]
     assert Registry(s.model_dir).champion() == version
     promoted_at = time.monotonic()

@@ -87,9 +87,17 @@ def test_parquet_input_and_output(tmp_path: Path) -> None:
     df = synthetic(seed=2)
     df["Won"] = df["Won"] == "TRUE"
     df.to_parquet(tmp_path / "deals.parquet")
+    # force: a small synthetic table fails the data-sufficiency gate; this test is about
+    # Parquet in and out, through the registry's champion.
     rep = train_from_table(
-        tmp_path / "deals.parquet", "Won", out_dir=tmp_path / "m", time_budget_s=2, max_trials=3
+        tmp_path / "deals.parquet",
+        "Won",
+        out_dir=tmp_path / "m",
+        time_budget_s=2,
+        max_trials=3,
+        force=True,
     )
+    assert rep["promoted"] and rep["outcome"] == "forced"
     new = synthetic(seed=3).drop(columns=["Won"])
     new.to_parquet(tmp_path / "new.parquet")
     n = predict_table(tmp_path / "m", tmp_path / "new.parquet", tmp_path / "out.parquet")
