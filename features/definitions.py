@@ -194,6 +194,17 @@ CATEGORICAL_FEATURES: tuple[str, ...] = tuple(s.name for s in SPECS if isinstanc
 NUMERIC_FEATURES: tuple[str, ...] = tuple(s.name for s in SPECS if not isinstance(s, Profile))
 
 
+def feature_set_id(specs: tuple[Spec, ...] = SPECS) -> str:
+    """A short id of a feature set (names and kinds, in order): models record the one they
+    were trained on, so a reader can tell two models' inputs apart at a glance."""
+    import hashlib
+
+    text = "\n".join(
+        f"{s.name}:{'categorical' if isinstance(s, Profile) else 'numeric'}" for s in specs
+    )
+    return "events-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def by_name(name: str, specs: tuple[Spec, ...] = SPECS) -> Spec:
     """The spec called ``name``; raises KeyError if there is none."""
     for spec in specs:

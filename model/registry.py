@@ -4,6 +4,8 @@ Layout::
 
     MODEL_DIR/
       CHAMPION                 the champion's version id (replaced atomically)
+      SHADOW                   a version scored beside the champion, never sent to CRMs
+      EXPERIMENT               the running A/B experiment (JSON: challenger, share, salt)
       HISTORY.jsonl            every champion change (promote, rollback), oldest first
       DECISIONS.jsonl          every promotion decision, promoted or not, with its reason
       lgbm-20261127-1a2b3c/    one immutable directory per version
@@ -34,12 +36,15 @@ from leadscore.model.exceptions import (
     ModelNotFoundError,
     RegistryError,
 )
+from leadscore.model.experiment import Experiment
 from leadscore.model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
 
 CHAMPION_FILE = "CHAMPION"
 HISTORY_FILE = "HISTORY.jsonl"
 DECISIONS_FILE = "DECISIONS.jsonl"
 CARD_FILE = "card.json"
+SHADOW_FILE = "SHADOW"
+EXPERIMENT_FILE = "EXPERIMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,8 @@ class Registry:
 
     def champion(self) -> str | None:
         """The champion's version, or None when nothing was promoted yet."""
-        try:
-            text = (self.root / CHAMPION_FILE).read_bytes().decode("utf-8").strip()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"can't read {self.root / CHAMPION_FILE}: {exc}") from exc
-        if not text:
+        text = self._read_pointer(CHAMPION_FILE)
+        if text is None:
             return None
         if "\n" in text or not text.isprintable():
             raise RegistryError(f"{self.root / CHAMPION_FILE} does not hold a version id")
@@ -125,12 +125,85 @@ class Registry:
         """Make ``version`` the champion, once it passes :meth:`verify`; the change is
         appended to ``HISTORY.jsonl`` (what :meth:`rollback` walks back)."""
         self.verify(version)
-        self._ensure_root()
-        fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-        os.replace(tmp, self.root / CHAMPION_FILE)
+        self._write_pointer(CHAMPION_FILE, version + "\n")
         self._append(HISTORY_FILE, {"version": version, "action": action, "note": note})
+
+    def _write_pointer(self, name: str, text: str | None) -> None:
+        """Replace (or, with None, remove) a pointer file atomically."""
+        self._ensure_root()
+        if text is None:
+            (self.root / name).unlink(missing_ok=True)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{name.lower()}.", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / name)
+
+    def _read_pointer(self, name: str) -> str | None:
+        try:
+            text = (self.root / name).read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"can't read {self.root / name}: {exc}") from exc
+        return text or None
+
+    def shadow(self) -> str | None:
+        """The shadow model's version, or None."""
+        text = self._read_pointer(SHADOW_FILE)
+        if text is not None and ("\n" in text or not text.isprintable()):
+            raise RegistryError(f"{self.root / SHADOW_FILE} does not hold a version id")
+        return text
+
+    def set_shadow(self, version: str | None) -> None:
+        """Score ``version`` beside the champion (None: stop); it must pass :meth:`verify`."""
+        if version is not None:
+            self.verify(version)
+        self._write_pointer(SHADOW_FILE, None if version is None else version + "\n")
+        self._append(HISTORY_FILE, {"version": version, "action": "shadow", "note": ""})
+
+    def experiment(self) -> Experiment | None:
+        """The running A/B experiment, or None."""
+        text = self._read_pointer(EXPERIMENT_FILE)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{self.root / EXPERIMENT_FILE} is not valid JSON: {exc}") from exc
+        return Experiment.from_dict(data)
+
+    def start_experiment(self, version: str, share: float, by: str = "lead_id") -> Experiment:
+        """Start an A/B experiment (idempotent for the same version, share and attribute).
+
+        A running experiment's split is never changed: a lead would move between arms,
+        which mixes the arms' outcomes. Stop it and start a new one (a new salt) instead.
+        """
+        running = self.experiment()
+        if running is not None:
+            if (running.version, running.share, running.by) == (version, share, by):
+                return running
+            raise RegistryError(
+                f"experiment {running.id} is running ({running.version} on "
+                f"{running.share:g} of leads by {running.by}); its split can't change: stop it "
+                "with `leadscore models ab --stop` and start a new one"
+            )
+        self.verify(version)
+        exp = Experiment.new(version, share, by)
+        self._write_pointer(EXPERIMENT_FILE, json.dumps(exp.as_dict()) + "\n")
+        self._append(HISTORY_FILE, {"version": version, "action": "ab_start", "note": exp.id})
+        return exp
+
+    def stop_experiment(self) -> Experiment | None:
+        running = self.experiment()
+        self._write_pointer(EXPERIMENT_FILE, None)
+        if running is not None:
+            self._append(
+                HISTORY_FILE, {"version": running.version, "action": "ab_stop", "note": running.id}
+            )
+        return running
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         """One JSON line appended (and flushed to disk) to a registry log."""
@@ -171,7 +244,7 @@ class Registry:
                     stack.pop()
                 if not stack:
                     stack.append(version)
-            elif not stack or stack[-1] != version:
+            elif rec.get("action") == "promote" and (not stack or stack[-1] != version):
                 stack.append(version)
         return stack
 

@@ -69,6 +69,7 @@ async def score_stream(app: faust.App, rt: Runtime, stream: faust.StreamT) -> No
         ack=ack,
         to_message=faust_message,
         on_failure=lambda exc: die(rt, exc),
+        shadow_topic=settings.topic("scores.shadow"),
     )
     await runner.run(batches)
 

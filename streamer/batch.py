@@ -65,7 +65,9 @@ class BatchRunner:
         ack: Ack | None,
         to_message: Callable[[Any], Message],
         on_failure: Callable[[BaseException], None],
+        shadow_topic: str | None = None,
     ) -> None:
+        self._shadow_topic = shadow_topic
         self._pipeline = pipeline
         self._send = send
         self._topics = topics
@@ -92,7 +94,7 @@ class BatchRunner:
         batch = Batch(
             events,
             [self._to_message(e) for e in events],
-            Publisher(self._send, self._topics, self._partitions),
+            Publisher(self._send, self._topics, self._partitions, self._shadow_topic),
             time.perf_counter(),
         )
         out = await self._pipeline.process(batch.messages, batch.publisher.emit, defer_alerts=True)
@@ -124,6 +126,7 @@ class BatchRunner:
         # out before the batch is acknowledged.
         await self._pipeline.complete(out)
         await pub.alerts(out.alerts)
+        await pub.shadow(out.shadow)
         try:
             await pub.delivered()
         except PublishError:

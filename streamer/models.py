@@ -13,10 +13,13 @@ version that passes, else to the rules.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from leadscore.features.definitions import SPECS, Profile
 from leadscore.model.artifact import LightGBMScorer
 from leadscore.model.exceptions import ModelError, ModelIntegrityError
+from leadscore.model.experiment import Experiment
 from leadscore.model.explain import ExplainMethod
 from leadscore.model.registry import Registry
 from leadscore.model.rules import RuleScorer
@@ -26,6 +29,14 @@ from leadscore.streamer.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _Signature = tuple[tuple[int, int], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveExperiment:
+    """A running A/B experiment and its challenger's scorer."""
+
+    experiment: Experiment
+    scorer: Scorer
 
 
 class ModelHolder:
@@ -54,11 +65,20 @@ class ModelHolder:
         self._failed: dict[str, _Signature] = {}
         """Versions that failed to load, with their files' state then: tried again only if
         their files change."""
+        self.shadow: Scorer | None = None
+        """Scored beside the champion; its records go to ``leads.scores.shadow`` only."""
+        self.experiment: ActiveExperiment | None = None
+        self.side_problem: str | None = None
+        """Why the shadow or the experiment's challenger is not in use, or None."""
 
     def start(self) -> None:
         """The first load: the champion; if it fails, the newest version that passes its
-        checks; else the rules."""
-        self.refresh()
+        checks; else the rules. Then the shadow and the experiment, if any."""
+        self._start_champion()
+        self._refresh_side()
+
+    def _start_champion(self) -> None:
+        self._refresh_champion()
         if self.problem is None or self._loaded is not None:
             return
         broken = self.problem
@@ -77,7 +97,52 @@ class ModelHolder:
         self._set_problem(f"{broken}; scoring with the rules ({self.rules.version})")
 
     def refresh(self) -> bool:
-        """Load the champion if it changed; True when the scorer was swapped. Never raises."""
+        """Load the champion, the shadow and the experiment if they changed; True when the
+        champion was swapped. Never raises."""
+        swapped = self._refresh_champion()
+        self._refresh_side()
+        return swapped
+
+    def _refresh_side(self) -> None:
+        """The shadow and the A/B challenger: hot-swapped like the champion; one that fails
+        to load is left out (and said so), never the champion."""
+        problems = []
+        try:
+            shadow = self.registry.shadow()
+        except ModelError as exc:
+            shadow, problems = None, [f"shadow pointer: {exc}"]
+        if shadow is None:
+            self.shadow = None
+        elif self.shadow is None or self.shadow.version != shadow:
+            self.shadow, problem = self._side_scorer(shadow)
+            problems += [problem] if problem else []
+        try:
+            exp = self.registry.experiment()
+        except ModelError as exc:
+            exp, problems = None, [*problems, f"experiment pointer: {exc}"]
+        if exp is None:
+            self.experiment = None
+        elif self.experiment is None or self.experiment.experiment != exp:
+            scorer, problem = self._side_scorer(exp.version)
+            self.experiment = None if scorer is None else ActiveExperiment(exp, scorer)
+            problems += [problem] if problem else []
+        self.side_problem = "; ".join(problems) or None
+
+    def _side_scorer(self, version: str) -> tuple[Scorer | None, str | None]:
+        if version == self._loaded:
+            return self.current, None
+        if version in self._failed and self._failed[version] == self._signature(version):
+            return None, f"model {version} failed its checks"
+        try:
+            scorer = self._load(version)
+        except ModelError as exc:
+            self._failed[version] = self._signature(version)
+            log.error("model %s (shadow or A/B challenger) failed its checks: %s", version, exc)
+            return None, f"model {version} failed its checks: {exc}"
+        log.info("model %s loaded beside the champion", version)
+        return scorer, None
+
+    def _refresh_champion(self) -> bool:
         try:
             champ = self.registry.champion()
         except ModelError as exc:
@@ -111,13 +176,15 @@ class ModelHolder:
     def _load(self, version: str) -> LightGBMScorer:
         self.registry.verify(version, in_child=self._check_in_child)
         try:
-            return LightGBMScorer.load(
+            scorer = LightGBMScorer.load(
                 self.registry.path(version), explain=self._explain, max_reasons=self._max_reasons
             )
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a model does, the worker goes on
             raise ModelIntegrityError(f"model {version} failed to load: {exc}") from exc
+        _check_features(scorer)
+        return scorer
 
     def _signature(self, version: str) -> _Signature:
         try:
@@ -131,3 +198,20 @@ class ModelHolder:
         self.problem = problem
         if self._metrics is not None:
             self._metrics.model_degraded.set(0 if problem is None else 1)
+
+
+def _check_features(scorer: LightGBMScorer) -> None:
+    """Refuse a model whose inputs the worker does not compute (a model trained on a CRM
+    table's columns, or on another feature set): it would score every lead from missing
+    values."""
+    computed = {s.name: isinstance(s, Profile) for s in SPECS}
+    wrong = [
+        f.name
+        for f in scorer.meta.features
+        if f.name not in computed or computed[f.name] != (f.kind == "categorical")
+    ]
+    if wrong:
+        raise ModelIntegrityError(
+            f"model {scorer.version} needs features the worker does not compute "
+            f"({len(wrong)}, e.g. {', '.join(wrong[:5])}): it was trained on another feature set"
+        )

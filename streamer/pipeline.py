@@ -24,6 +24,7 @@ from leadscore.features.definitions import Spec
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from leadscore.features.store import FeatureStore, Update
 from leadscore.features.wire import VECTOR_SEP, parse_value
+from leadscore.model.experiment import Arm
 from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer
 from leadscore.schemas import SOURCES, FeatureValue, Source
 from leadscore.schemas.validation import (
@@ -37,6 +38,7 @@ from leadscore.schemas.validation import (
 )
 from leadscore.streamer.exceptions import PipelineError
 from leadscore.streamer.metrics import Metrics, observe_many
+from leadscore.streamer.models import ActiveExperiment
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class BatchOutput:
 
     scores: list[tuple[str, bytes]] = field(default_factory=list)
     """(lead_id, JSON) of each score record, in ``records`` order."""
+    shadow: list[tuple[str, bytes]] = field(default_factory=list)
+    """(lead_id, JSON) of the shadow model's record for each score record, when a shadow
+    model is loaded: sent to ``leads.scores.shadow`` with the batch's alerts."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -130,8 +135,12 @@ class Pipeline:
         fallback: Scorer | None = None,
         on_state_lost: OnStateLost | None = None,
         dlq_max_value_bytes: int = DLQ_MAX_VALUE_BYTES,
+        shadow: Callable[[], Scorer | None] | None = None,
+        experiment: Callable[[], ActiveExperiment | None] | None = None,
     ) -> None:
         self._store = store
+        self._shadow = shadow
+        self._experiment = experiment
         self._chunk = max(1, chunk)
         self._scorer = scorer
         self._fallback = fallback
@@ -478,6 +487,63 @@ class Pipeline:
         updates: Sequence[Update],
         out: BatchOutput,
     ) -> None:
+        scored_events, batch = self._to_score(chunk, updates, out)
+        if not scored_events:
+            return
+        exp = self._experiment() if self._experiment is not None else None
+        if exp is None:
+            scorer, results = self._score(batch)
+            versions: list[str] | None = None
+            arms: list[Arm] | None = None
+        else:
+            results, versions, arms = self._score_arms(batch, scored_events, exp)
+            scorer = self._scorer()
+        now = self._clock()
+        scored_at = format_ts_ms(int(now * 1000))
+        version = scorer.version
+        # Per record: locals for the appends, counters added once per chunk.
+        add_record, add_scored, add_score = out.records.append, out.scored.append, out.scores.append
+        add_msg, add_in_flight, dumps = out.score_msgs.append, self._in_flight.add, orjson.dumps
+        for j, ((i, _, ev), s) in enumerate(zip(scored_events, results, strict=True)):
+            lead = ev.lead_id
+            rec = {
+                "lead_id": lead,
+                "score": round(s.score, 6),
+                "score_100": int(round(s.score * 100)),
+                "tier": s.tier,
+                "model_version": version if versions is None else versions[j],
+                "reasons": s.reasons,
+                "event_id": ev.event_id,
+                "event_ts": ev.ts,
+                "scored_at": scored_at,
+            }
+            if arms is not None and exp is not None:
+                rec["experiment"] = exp.experiment.id
+                rec["arm"] = arms[j]
+            add_record(rec)
+            key = (lead, ev.event_id)
+            add_scored(key)
+            add_in_flight(key)
+            add_msg(i)
+            add_score((lead, dumps(rec)))
+        out.counts.update((ev.source, "scored") for _, _, ev in scored_events)
+        out.tiers.update(s.tier for s in results)
+        observe_many(
+            self._metrics.event_to_score,
+            [max(0.0, now - m.timestamp) for _, m, _ in scored_events if m.timestamp is not None],
+        )
+        shadow = self._shadow() if self._shadow is not None else None
+        if shadow is not None:
+            self._shadow_records(shadow, batch, scored_events, scored_at, out)
+
+    def _to_score(
+        self,
+        chunk: Sequence[tuple[int, Message, Event]],
+        updates: Sequence[Update],
+        out: BatchOutput,
+    ) -> tuple[list[tuple[int, Message, Event]], Rows]:
+        """The chunk's events to score and their features; the others counted (duplicate,
+        late) or dead-lettered (a store error)."""
         counts = out.counts
         texts: list[str] = []
         rows: list[dict[str, Any]] = []
@@ -508,49 +574,84 @@ class Pipeline:
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
                 counts[(ev.source, outcome)] += 1
-        if not scored_events:
-            return
         if texts and rows:
             raise PipelineError("a feature store returned both vectors and feature dicts")
-        batch: Rows = rows
         if texts and specs is not None:
-            batch = vector_batch(texts, specs)
-        scorer, results = self._score(batch)
-        now = self._clock()
-        scored_at = format_ts_ms(int(now * 1000))
-        version = scorer.version
-        # Per record: locals for the appends, counters added once per chunk.
-        add_record, add_scored, add_score = out.records.append, out.scored.append, out.scores.append
-        add_msg, add_in_flight, dumps = out.score_msgs.append, in_flight.add, orjson.dumps
-        for (i, _, ev), s in zip(scored_events, results, strict=True):
-            lead = ev.lead_id
+            return scored_events, vector_batch(texts, specs)
+        return scored_events, rows
+
+    def _score_arms(
+        self,
+        batch: Rows,
+        scored_events: Sequence[tuple[int, Message, Event]],
+        exp: ActiveExperiment,
+    ) -> tuple[list[ScoredRecord], list[str], list[Arm]]:
+        """Each row scored by its arm's model: the champion, or the experiment's challenger
+        (the champion's fallback applies to both)."""
+        e = exp.experiment
+        if e.by == "lead_id":
+            values = [ev.lead_id for _, _, ev in scored_events]
+        else:
+            # A profile attribute: read from the lead's features, so every event of a lead
+            # hashes the same value; a lead without one is split by its id.
+            rows = batch.rows() if isinstance(batch, FeatureBatch) else batch
+            values = [
+                str(v) if (v := row.get(e.by)) not in (None, "") else ev.lead_id
+                for row, (_, _, ev) in zip(rows, scored_events, strict=True)
+            ]
+        arms: list[Arm] = [e.arm(v) for v in values]
+        results: list[ScoredRecord | None] = [None] * len(arms)
+        versions = [""] * len(arms)
+        for arm in ("champion", "challenger"):
+            idx = [j for j, a in enumerate(arms) if a == arm]
+            if not idx:
+                continue
+            sub = _subset(batch, idx)
+            if arm == "champion":
+                scorer, scored = self._score(sub)
+            else:
+                scorer, scored = self._score(sub, exp.scorer)
+            for j, r in zip(idx, scored, strict=True):
+                results[j], versions[j] = r, scorer.version
+        return [r for r in results if r is not None], versions, arms
+
+    def _shadow_records(
+        self,
+        shadow: Scorer,
+        batch: Rows,
+        scored_events: Sequence[tuple[int, Message, Event]],
+        scored_at: str,
+        out: BatchOutput,
+    ) -> None:
+        """The shadow model's records (scores only, no reasons: the cheap pass). A shadow
+        that fails costs its records, never the batch."""
+        try:
+            scored = shadow.score_batch(batch, explain=False)
+        except Exception:  # noqa: BLE001 - a shadow model must not stop scoring
+            if shadow.version not in self._broken_models:
+                self._broken_models.add(shadow.version)
+                log.exception("shadow model %s failed to score", shadow.version)
+            self._metrics.model_errors.labels(version=shadow.version).inc()
+            return
+        dumps, add = orjson.dumps, out.shadow.append
+        for (_, _, ev), s in zip(scored_events, scored, strict=True):
             rec = {
-                "lead_id": lead,
+                "lead_id": ev.lead_id,
                 "score": round(s.score, 6),
                 "score_100": int(round(s.score * 100)),
                 "tier": s.tier,
-                "model_version": version,
-                "reasons": s.reasons,
+                "model_version": shadow.version,
+                "reasons": [],
                 "event_id": ev.event_id,
                 "event_ts": ev.ts,
                 "scored_at": scored_at,
             }
-            add_record(rec)
-            key = (lead, ev.event_id)
-            add_scored(key)
-            add_in_flight(key)
-            add_msg(i)
-            add_score((lead, dumps(rec)))
-        counts.update((ev.source, "scored") for _, _, ev in scored_events)
-        out.tiers.update(s.tier for s in results)
-        observe_many(
-            self._metrics.event_to_score,
-            [max(0.0, now - m.timestamp) for _, m, _ in scored_events if m.timestamp is not None],
-        )
+            add((ev.lead_id, dumps(rec)))
 
-    def _score(self, batch: Rows) -> tuple[Scorer, list[ScoredRecord]]:
-        """Score with the current model; if it fails, with the fallback (the rules)."""
-        scorer = self._scorer()
+    def _score(self, batch: Rows, model: Scorer | None = None) -> tuple[Scorer, list[ScoredRecord]]:
+        """Score with ``model`` (default: the current one); if it fails, with the fallback
+        (the rules)."""
+        scorer = model if model is not None else self._scorer()
         try:
             return scorer, scorer.score_records(batch)
         except Exception as exc:
@@ -658,6 +759,13 @@ def _parsers(specs: tuple[Spec, ...]) -> tuple[tuple[str, ...], Callable[[int, s
         return parse_value(field, specs[j])
 
     return names, parse
+
+
+def _subset(batch: Rows, idx: Sequence[int]) -> Rows:
+    """The rows ``idx`` of a batch, in the same form."""
+    if isinstance(batch, FeatureBatch):
+        return FeatureBatch(batch.names, [batch.texts[j] for j in idx], batch.sep, batch.parse)
+    return [batch[j] for j in idx]
 
 
 def vector_batch(texts: list[str], specs: tuple[Spec, ...]) -> FeatureBatch:

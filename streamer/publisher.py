@@ -33,9 +33,11 @@ class Publisher:
         send: Send,
         topics: tuple[str, str, str],
         partitions: dict[str, dict[str, int]],
+        shadow_topic: str | None = None,
     ) -> None:
         self._send = send
         self._scores, self._dlq, self._alerts = topics
+        self._shadow = shadow_topic
         self._partitions = partitions
         self.pending: list[Any] = []
         self.keyed: list[tuple[str, str, int]] = []
@@ -55,6 +57,14 @@ class Publisher:
     async def alerts(self, alerts: Sequence[tuple[str, bytes]]) -> None:
         t0 = time.perf_counter()
         await self._keyed(self._alerts, alerts)
+        self.seconds += time.perf_counter() - t0
+
+    async def shadow(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """The shadow model's records, to their own topic (never read by CRM sync)."""
+        if self._shadow is None or not records:
+            return
+        t0 = time.perf_counter()
+        await self._keyed(self._shadow, records)
         self.seconds += time.perf_counter() - t0
 
     async def _keyed(self, topic: str, records: Sequence[tuple[str, bytes]]) -> None:

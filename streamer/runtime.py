@@ -78,6 +78,8 @@ class Runtime:
             fallback=models.rules,
             on_state_lost=lambda exc: wait_for_state(store, health, metrics, exc),
             dlq_max_value_bytes=settings.dlq_max_value_bytes,
+            shadow=lambda: models.shadow,
+            experiment=lambda: models.experiment,
         )
         return cls(settings, store, models, metrics, pipeline, health)
 
@@ -101,6 +103,13 @@ class Runtime:
             body["problems"] = failing
         if self.models.problem:
             body["model_problem"] = self.models.problem
+        if self.models.shadow is not None:
+            body["shadow_version"] = self.models.shadow.version
+        exp = self.models.experiment
+        if exp is not None:
+            body["experiment"] = {k: v for k, v in exp.experiment.as_dict().items() if k != "salt"}
+        if self.models.side_problem:
+            body["side_problem"] = self.models.side_problem
         return ready, body
 
     async def open_store(self) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +16,13 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import orjson
 
 from leadscore.features.definitions import SPECS, Profile
 from leadscore.model.integrity import write_checksums
 from leadscore.model.registry import Registry
+from leadscore.schemas.validation import format_ts_ms
+from leadscore.streamer.pipeline import Message
 
 
 def tiny_model_text() -> str:
@@ -43,7 +47,11 @@ def writer(version: str, created_at: str = ""):
         meta = {
             "version": version,
             "created_at": created_at,
-            "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}],
+            # Two features the worker computes (it refuses models over any others).
+            "features": [
+                {"name": "web_page_views_1h", "kind": "numeric"},
+                {"name": "web_pricing_views_24h", "kind": "numeric"},
+            ],
             "thresholds": {"hot": 0.7, "warm": 0.4},
         }
         (d / "meta.json").write_text(json.dumps(meta))
@@ -148,3 +156,23 @@ class FakeSend:
             chosen = partition if partition is not None else sum(key or b"") % 4
             fut.set_result(SimpleNamespace(partition=chosen))
         return fut
+
+
+# The batch path's messages (tests/unit/streamer).
+TOPICS = ("leads.scores", "leads.dlq", "leads.alerts")
+
+
+def message(i: int, lead: str = "L-1", raw: bytes | None = None) -> Message:
+    ev = {
+        "event_id": f"e{i}",
+        "lead_id": lead,
+        "source": "web",
+        "type": "pricing_view" if i % 2 else "page_view",
+        "ts": format_ts_ms(int(time.time() * 1000) - 60_000 + i),
+    }
+    return Message("leads.web", 0, i, lead.encode(), raw or orjson.dumps(ev), time.time())
+
+
+async def batches(*groups: Sequence[Message]) -> AsyncIterator[Sequence[Message]]:
+    for g in groups:
+        yield g

@@ -72,6 +72,10 @@ def register(sub: Any) -> None:
     )
     pr.set_defaults(func=cmd_predict)
 
+    _register_models(sub)
+
+
+def _register_models(sub: Any) -> None:
     m = sub.add_parser(
         "models",
         help="the model registry: list, show, promote, rollback, history, decisions",
@@ -80,15 +84,32 @@ def register(sub: Any) -> None:
         "the champion by hand, once it passes the checks a worker makes before loading it "
         "(checksums, meta.json, LightGBM loading it in a child process); the gate is not "
         "asked. rollback: restore the champion before the current one. history: every "
-        "champion change. decisions: every promotion decision, promoted or not. Running "
-        "workers hot-swap to a new champion within seconds.",
+        "champion change. decisions: every promotion decision, promoted or not. "
+        "shadow VERSION (or --off): workers also score every event with VERSION and send "
+        "those records to leads.scores.shadow, never to CRM sync. ab VERSION --share 0.1 "
+        "(or --stop): VERSION scores that share of leads, picked by a stable hash for the "
+        "life of the experiment; score records carry `experiment` and `arm`; a running "
+        "experiment's share can't change (stop it, start a new one). Running workers pick "
+        "up every change within seconds.",
     )
     m.add_argument(
-        "action", choices=("list", "show", "promote", "rollback", "history", "decisions")
+        "action",
+        choices=("list", "show", "promote", "rollback", "history", "decisions", "shadow", "ab"),
     )
     m.add_argument("version", nargs="?")
     m.add_argument("--model-dir", help="registry directory (default LEADSCORE_MODEL_DIR)")
     m.add_argument("--json", action="store_true", help="list: one JSON line per version")
+    m.add_argument("--off", action="store_true", help="shadow: stop shadow scoring")
+    m.add_argument(
+        "--share", type=float, help="ab: share of leads the challenger scores (e.g. 0.1)"
+    )
+    m.add_argument(
+        "--by",
+        default="lead_id",
+        help="ab: what is hashed to pick a lead's arm: lead_id (default) or a profile "
+        "attribute (e.g. company_size), so that all leads sharing it see one model",
+    )
+    m.add_argument("--stop", action="store_true", help="ab: stop the running experiment")
     m.set_defaults(func=cmd_models)
 
 
@@ -158,6 +179,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         old, new = reg.rollback()
         say(f"rolled back: {new} is the champion again in {reg.root} (was {old})")
         return 0
+    if args.action in ("shadow", "ab"):
+        return _side_models(reg, args)
     if not args.version:
         raise LeadscoreError(f"`leadscore models {args.action}` needs a VERSION")
     if args.action == "show":
@@ -165,6 +188,40 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     reg.promote(args.version, note="by hand")
     say(f"{args.version} is now the champion in {reg.root}")
+    return 0
+
+
+def _side_models(reg: Any, args: argparse.Namespace) -> int:
+    """``models shadow`` and ``models ab``."""
+    if args.action == "shadow":
+        if args.off:
+            reg.set_shadow(None)
+            say("shadow scoring stopped")
+        elif args.version:
+            reg.set_shadow(args.version)
+            say(f"workers now score every event with {args.version} too (leads.scores.shadow)")
+        else:
+            emit({"shadow": reg.shadow()})
+        return 0
+    if args.stop:
+        stopped = reg.stop_experiment()
+        say(f"experiment {stopped.id} stopped" if stopped else "no experiment was running")
+        return 0
+    if not args.version:
+        exp = reg.experiment()
+        emit({"experiment": None if exp is None else exp.as_dict()})
+        return 0
+    if args.share is None:
+        raise LeadscoreError("`leadscore models ab VERSION` needs --share (e.g. 0.1)")
+    from leadscore.features.definitions import PROFILE_FIELDS
+
+    if args.by != "lead_id" and args.by not in PROFILE_FIELDS:
+        raise LeadscoreError(
+            f"--by {args.by!r}: give lead_id or a profile attribute: {', '.join(PROFILE_FIELDS)}"
+        )
+    exp = reg.start_experiment(args.version, args.share, args.by)
+    emit(exp.as_dict())
+    say(f"experiment {exp.id}: {exp.version} scores {exp.share:g} of leads (by {exp.by})")
     return 0
 
 

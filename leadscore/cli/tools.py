@@ -49,6 +49,14 @@ def register(sub: Any) -> None:
         help="then keep the worker busy at --rate for this long, sampling its memory and the "
         "latency per minute (600 = the 10-minute soak; default: no soak)",
     )
+    b.add_argument(
+        "--shadow",
+        action="store_true",
+        help="score every event with a second (shadow) model too, as `models shadow` does",
+    )
+    b.add_argument(
+        "--throughput-only", action="store_true", help="measure the burst throughput only"
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON line")
     b.set_defaults(func=cmd_bench)
 
@@ -76,6 +84,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         latency_seconds=args.latency_seconds,
         soak_seconds=args.soak_seconds,
+        shadow=args.shadow,
+        throughput_only=args.throughput_only,
         say=say,
     )
     if args.json:

@@ -16,7 +16,7 @@ from leadscore.settings import Settings
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = ("web", "email", "crm")
-OUTPUT_TOPICS = ("scores", "alerts", "dlq")
+OUTPUT_TOPICS = ("scores", "alerts", "dlq", "scores.shadow")
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from leadscore.features.definitions import feature_set_id
 from leadscore.features.training import TrainingSet, build_training_set
 from leadscore.model.exceptions import TrainingError
 from leadscore.model.gate import GatePolicy, sufficiency_check
@@ -73,6 +74,18 @@ def _counts(ts: TrainingSet, train: np.ndarray) -> tuple[int, int]:
     """Leads with a training moment, and those of them with a converting one."""
     leads = ts.lead_id[train]
     return len(set(leads.tolist())), len(set(leads[ts.y[train] == 1].tolist()))
+
+
+def _held_out(ts: TrainingSet, te: np.ndarray, scores: np.ndarray) -> HeldOut:
+    """The held-out moments with the challenger's scores and the rules'."""
+    return HeldOut(
+        x=ts.x.iloc[te].reset_index(drop=True),
+        y=ts.y[te],
+        challenger=scores,
+        lead_id=ts.lead_id[te],
+        time_ms=ts.time_ms[te],
+        rules=rule_scores(ts.x.iloc[te]),
+    )
 
 
 def _refuse_thin(
@@ -171,15 +184,7 @@ def train_from_event_list(
         cfg.seed = seed
         cfg.params["seed"] = seed
     fitted = fit(ds, cfg, progress=say)
-    te = sel[fitted.test_index]
-    held = HeldOut(
-        x=ts.x.iloc[te].reset_index(drop=True),
-        y=ts.y[te],
-        challenger=fitted.test_scores,
-        lead_id=ts.lead_id[te],
-        time_ms=ts.time_ms[te],
-        rules=rule_scores(ts.x.iloc[te]),
-    )
+    held = _held_out(ts, sel[fitted.test_index], fitted.test_scores)
     j = judge(
         registry,
         fitted.infos,
@@ -197,7 +202,11 @@ def train_from_event_list(
         registry,
         target=ds.target,
         promote=card["promoted"],
-        extra_meta={"horizon_days": horizon_ms / 86_400_000, "trained_from": "events"},
+        extra_meta={
+            "horizon_days": horizon_ms / 86_400_000,
+            "trained_from": "events",
+            "feature_set": feature_set_id(),
+        },
         write_extra=lambda d, _scorer: write_card(d, card, j.holdout),
         version=version,
     )

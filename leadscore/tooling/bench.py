@@ -33,6 +33,7 @@ import orjson
 from leadscore.features.definitions import DAY_MS
 from leadscore.infra.producer import EventProducer
 from leadscore.infra.topics import ensure_topics
+from leadscore.model.registry import Registry
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
 from leadscore.tooling.cpu import CpuMeter, Target, rss_mb
@@ -465,6 +466,7 @@ class _Setup:
     history: list[Event]
     template: list[dict[str, Any]]
     model_version: str
+    shadow_version: str | None = None
 
 
 def run_bench(
@@ -474,9 +476,14 @@ def run_bench(
     rate: float,
     latency_seconds: float,
     soak_seconds: float = 0.0,
+    shadow: bool = False,
+    throughput_only: bool = False,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Throughput, then latency (and the soak), each on its own topics with its own worker.
+
+    ``shadow``: a second model scores every event beside the champion (its records go to
+    ``leads.scores.shadow``), as ``leadscore models shadow`` makes workers do.
 
     The embedded broker's cost per fetch grows with the batches stored in a partition
     (docs/performance.md): on shared topics the burst's thousands of score batches would
@@ -488,13 +495,35 @@ def run_bench(
         services(settings.kafka_bootstrap, redis_env) as svc,
         tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp,
     ):
-        setup = _prepare(settings, svc, Path(tmp), events, say)
+        setup = _prepare(settings, svc, Path(tmp), events, say, shadow=shadow)
         burst = _throughput(setup, events, say)
+        if throughput_only:
+            return {
+                "events": events,
+                "throughput_eps": round(burst["steady"], 1),
+                "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
+                "model_version": setup.model_version,
+                "shadow_version": setup.shadow_version,
+            }
         latency = _latency(setup, rate, latency_seconds, soak_seconds, say)
         say("measuring Redis memory per lead on the simulated 90-day history ...")
         memory = asyncio.run(_history_memory(setup.base.redis_url, setup.history, f"m{setup.uid}"))
         say("running the seed article's scoring path ...")
         seed_rate = _seed_rate(setup.history)
+    return _result(setup, burst, latency, memory, seed_rate, events, rate, latency_seconds)
+
+
+def _result(
+    setup: _Setup,
+    burst: dict[str, Any],
+    latency: dict[str, Any],
+    memory: dict[str, float],
+    seed_rate: float,
+    events: int,
+    rate: float,
+    latency_seconds: float,
+) -> dict[str, Any]:
+    """The benchmark's JSON result."""
     n_stage = max(burst["stages"].pop("events", 1.0), 1.0)
     return {
         "events": events,
@@ -526,11 +555,18 @@ def run_bench(
         },
         "soak": latency["soak"],
         "model_version": setup.model_version,
+        "shadow_version": setup.shadow_version,
     }
 
 
 def _prepare(
-    settings: Settings, svc: Services, tmp: Path, events: int, say: Callable[[str], None]
+    settings: Settings,
+    svc: Services,
+    tmp: Path,
+    events: int,
+    say: Callable[[str], None],
+    *,
+    shadow: bool = False,
 ) -> _Setup:
     """Train a model on a simulated history; make the template of the benchmark's events."""
     from leadscore.jobs.train_events import train_from_event_list
@@ -549,8 +585,18 @@ def _prepare(
     # force: the benchmark measures scoring with a model, whatever the promotion gate
     # thinks of this small history.
     report = train_from_event_list(evs, horizon_ms=30 * DAY_MS, out_dir=base.model_dir, force=True)
+    shadow_version = None
+    if shadow:
+        say("training a shadow model (another seed) ...")
+        other = train_from_event_list(
+            evs, horizon_ms=30 * DAY_MS, out_dir=base.model_dir, promote=False, seed=8
+        )
+        shadow_version = other["version"]
+        Registry(base.model_dir).set_shadow(shadow_version)
     template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
-    return _Setup(svc, base, uuid.uuid4().hex[:8], tmp, evs, template, report["version"])
+    return _Setup(
+        svc, base, uuid.uuid4().hex[:8], tmp, evs, template, report["version"], shadow_version
+    )
 
 
 def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[str, Any]:

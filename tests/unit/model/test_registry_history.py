@@ -70,3 +70,31 @@ def test_models_cli_history_decisions_and_rollback(tmp_path: Path, capsys) -> No
     assert len(listed) == 2 and '"champion":true' in listed[0]
     assert main(["models", "rollback", *d]) == 1  # nothing before "a"
     assert "no earlier champion" in capsys.readouterr().err
+
+
+def test_shadow_and_experiment_pointers(tmp_path: Path, capsys) -> None:
+    save_worker_model(tmp_path, "a")
+    save_worker_model(tmp_path, "b", promote=False)
+    reg = Registry(tmp_path)
+    d = ["--model-dir", str(tmp_path)]
+    assert main(["models", "shadow", "b", *d]) == 0
+    assert reg.shadow() == "b"
+    assert main(["models", "shadow", "--off", *d]) == 0
+    assert reg.shadow() is None
+    assert main(["models", "ab", "b", "--share", "0.1", *d]) == 0
+    exp = reg.experiment()
+    assert exp is not None and exp.version == "b" and exp.share == 0.1
+    # The same command again is a no-op; another share is refused, the split stays.
+    assert main(["models", "ab", "b", "--share", "0.1", *d]) == 0
+    assert reg.experiment() == exp
+    capsys.readouterr()
+    assert main(["models", "ab", "b", "--share", "0.2", *d]) == 1
+    assert "can't change" in capsys.readouterr().err
+    assert reg.experiment() == exp
+    assert main(["models", "ab", "b", "--share", "0.1", "--by", "nope", *d]) == 1
+    assert main(["models", "ab", "--stop", *d]) == 0
+    assert reg.experiment() is None
+    assert main(["models", "ab", "b", "--share", "0.2", *d]) == 0
+    new = reg.experiment()
+    assert new is not None and new.salt != exp.salt and new.share == 0.2
+    assert reg.champion_stack() == ["a"]  # side pointers are not champion changes

@@ -5,8 +5,6 @@ acknowledges nothing and is reported, and delivered events are confirmed in the 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import pytest
@@ -14,25 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from leadscore.features.memory import MemoryFeatureStore
 from leadscore.model.rules import RuleScorer
-from leadscore.schemas.validation import format_ts_ms
 from leadscore.settings import Settings
 from leadscore.streamer.batch import BatchRunner
 from leadscore.streamer.metrics import Metrics
-from leadscore.streamer.pipeline import Message, Pipeline, topic_sources
-from tests.fakes import FakeSend
-
-TOPICS = ("leads.scores", "leads.dlq", "leads.alerts")
-
-
-def message(i: int, lead: str = "L-1", raw: bytes | None = None) -> Message:
-    ev = {
-        "event_id": f"e{i}",
-        "lead_id": lead,
-        "source": "web",
-        "type": "pricing_view" if i % 2 else "page_view",
-        "ts": format_ts_ms(int(time.time() * 1000) - 60_000 + i),
-    }
-    return Message("leads.web", 0, i, lead.encode(), raw or orjson.dumps(ev), time.time())
+from leadscore.streamer.pipeline import Pipeline, topic_sources
+from tests.fakes import TOPICS, FakeSend, batches, message
 
 
 def runner(send: FakeSend, acks: list[list[int]], failures: list[BaseException]):
@@ -58,11 +42,6 @@ def runner(send: FakeSend, acks: list[list[int]], failures: list[BaseException])
         on_failure=failures.append,
     )
     return run, store, metrics
-
-
-async def batches(*groups: Sequence[Message]) -> AsyncIterator[Sequence[Message]]:
-    for g in groups:
-        yield g
 
 
 def scored_ids(send: FakeSend) -> list[str]:

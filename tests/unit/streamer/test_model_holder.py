@@ -4,6 +4,7 @@ refuses what the worker would refuse."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -96,3 +97,24 @@ def test_promote_refuses_what_a_worker_would_refuse(tmp_path: Path, name: str) -
     with pytest.raises(ModelIntegrityError):
         reg.promote(name)
     assert reg.champion() == "good"
+
+
+def test_a_model_over_features_the_worker_does_not_compute_is_refused(tmp_path: Path) -> None:
+    """A model trained on a CRM table's columns can't score the stream: kept out, said so."""
+    reg = Registry(tmp_path)
+    reg.save("good", writer("good"), promote=True)
+    h, _ = holder(tmp_path)
+    h.start()
+
+    def table_model(d: Path) -> None:
+        writer("table")(d)
+        meta_path = d / "meta.json"
+        m = json.loads(meta_path.read_text())
+        m["features"] = [{"name": "Total Time Spent", "kind": "numeric"}, m["features"][1]]
+        meta_path.write_text(json.dumps(m))
+
+    reg.save("table", table_model)
+    point_champion(tmp_path, b"table\n")
+    assert h.refresh() is False
+    assert h.current.version == "good"
+    assert h.problem is not None and "does not compute" in h.problem
