@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     model_dir: Path = Path("./models")
+    model_registry: str | None = Field(
+        default=None,
+        description="the model registry on an object store (s3://bucket/models), shared by "
+        "workers, retrain jobs and the API on other machines; overrides MODEL_DIR",
+    )
     archive_root: str | None = Field(
         default=None,
         description="the event archive (`leadscore archive`): a directory or an fsspec URL "
@@ -113,6 +118,11 @@ class Settings(BaseSettings):
     redis_tls_cafile: Path | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def registry_root(self) -> str | Path:
+        """Where the model registry is: ``model_registry`` if set, else ``model_dir``."""
+        return self.model_registry or self.model_dir
 
     def topic(self, name: str) -> str:
         """The full name of topic ``name`` (``web``, ``scores``, ...): ``leads.<name>``."""

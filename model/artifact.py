@@ -413,6 +413,8 @@ class LightGBMScorer:
         if explain and self._path is not None:
             # One pass over the trees gives the score, the attributions and the top k.
             raw, top, picked = self._path.probabilities_and_top(self.booster, x, k)
+        elif not explain and self._path is not None:
+            raw = self._path.probabilities(self.booster, x)
         else:
             raw = self.predict_raw(x)
             if explain:

@@ -148,6 +148,14 @@ class PathExplainer:
             proba = np.asarray(booster.predict(x, num_threads=1))
         return proba, contrib
 
+    def probabilities(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
+        """Model probabilities alone (a shadow model's pass): the compiled walk to the leaves
+        and their values, when the model allows it; else LightGBM's own prediction."""
+        if self.compiled is not None and self.plain_binary:
+            raw = self.raw_from_leaves(self.compiled.leaves(x).astype(np.int64))
+            return np.asarray(1.0 / (1.0 + np.exp(-raw)))
+        return np.asarray(booster.predict(x, num_threads=1))
+
     def probabilities_and_top(
         self, booster: lgb.Booster, x: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

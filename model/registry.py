@@ -21,7 +21,6 @@ poll the pointer and hot-swap (see ``leadscore.streamer.models``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from leadscore.model.exceptions import (
 )
 from leadscore.model.experiment import Experiment
 from leadscore.model.integrity import check_in_child, read_meta, verify_checksums, write_checksums
+from leadscore.model.stores import open_store
 
 CHAMPION_FILE = "CHAMPION"
 HISTORY_FILE = "HISTORY.jsonl"
@@ -58,33 +58,45 @@ class VersionInfo:
 
 
 class Registry:
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    """A registry on a local directory or an object-store URL (see
+    :mod:`leadscore.model.stores`); ``cache`` is where an object store's versions are copied
+    to be read (default: a directory under the system's temp directory)."""
+
+    def __init__(self, root: str | Path, *, cache: Path | None = None) -> None:
+        self._store = open_store(root, cache)
+        self.location = self._store.location
+        """The registry as given (a path or a URL), for messages."""
+        self.root = self._store.local_root
+        """The local directory versions are read from."""
 
     def _ensure_root(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryError(f"can't create model directory {self.root}: {exc}") from exc
+        self._store.ensure()
 
     def path(self, version: str) -> Path:
+        """The local directory of ``version`` (for an object store, its local copy, made
+        when :meth:`verify` or :meth:`local` first needs it)."""
         if not version or "/" in version or version.startswith("."):
             raise ModelNotFoundError(f"{version!r} is not a valid model version")
         return self.root / version
 
+    def local(self, version: str) -> Path:
+        """:meth:`path`, with the files there (downloaded from an object store if needed)."""
+        self.path(version)
+        return self._store.fetch(version)
+
     def save(self, version: str, write: Callable[[Path], None], *, promote: bool = False) -> Path:
-        """Create version ``version`` by calling ``write(tmp_dir)``, then rename it into place."""
+        """Create version ``version`` by calling ``write(tmp_dir)``, then publish it whole."""
         self._ensure_root()
         final = self.path(version)
-        if final.exists():
-            raise RegistryError(f"model version {version} already exists in {self.root}")
+        if self._store.has_version(version) or final.exists():
+            raise RegistryError(f"model version {version} already exists in {self.location}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
         try:
             write(tmp)
             if not (tmp / "meta.json").exists() or not (tmp / "model.txt").exists():
                 raise RegistryError("a model version needs model.txt and meta.json")
             write_checksums(tmp)
-            os.rename(tmp, final)
+            self._store.publish(version, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -98,7 +110,7 @@ class Registry:
         if text is None:
             return None
         if "\n" in text or not text.isprintable():
-            raise RegistryError(f"{self.root / CHAMPION_FILE} does not hold a version id")
+            raise RegistryError(f"{f'{self.location}/{CHAMPION_FILE}'} does not hold a version id")
         return text
 
     def verify(self, version: str, *, in_child: bool = True) -> None:
@@ -107,10 +119,10 @@ class Registry:
 
         Raises :class:`ModelIntegrityError` (or :class:`ModelNotFoundError`).
         """
-        d = self.path(version)
+        d = self.local(version)
         if not (d / "meta.json").exists():
             raise ModelNotFoundError(
-                f"model version {version} is not in {self.root}; see `leadscore models list`"
+                f"model version {version} is not in {self.location}; see `leadscore models list`"
             )
         verify_checksums(d)
         meta = read_meta(d)
@@ -132,29 +144,25 @@ class Registry:
         """Replace (or, with None, remove) a pointer file atomically."""
         self._ensure_root()
         if text is None:
-            (self.root / name).unlink(missing_ok=True)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=f".{name.lower()}.", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / name)
+            self._store.remove(name)
+        else:
+            self._store.write(name, text.encode("utf-8"))
 
     def _read_pointer(self, name: str) -> str | None:
-        try:
-            text = (self.root / name).read_bytes().decode("utf-8").strip()
-        except FileNotFoundError:
+        raw = self._store.read(name)
+        if raw is None:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"can't read {self.root / name}: {exc}") from exc
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise RegistryError(f"can't read {self.location}/{name}: {exc}") from exc
         return text or None
 
     def shadow(self) -> str | None:
         """The shadow model's version, or None."""
         text = self._read_pointer(SHADOW_FILE)
         if text is not None and ("\n" in text or not text.isprintable()):
-            raise RegistryError(f"{self.root / SHADOW_FILE} does not hold a version id")
+            raise RegistryError(f"{f'{self.location}/{SHADOW_FILE}'} does not hold a version id")
         return text
 
     def set_shadow(self, version: str | None) -> None:
@@ -172,7 +180,9 @@ class Registry:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RegistryError(f"{self.root / EXPERIMENT_FILE} is not valid JSON: {exc}") from exc
+            raise RegistryError(
+                f"{f'{self.location}/{EXPERIMENT_FILE}'} is not valid JSON: {exc}"
+            ) from exc
         return Experiment.from_dict(data)
 
     def start_experiment(self, version: str, share: float, by: str = "lead_id") -> Experiment:
@@ -206,25 +216,16 @@ class Registry:
         return running
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
-        """One JSON line appended (and flushed to disk) to a registry log."""
+        """One JSON line appended (durably) to a registry log."""
         line = json.dumps({"at": _now(), **record}, default=str) + "\n"
-        with open(self.root / name, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._store.append(name, line.encode("utf-8"))
 
     def _read_log(self, name: str) -> list[dict[str, Any]]:
-        try:
-            lines = (self.root / name).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"can't read {self.root / name}: {exc}") from exc
         out = []
-        for line in lines:
+        for line in self._store.read_log(name):
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue  # a line cut by a crash mid-append; the others still count
             if isinstance(rec, dict):
                 out.append(rec)
@@ -258,7 +259,7 @@ class Registry:
         previous = stack[:-1]
         if not previous:
             raise RegistryError(
-                f"no earlier champion to roll back to in {self.root} "
+                f"no earlier champion to roll back to in {self.location} "
                 "(see `leadscore models history`)"
             )
         target = previous[-1]
@@ -273,47 +274,47 @@ class Registry:
     def decisions(self) -> list[dict[str, Any]]:
         return self._read_log(DECISIONS_FILE)
 
+    def _json(self, version: str, name: str) -> Any:
+        """A version's JSON file, parsed (None if it has no such file)."""
+        self.path(version)
+        raw = self._store.read(f"{version}/{name}")
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(
+                f"{self.location}/{version}/{name} is not valid JSON: {exc}"
+            ) from exc
+
     def card(self, version: str) -> dict[str, Any] | None:
         """The model card written with ``version`` (its promotion decision), if any."""
-        p = self.path(version) / CARD_FILE
-        try:
-            card = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{p} is not valid JSON: {exc}") from exc
+        card = self._json(version, CARD_FILE)
         return card if isinstance(card, dict) else None
 
     def meta(self, version: str) -> dict[str, Any]:
-        p = self.path(version) / "meta.json"
-        try:
-            meta = json.loads(p.read_bytes().decode("utf-8"))
-        except FileNotFoundError as exc:
+        meta = self._json(version, "meta.json")
+        if meta is None:
             raise ModelNotFoundError(
-                f"model version {version} is not in {self.root}; see `leadscore models list`"
-            ) from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistryError(f"{p} is not valid JSON: {exc}") from exc
+                f"model version {version} is not in {self.location}; see `leadscore models list`"
+            )
         if not isinstance(meta, dict):
-            raise RegistryError(f"{p} is not a JSON object")
+            raise RegistryError(f"{self.location}/{version}/meta.json is not a JSON object")
         return meta
 
     def list(self) -> list[VersionInfo]:
         """All versions, oldest first."""
-        if not self.root.exists():
-            return []
         try:
             champ = self.champion()
         except RegistryError:
             champ = None
         out = []
-        for d in sorted(self.root.iterdir()):
-            if d.is_dir() and not d.name.startswith(".") and (d / "meta.json").exists():
-                try:
-                    meta, problem = self.meta(d.name), ""
-                except ModelError as exc:
-                    meta, problem = {}, str(exc)
-                out.append(VersionInfo(d.name, d, meta, d.name == champ, problem))
+        for name in self._store.versions():
+            try:
+                meta, problem = self.meta(name), ""
+            except ModelError as exc:
+                meta, problem = {}, str(exc)
+            out.append(VersionInfo(name, self.path(name), meta, name == champ, problem))
         out.sort(key=lambda v: (str(v.meta.get("created_at", "")), v.version))
         return out
 

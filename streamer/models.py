@@ -42,7 +42,7 @@ class ActiveExperiment:
 class ModelHolder:
     def __init__(
         self,
-        model_dir: Path,
+        model_dir: str | Path,
         *,
         rules_file: Path | None = None,
         explain: ExplainMethod = "path",

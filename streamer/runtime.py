@@ -59,7 +59,7 @@ class Runtime:
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
         metrics = metrics or Metrics.create()
         models = ModelHolder(
-            settings.model_dir,
+            settings.registry_root,
             rules_file=settings.rules_file,
             explain=settings.explain,
             max_reasons=settings.max_reasons,

@@ -104,7 +104,7 @@ def corrupted_copy(root: Path, good: str, version: str, corrupt: Callable[[Path]
     corrupt(root / version)
 
 
-def save_worker_model(model_dir: Path, version: str, *, promote: bool = True) -> Path:
+def save_worker_model(model_dir: str | Path, version: str, *, promote: bool = True) -> Path:
     """Train a small booster on random rows of the worker's features and save it."""
     rng = np.random.default_rng(abs(hash(version)) % 2**32)
     n = len(SPECS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from leadscore.cli.common import emit, parse_duration_ms, say, timestamp_ms
@@ -64,7 +63,11 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--seed", type=int, help="LightGBM's seed (default 7)")
     r.add_argument("--every", type=parse_duration_ms, help="run again every this long, e.g. 7d")
-    r.add_argument("--out", help="model registry directory (default LEADSCORE_MODEL_DIR)")
+    r.add_argument(
+        "--out",
+        help="model registry: a directory or a URL such as s3://bucket/models "
+        "(default LEADSCORE_MODEL_REGISTRY, else LEADSCORE_MODEL_DIR)",
+    )
     add_gate_arguments(r)
     r.set_defaults(func=cmd_retrain)
 
@@ -103,7 +106,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.jobs.retrain import retrain_every, retrain_once
 
     root = _root(args.archive, settings, "--archive")
-    out_dir = Path(args.out) if args.out else settings.model_dir
+    out_dir = args.out or settings.registry_root
 
     def once() -> dict[str, Any]:
         return retrain_once(

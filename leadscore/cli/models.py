@@ -48,7 +48,11 @@ def register(sub: Any) -> None:
         default=60.0,
         help="seconds for the hyper-parameter search (default 60)",
     )
-    t.add_argument("--out", help="model registry directory (default LEADSCORE_MODEL_DIR)")
+    t.add_argument(
+        "--out",
+        help="model registry: a directory or a URL such as s3://bucket/models "
+        "(default LEADSCORE_MODEL_REGISTRY, else LEADSCORE_MODEL_DIR)",
+    )
     t.add_argument("--no-promote", action="store_true", help="don't make it the champion")
     t.add_argument(
         "--force",
@@ -97,7 +101,11 @@ def _register_models(sub: Any) -> None:
         choices=("list", "show", "promote", "rollback", "history", "decisions", "shadow", "ab"),
     )
     m.add_argument("version", nargs="?")
-    m.add_argument("--model-dir", help="registry directory (default LEADSCORE_MODEL_DIR)")
+    m.add_argument(
+        "--model-dir",
+        help="model registry: a directory or a URL such as s3://bucket/models "
+        "(default LEADSCORE_MODEL_REGISTRY, else LEADSCORE_MODEL_DIR)",
+    )
     m.add_argument("--json", action="store_true", help="list: one JSON line per version")
     m.add_argument("--off", action="store_true", help="shadow: stop shadow scoring")
     m.add_argument(
@@ -114,7 +122,7 @@ def _register_models(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    out_dir = Path(args.out) if args.out else settings.model_dir
+    out_dir = args.out or settings.registry_root
     if args.events:
         from leadscore.jobs.train_events import train_from_events
 
@@ -164,7 +172,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.model.registry import Registry
 
-    reg = Registry(Path(args.model_dir) if args.model_dir else settings.model_dir)
+    reg = Registry(args.model_dir or settings.registry_root)
     if args.action == "list":
         return _list_models(reg, args.json)
     if args.action == "history":
@@ -177,7 +185,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "rollback":
         old, new = reg.rollback()
-        say(f"rolled back: {new} is the champion again in {reg.root} (was {old})")
+        say(f"rolled back: {new} is the champion again in {reg.location} (was {old})")
         return 0
     if args.action in ("shadow", "ab"):
         return _side_models(reg, args)
@@ -187,7 +195,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         emit({**reg.meta(args.version), "card": reg.card(args.version)})
         return 0
     reg.promote(args.version, note="by hand")
-    say(f"{args.version} is now the champion in {reg.root}")
+    say(f"{args.version} is now the champion in {reg.location}")
     return 0
 
 
@@ -228,7 +236,7 @@ def _side_models(reg: Any, args: argparse.Namespace) -> int:
 def _list_models(reg: Any, as_json: bool) -> int:
     versions = reg.list()
     if not versions and not as_json:
-        say(f"no models in {reg.root}; train one with `leadscore train`")
+        say(f"no models in {reg.location}; train one with `leadscore train`")
     for v in versions:
         auc = (v.meta.get("metrics", {}).get("test") or {}).get("auc")
         card = reg.card(v.version) if not v.problem else None

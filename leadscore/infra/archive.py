@@ -77,7 +77,9 @@ def open_root(root: str, storage_options: dict[str, Any] | None = None) -> tuple
     """The fsspec filesystem and the path of ``root`` in it."""
     fsspec, _, _ = _libs()
     try:
-        fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        # A fresh filesystem object: a cached one keeps the endpoint and credentials of the
+        # environment it was made in.
+        fs, path = fsspec.core.url_to_fs(root, skip_instance_cache=True, **(storage_options or {}))
     except (ImportError, ValueError) as exc:
         raise ArchiveError(f"can't open the archive at {root!r}: {exc}") from exc
     return fs, str(path).rstrip("/")

@@ -28,7 +28,7 @@ Say = Callable[[str], None]
 def retrain_once(
     source: str,
     *,
-    out_dir: Path,
+    out_dir: str | Path,
     days: float,
     horizon_ms: int,
     until_ms: int | None = None,

@@ -105,7 +105,7 @@ def _refuse_thin(
         "version": None,
         "promoted": False,
         "outcome": "rejected",
-        "champion": registry.champion() if registry.root.exists() else None,
+        "champion": registry.champion(),
         "window": _window(ts, None, None, horizon_ms),
         "rows": {"moments": len(ts), "leads": counts[0], "conversions": counts[1]},
         "decision": {"promote": False, "reason": reason, "checks": [asdict(check)]},
@@ -139,7 +139,7 @@ def train_from_event_list(
     events: Iterable[Event],
     *,
     horizon_ms: int,
-    out_dir: Path,
+    out_dir: str | Path,
     promote: bool = True,
     force: bool = False,
     policy: GatePolicy | None = None,
@@ -229,7 +229,7 @@ def _report(
     champion_auc = (card["metrics"].get("champion") or {}).get("auc")
     version = card["version"]
     say(
-        f"saved {version} to {registry.path(version)}: held-out AUC {auc:.4f}"
+        f"saved {version} to {registry.location}: held-out AUC {auc:.4f}"
         + (f", champion {champion_auc:.4f}" if champion_auc is not None else "")
         + (f", rule baseline {baseline_auc:.4f}" if baseline_auc is not None else "")
     )
@@ -240,7 +240,7 @@ def _report(
     )
     return {
         "version": version,
-        "path": str(registry.path(version)),
+        "path": f"{registry.location.rstrip('/')}/{version}",
         "promoted": card["promoted"],
         "outcome": verdict,
         "decision": card["decision"],
@@ -264,7 +264,7 @@ def train_from_events(
     source: str | Path,
     *,
     horizon_ms: int,
-    out_dir: Path,
+    out_dir: str | Path,
     promote: bool = True,
     force: bool = False,
     policy: GatePolicy | None = None,

@@ -78,3 +78,14 @@ def test_models_other_than_plain_binary_use_lightgbms_own_prediction():
     proba, contrib = path.probabilities_and_contributions(b, x)
     np.testing.assert_allclose(proba, b.predict(x))
     np.testing.assert_allclose(contrib.sum(axis=1), b.predict(x, raw_score=True), atol=1e-9)
+
+
+def test_probabilities_alone_equal_lightgbms_and_the_explained_pass():
+    """A shadow model's scores-only pass gives the same probabilities as the explained one."""
+    b, x = _model(depth=4, rounds=80, categorical=True)
+    path = PathExplainer(b)
+    assert path.compiled is not None
+    proba = path.probabilities(b, x)
+    np.testing.assert_allclose(proba, b.predict(x), rtol=0, atol=1e-15)
+    with_top, _, _ = path.probabilities_and_top(b, x, 3)
+    np.testing.assert_array_equal(proba, with_top)
