@@ -21,7 +21,7 @@ import faust
 from leadscore.streamer.batch import BatchRunner
 from leadscore.streamer.exceptions import InjectedFaultError
 from leadscore.streamer.pipeline import Message
-from leadscore.streamer.publisher import sender
+from leadscore.streamer.publisher import ShadowSink, sender
 from leadscore.streamer.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ async def score_stream(app: faust.App, rt: Runtime, stream: faust.StreamT) -> No
         ack=ack,
         to_message=faust_message,
         on_failure=lambda exc: die(rt, exc),
-        shadow_topic=settings.topic("scores.shadow"),
+        shadow=ShadowSink(settings.kafka_client_config(), settings.topic("scores.shadow")),
     )
     await runner.run(batches)
 

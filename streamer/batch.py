@@ -27,7 +27,7 @@ from typing import Any
 from leadscore.streamer.exceptions import PublishError
 from leadscore.streamer.metrics import Metrics
 from leadscore.streamer.pipeline import BatchOutput, Message, Pipeline
-from leadscore.streamer.publisher import Publisher, Send
+from leadscore.streamer.publisher import Publisher, Send, ShadowSink
 
 Ack = Callable[[Sequence[Any]], None]
 
@@ -65,9 +65,9 @@ class BatchRunner:
         ack: Ack | None,
         to_message: Callable[[Any], Message],
         on_failure: Callable[[BaseException], None],
-        shadow_topic: str | None = None,
+        shadow: ShadowSink | None = None,
     ) -> None:
-        self._shadow_topic = shadow_topic
+        self._shadow = shadow
         self._pipeline = pipeline
         self._send = send
         self._topics = topics
@@ -94,7 +94,7 @@ class BatchRunner:
         batch = Batch(
             events,
             [self._to_message(e) for e in events],
-            Publisher(self._send, self._topics, self._partitions, self._shadow_topic),
+            Publisher(self._send, self._topics, self._partitions, self._shadow),
             time.perf_counter(),
         )
         out = await self._pipeline.process(batch.messages, batch.publisher.emit, defer_alerts=True)
@@ -126,7 +126,7 @@ class BatchRunner:
         # out before the batch is acknowledged.
         await self._pipeline.complete(out)
         await pub.alerts(out.alerts)
-        await pub.shadow(out.shadow)
+        pub.shadow(out.shadow)
         try:
             await pub.delivered()
         except PublishError:

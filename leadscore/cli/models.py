@@ -263,66 +263,40 @@ def _list_models(reg: Any, as_json: bool) -> int:
     return 0
 
 
+#: The promotion gate's flags: (flag, GatePolicy field, type, help with {} for the default).
+_GATE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--margin", "margin", float, "least AUC gain over the champion (default {})"),
+    ("--alpha", "alpha", float, "one-sided paired DeLong test level (default {})"),
+    ("--max-ece", "max_ece", float, "largest expected calibration error (default {})"),
+    ("--min-leads", "min_leads", int, "least leads in the training window (default {})"),
+    ("--min-conversions", "min_conversions", int, "least converted leads (default {})"),
+    (
+        "--segment-min",
+        "segment_min_moments",
+        int,
+        "least held-out moments of a judged segment (default {})",
+    ),
+    (
+        "--segment-tolerance",
+        "segment_tolerance",
+        float,
+        "largest AUC loss in a segment (default {})",
+    ),
+)
+
+
 def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     """The promotion gate's thresholds (defaults: :class:`GatePolicy`)."""
     from leadscore.model.gate import GatePolicy
 
     d = GatePolicy()
     g = p.add_argument_group("promotion gate")
-    g.add_argument(
-        "--margin",
-        type=float,
-        default=d.margin,
-        help=f"least AUC gain over the champion (default {d.margin})",
-    )
-    g.add_argument(
-        "--alpha",
-        type=float,
-        default=d.alpha,
-        help=f"one-sided paired DeLong test level (default {d.alpha})",
-    )
-    g.add_argument(
-        "--max-ece",
-        type=float,
-        default=d.max_ece,
-        help=f"largest expected calibration error (default {d.max_ece})",
-    )
-    g.add_argument(
-        "--min-leads",
-        type=int,
-        default=d.min_leads,
-        help=f"least leads in the training window (default {d.min_leads})",
-    )
-    g.add_argument(
-        "--min-conversions",
-        type=int,
-        default=d.min_conversions,
-        help=f"least converted leads in the window (default {d.min_conversions})",
-    )
-    g.add_argument(
-        "--segment-min",
-        type=int,
-        default=d.segment_min_moments,
-        help="segments with fewer held-out moments are not judged "
-        f"(default {d.segment_min_moments})",
-    )
-    g.add_argument(
-        "--segment-tolerance",
-        type=float,
-        default=d.segment_tolerance,
-        help=f"largest AUC loss in any judged segment (default {d.segment_tolerance})",
-    )
+    for flag, name, kind, text in _GATE_FLAGS:
+        default = getattr(d, name)
+        g.add_argument(flag, dest=name, type=kind, default=default, help=text.format(default))
 
 
 def gate_policy(args: argparse.Namespace) -> Any:
     from leadscore.model.gate import GatePolicy
 
-    return GatePolicy(
-        margin=args.margin,
-        alpha=args.alpha,
-        max_ece=args.max_ece,
-        min_leads=args.min_leads,
-        min_conversions=args.min_conversions,
-        segment_min_moments=args.segment_min,
-        segment_tolerance=args.segment_tolerance,
-    )
+    return GatePolicy(**{name: getattr(args, name) for _, name, _, _ in _GATE_FLAGS})

@@ -5,6 +5,7 @@ gets a champion (or challenger) record and a shadow record, and 10,000 leads spl
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 
 import orjson
@@ -21,12 +22,13 @@ pytestmark = pytest.mark.integration
 LEADS = 10_000
 
 
-def _events(tag: str) -> list[dict]:
+def _events(run: str, tag: str) -> list[dict]:
+    # Ids unique per run: Redis outlives the test, and a repeated event id is a duplicate.
     now = int(time.time() * 1000)
     return [
         {
-            "event_id": f"{tag}-{i}",
-            "lead_id": f"L-{i:05d}",
+            "event_id": f"{run}-{tag}-{i}",
+            "lead_id": f"{run}-L-{i:05d}",
             "source": "web",
             "type": "pricing_view" if i % 3 else "page_view",
             "ts": format_ts_ms(now - 1000 + i % 997),
@@ -49,17 +51,18 @@ def test_shadow_records_and_a_stable_ab_split_across_a_restart(
     ready = orjson.loads(worker.get("/ready")[1])
     assert ready["shadow_version"] == "challenger-v2"
     assert ready["experiment"]["id"] == exp.id and "salt" not in ready["experiment"]
-    produce(s, _events("before"), linger_ms=20)
+    run = uuid.uuid4().hex[:8]
+    produce(s, _events(run, "before"), linger_ms=20)
     first = read_topic(s, "scores", until=LEADS, timeout=120)
     assert len(first) == LEADS
     worker.stop()
     worker = worker_factory(s)
-    produce(s, _events("after"), linger_ms=20)
+    produce(s, _events(run, "after"), linger_ms=20)
 
     records = [r["value"] for r in read_topic(s, "scores", until=2 * LEADS, timeout=120)]
     shadow = [r["value"] for r in read_topic(s, "scores.shadow", until=2 * LEADS, timeout=120)]
     assert sorted(r["event_id"] for r in records) == sorted(
-        f"{tag}-{i}" for tag in ("before", "after") for i in range(LEADS)
+        f"{run}-{tag}-{i}" for tag in ("before", "after") for i in range(LEADS)
     )
     assert sorted(r["event_id"] for r in shadow) == sorted(r["event_id"] for r in records)
     assert {r["model_version"] for r in shadow} == {"challenger-v2"}

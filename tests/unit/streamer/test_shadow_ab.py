@@ -3,6 +3,7 @@ shadow record, each lead keeps one arm, and a failing shadow costs only its own 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +43,28 @@ class _Broken:
         raise RuntimeError("shadow model exploded")
 
 
+class _Sink:
+    """The shadow sink's part: records handed over, 'delivered' through ``send``."""
+
+    def __init__(self, send: FakeSend) -> None:
+        self._send = send
+        self._pending: list[Any] = []
+
+    def send(self, records: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for lead, value in records:
+            self._pending.append(loop.create_task(self._send(TOPIC, lead.encode(), value, None)))
+
+    async def delivered(self) -> list[BaseException]:
+        futures = [await t for t in self._pending]
+        self._pending = []
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        return [r for r in results if isinstance(r, BaseException)]
+
+
+TOPIC = "leads.scores.shadow"
+
+
 def _runner(send: FakeSend, *, shadow: Any = None, exp: ActiveExperiment | None = None):
     champion = _rules("rules-champion")
     metrics = Metrics.create(CollectorRegistry())
@@ -65,7 +88,7 @@ def _runner(send: FakeSend, *, shadow: Any = None, exp: ActiveExperiment | None 
         ack=lambda events: acks.append([m.offset for m in events]),
         to_message=lambda m: m,
         on_failure=lambda exc: (_ for _ in ()).throw(exc),
-        shadow_topic="leads.scores.shadow",
+        shadow=_Sink(send),  # type: ignore[arg-type]
     ), acks
 
 
