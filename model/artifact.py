@@ -349,26 +349,6 @@ class LightGBMScorer:
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=1))
 
-    # A scores-only pass in three steps, so that a caller can run the middle one (compiled,
-    # without the GIL) on another thread: the worker's shadow pass.
-    def matrix(self, rows: Rows) -> np.ndarray:
-        """The booster's input matrix for ``rows``."""
-        if isinstance(rows, FeatureBatch):
-            return self._encode_batch(rows, rows.flat(), self._layout(rows))
-        return self.encode(rows)
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """The model's (uncalibrated) probabilities for a matrix; safe on another thread."""
-        if self._path is not None:
-            return self._path.probabilities(self.booster, x)
-        return self.predict_raw(x)
-
-    def calibrated(self, proba: np.ndarray) -> tuple[list[float], list[Tier]]:
-        """Calibrated scores and their tiers."""
-        scores = np.clip(self.meta.calibrator.apply(proba), 0.0, 1.0).tolist()
-        tier = self.meta.thresholds.tier
-        return scores, [tier(score) for score in scores]
-
     def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
         return [Scored(s, t, tuple(r)) for s, t, r in self._scored(rows, explain, Reason)]
 

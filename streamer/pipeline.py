@@ -25,7 +25,6 @@ from leadscore.features.definitions import Spec
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from leadscore.features.store import FeatureStore, Update
 from leadscore.features.wire import VECTOR_SEP, parse_value
-from leadscore.model.artifact import LightGBMScorer
 from leadscore.model.experiment import Arm
 from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer
 from leadscore.schemas import SOURCES, FeatureValue, Source
@@ -74,7 +73,7 @@ class BatchOutput:
     shadow: list[tuple[str, bytes]] = field(default_factory=list)
     """(lead_id, JSON) of the shadow model's record for each score record, when a shadow
     model is loaded: sent to ``leads.scores.shadow`` with the batch's alerts."""
-    shadow_jobs: list[_ShadowJob] = field(default_factory=list)
+    shadow_jobs: list[Future[list[tuple[str, bytes]]]] = field(default_factory=list)
     """The shadow passes still running, one per chunk: their records go to ``shadow``
     (see :meth:`Pipeline.shadow_records`)."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
@@ -126,17 +125,6 @@ SERVICE_ERRORS: tuple[type[BaseException], ...] = (
 REDIS_CHUNK = 128
 
 
-@dataclass(frozen=True, slots=True)
-class _ShadowJob:
-    """One chunk's shadow pass: its model, the running walk, and what its records need."""
-
-    shadow: Scorer
-    future: Future[Any]
-    events: list[tuple[str, str, str]]
-    """(lead_id, event_id, event_ts) per scored event."""
-    scored_at: str
-
-
 class Pipeline:
     def __init__(
         self,
@@ -181,37 +169,9 @@ class Pipeline:
 
     async def shadow_records(self, out: BatchOutput) -> list[tuple[str, bytes]]:
         """``out``'s shadow records, once the shadow passes of its chunks are done."""
-        dumps = orjson.dumps
         for job in out.shadow_jobs:
-            try:
-                result = await asyncio.wrap_future(job.future)
-                if isinstance(job.shadow, LightGBMScorer):
-                    scored = list(zip(*job.shadow.calibrated(result), strict=True))
-                else:
-                    scored = result
-            except Exception as exc:  # noqa: BLE001 - a shadow model must not stop scoring
-                self._shadow_failed(job.shadow, exc)
-                continue
-            version, scored_at = job.shadow.version, job.scored_at
-            out.shadow.extend(
-                (
-                    lead,
-                    dumps(
-                        {
-                            "lead_id": lead,
-                            "score": round(score, 6),
-                            "score_100": int(round(score * 100)),
-                            "tier": tier,
-                            "model_version": version,
-                            "reasons": [],
-                            "event_id": event_id,
-                            "event_ts": ts,
-                            "scored_at": scored_at,
-                        }
-                    ),
-                )
-                for (lead, event_id, ts), (score, tier) in zip(job.events, scored, strict=True)
-            )
+            records: list[tuple[str, bytes]] = await asyncio.wrap_future(job)
+            out.shadow.extend(records)
         out.shadow_jobs = []
         return out.shadow
 
@@ -676,36 +636,48 @@ class Pipeline:
         scored_at: str,
         out: BatchOutput,
     ) -> None:
-        """Start the shadow model's pass over the chunk (scores only, no reasons); its
-        records are made when the batch delivers (:meth:`shadow_records`).
+        """Start the shadow model's pass over the chunk on the shadow thread (scores only, no
+        reasons); its records join the batch when it delivers (``BatchOutput.shadow_jobs``).
 
-        The tree walk, compiled and without the GIL, runs on the shadow thread while this
-        thread goes on with the next chunk; encoding and the records stay here (Python code
-        on two threads would only take turns). A shadow that fails costs its records, never
-        the batch.
+        The tree walk runs compiled without the GIL, so the pass overlaps the main thread's
+        work on the next chunk instead of adding to it. A shadow that fails costs its
+        records, never the batch.
         """
         events = [(ev.lead_id, ev.event_id, ev.ts) for _, _, ev in scored_events]
-        try:
-            if isinstance(shadow, LightGBMScorer):
-                if self._shadow_pool is None:
-                    self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-shadow")
-                x = shadow.matrix(batch)
-                job: Future[Any] = self._shadow_pool.submit(shadow.probabilities, x)
-            else:
-                job = Future()
-                job.set_result(
-                    [(s.score, s.tier) for s in shadow.score_batch(batch, explain=False)]
-                )
-        except Exception as exc:  # noqa: BLE001 - a shadow model must not stop scoring
-            self._shadow_failed(shadow, exc)
-            return
-        out.shadow_jobs.append(_ShadowJob(shadow, job, events, scored_at))
 
-    def _shadow_failed(self, shadow: Scorer, exc: BaseException) -> None:
-        if shadow.version not in self._broken_models:
-            self._broken_models.add(shadow.version)
-            log.error("shadow model %s failed to score: %r", shadow.version, exc)
-        self._metrics.model_errors.labels(version=shadow.version).inc()
+        def job() -> list[tuple[str, bytes]]:
+            try:
+                scored = shadow.score_batch(batch, explain=False)
+            except Exception:  # noqa: BLE001 - a shadow model must not stop scoring
+                if shadow.version not in self._broken_models:
+                    self._broken_models.add(shadow.version)
+                    log.exception("shadow model %s failed to score", shadow.version)
+                self._metrics.model_errors.labels(version=shadow.version).inc()
+                return []
+            dumps, version = orjson.dumps, shadow.version
+            return [
+                (
+                    lead,
+                    dumps(
+                        {
+                            "lead_id": lead,
+                            "score": round(s.score, 6),
+                            "score_100": int(round(s.score * 100)),
+                            "tier": s.tier,
+                            "model_version": version,
+                            "reasons": [],
+                            "event_id": event_id,
+                            "event_ts": ts,
+                            "scored_at": scored_at,
+                        }
+                    ),
+                )
+                for (lead, event_id, ts), s in zip(events, scored, strict=True)
+            ]
+
+        if self._shadow_pool is None:
+            self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-shadow")
+        out.shadow_jobs.append(self._shadow_pool.submit(job))
 
     def _score(self, batch: Rows, model: Scorer | None = None) -> tuple[Scorer, list[ScoredRecord]]:
         """Score with ``model`` (default: the current one); if it fails, with the fallback
