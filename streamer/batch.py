@@ -126,7 +126,7 @@ class BatchRunner:
         # out before the batch is acknowledged.
         await self._pipeline.complete(out)
         await pub.alerts(out.alerts)
-        pub.shadow(await self._pipeline.shadow_records(out))
+        pub.shadow(out.shadow)
         try:
             await pub.delivered()
         except PublishError:

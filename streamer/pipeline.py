@@ -13,7 +13,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -73,9 +72,6 @@ class BatchOutput:
     shadow: list[tuple[str, bytes]] = field(default_factory=list)
     """(lead_id, JSON) of the shadow model's record for each score record, when a shadow
     model is loaded: sent to ``leads.scores.shadow`` with the batch's alerts."""
-    shadow_jobs: list[Future[list[tuple[str, bytes]]]] = field(default_factory=list)
-    """The shadow passes still running, one per chunk: their records go to ``shadow``
-    (see :meth:`Pipeline.shadow_records`)."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -145,7 +141,6 @@ class Pipeline:
         self._store = store
         self._shadow = shadow
         self._experiment = experiment
-        self._shadow_pool: ThreadPoolExecutor | None = None
         self._chunk = max(1, chunk)
         self._scorer = scorer
         self._fallback = fallback
@@ -166,14 +161,6 @@ class Pipeline:
         """Forget the undelivered batches: their events will come again (the agent restarted,
         or the process did), and must then be scored again, not taken for duplicates."""
         self._in_flight.clear()
-
-    async def shadow_records(self, out: BatchOutput) -> list[tuple[str, bytes]]:
-        """``out``'s shadow records, once the shadow passes of its chunks are done."""
-        for job in out.shadow_jobs:
-            records: list[tuple[str, bytes]] = await asyncio.wrap_future(job)
-            out.shadow.extend(records)
-        out.shadow_jobs = []
-        return out.shadow
 
     def delivered(self, out: BatchOutput) -> None:
         """``out``'s records are on the broker: confirm them with the next store call, and
@@ -636,48 +623,30 @@ class Pipeline:
         scored_at: str,
         out: BatchOutput,
     ) -> None:
-        """Start the shadow model's pass over the chunk on the shadow thread (scores only, no
-        reasons); its records join the batch when it delivers (``BatchOutput.shadow_jobs``).
-
-        The tree walk runs compiled without the GIL, so the pass overlaps the main thread's
-        work on the next chunk instead of adding to it. A shadow that fails costs its
-        records, never the batch.
-        """
-        events = [(ev.lead_id, ev.event_id, ev.ts) for _, _, ev in scored_events]
-
-        def job() -> list[tuple[str, bytes]]:
-            try:
-                scored = shadow.score_batch(batch, explain=False)
-            except Exception:  # noqa: BLE001 - a shadow model must not stop scoring
-                if shadow.version not in self._broken_models:
-                    self._broken_models.add(shadow.version)
-                    log.exception("shadow model %s failed to score", shadow.version)
-                self._metrics.model_errors.labels(version=shadow.version).inc()
-                return []
-            dumps, version = orjson.dumps, shadow.version
-            return [
-                (
-                    lead,
-                    dumps(
-                        {
-                            "lead_id": lead,
-                            "score": round(s.score, 6),
-                            "score_100": int(round(s.score * 100)),
-                            "tier": s.tier,
-                            "model_version": version,
-                            "reasons": [],
-                            "event_id": event_id,
-                            "event_ts": ts,
-                            "scored_at": scored_at,
-                        }
-                    ),
-                )
-                for (lead, event_id, ts), s in zip(events, scored, strict=True)
-            ]
-
-        if self._shadow_pool is None:
-            self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="leadscore-shadow")
-        out.shadow_jobs.append(self._shadow_pool.submit(job))
+        """The shadow model's records (scores only, no reasons: the cheap pass). A shadow
+        that fails costs its records, never the batch."""
+        try:
+            scored = shadow.score_batch(batch, explain=False)
+        except Exception:  # noqa: BLE001 - a shadow model must not stop scoring
+            if shadow.version not in self._broken_models:
+                self._broken_models.add(shadow.version)
+                log.exception("shadow model %s failed to score", shadow.version)
+            self._metrics.model_errors.labels(version=shadow.version).inc()
+            return
+        dumps, add = orjson.dumps, out.shadow.append
+        for (_, _, ev), s in zip(scored_events, scored, strict=True):
+            rec = {
+                "lead_id": ev.lead_id,
+                "score": round(s.score, 6),
+                "score_100": int(round(s.score * 100)),
+                "tier": s.tier,
+                "model_version": shadow.version,
+                "reasons": [],
+                "event_id": ev.event_id,
+                "event_ts": ev.ts,
+                "scored_at": scored_at,
+            }
+            add((ev.lead_id, dumps(rec)))
 
     def _score(self, batch: Rows, model: Scorer | None = None) -> tuple[Scorer, list[ScoredRecord]]:
         """Score with ``model`` (default: the current one); if it fails, with the fallback
