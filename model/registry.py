@@ -88,7 +88,7 @@ class Registry:
         """Create version ``version`` by calling ``write(tmp_dir)``, then publish it whole."""
         self._ensure_root()
         final = self.path(version)
-        if self._store.has_version(version) or final.exists():
+        if self._store.has_version(version):
             raise RegistryError(f"model version {version} already exists in {self.location}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
         try:

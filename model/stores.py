@@ -192,15 +192,23 @@ class ObjectStore:
         except OSError as exc:
             raise RegistryError(f"can't upload {version} to {self.location}: {exc}") from exc
         final = self.local_root / version
-        if not final.exists():
-            os.rename(tmp, final)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)  # a stale copy (another registry once had this URL)
+        os.rename(tmp, final)
+
+    def _fresh(self, version: str, local: Path) -> bool:
+        """Whether a local copy is the version in the store: their checksum lists match (a
+        bucket emptied and filled again can hold another model under the same name)."""
+        try:
+            mine = (local / "SHA256SUMS").read_bytes()
+        except OSError:
+            return False
+        return self.read(f"{version}/SHA256SUMS") == mine
 
     def fetch(self, version: str) -> Path:
         """The version's local copy, downloaded once (versions never change)."""
         final = self.local_root / version
-        if (final / "meta.json").exists():
+        if (final / "meta.json").exists() and self._fresh(version, final):
             return final
         self.ensure()
         keys = self._listing(f"{version}/*")
@@ -210,8 +218,8 @@ class ObjectStore:
         try:
             for k in keys:
                 self.fs.get_file(k, str(tmp / k.rsplit("/", 1)[-1]))
-            if final.exists() and not (final / "meta.json").exists():
-                shutil.rmtree(final)  # a copy cut short earlier
+            if final.exists():
+                shutil.rmtree(final)  # a copy cut short earlier, or stale
             if not final.exists():
                 os.rename(tmp, final)
         except OSError as exc:

@@ -67,7 +67,7 @@ def test_a_worker_on_an_s3_registry_hot_swaps(
     for k, v in object_store.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", object_store["AWS_ENDPOINT"])
-    root = f"s3://{BUCKET}/worker-models"
+    root = f"s3://{BUCKET}/worker-models-{time.time_ns()}"
     save_worker_model(root, "lgbm-one")
     s = settings_factory(model_registry=root, model_poll_s=0.5)
     worker = worker_factory(s)
