@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from leadscore.errors import LeadscoreError
@@ -255,8 +255,3 @@ def read_archive(
             yield topic, part, off, ev
         else:
             raise ArchiveError(f"archived event {eid!r} no longer parses: {ev.message}")
-
-
-def day_window(days: float, now_ms: int) -> tuple[int, int]:
-    """``[now - days, now)`` in epoch ms."""
-    return now_ms - int(timedelta(days=days).total_seconds() * 1000), now_ms

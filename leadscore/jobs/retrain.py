@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from leadscore.errors import LeadscoreError
+from leadscore.features.definitions import DAY_MS
 from leadscore.jobs.history import load_events
 from leadscore.jobs.train_events import Window, train_from_event_list
 from leadscore.model.gate import GatePolicy
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 #: The longest feature window (30 days): events this far before the training window count
 #: towards the features of its first moments.
 WARMUP_DAYS = 30

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from leadscore.features.definitions import feature_set_id
+from leadscore.features.definitions import DAY_MS, feature_set_id
 from leadscore.features.training import TrainingSet, build_training_set
 from leadscore.model.exceptions import TrainingError
 from leadscore.model.gate import GatePolicy, sufficiency_check
@@ -126,7 +126,7 @@ def _window(
     out: dict[str, Any] = {
         "events_from": _iso(ts.start_ms) if ts.start_ms else None,
         "events_until": _iso(ts.end_ms) if ts.end_ms else None,
-        "horizon_days": horizon_ms / 86_400_000,
+        "horizon_days": horizon_ms / DAY_MS,
     }
     for name, rows in (("train", train), ("held_out", test)):
         if rows is not None and len(rows):
@@ -203,7 +203,7 @@ def train_from_event_list(
         target=ds.target,
         promote=card["promoted"],
         extra_meta={
-            "horizon_days": horizon_ms / 86_400_000,
+            "horizon_days": horizon_ms / DAY_MS,
             "trained_from": "events",
             "feature_set": feature_set_id(),
         },
@@ -248,7 +248,7 @@ def _report(
         "leads": counts[0],
         "conversions": counts[1],
         "positive_rate": float(ts.y.mean()),
-        "horizon_days": horizon_ms / 86_400_000,
+        "horizon_days": horizon_ms / DAY_MS,
         "auc": auc,
         "baseline_auc": baseline_auc,
         "champion_auc": champion_auc,
