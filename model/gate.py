@@ -12,9 +12,10 @@ ones, by time), so their scores are paired:
 3. **Calibrated**: the challenger's expected calibration error is at most ``max_ece`` (its
    scores are read as probabilities downstream).
 4. **No segment left behind**: in every segment (company size, country, industry, lead
-   source) with at least ``segment_min_moments`` labelled moments of both classes, the
-   challenger's AUC is not below the reference's by more than ``segment_tolerance`` with
-   the loss significant (one-sided paired DeLong test at ``alpha``).
+   source) with at least ``segment_min_moments`` labelled moments and
+   ``segment_min_class`` of each class, the challenger's AUC is not below the
+   reference's by more than ``segment_tolerance`` with the loss significant (one-sided
+   paired DeLong test at ``alpha``).
 
 The reference is the champion when it has the challenger's feature set, else the rule
 baseline (a first model must beat the rules).
@@ -55,6 +56,11 @@ class GatePolicy:
     off by more than eight points on average."""
     segment_min_moments: int = 200
     """Segments with fewer labelled held-out moments are not judged (too noisy)."""
+    segment_min_class: int = 30
+    """Segments with fewer held-out moments of either class (conversions, or moments that
+    did not convert) are not judged: DeLong's variance comes from each class's moments,
+    and on a handful of conversions it is far too small (one conversion ranked low gives
+    p < 1e-60), so a single lead would refuse a model."""
     segment_tolerance: float = 0.03
     """Largest AUC loss against the reference allowed in any judged segment (a larger one
     fails the gate when it is significant at ``alpha``)."""
@@ -193,7 +199,11 @@ def segment_checks(
         for value in sorted(set(values)):
             rows = np.flatnonzero(values == value)
             ys = y[rows]
-            if len(rows) < policy.segment_min_moments or len(np.unique(ys)) < 2:
+            positives = int(ys.sum())
+            if (
+                len(rows) < policy.segment_min_moments
+                or min(positives, len(rows) - positives) < policy.segment_min_class
+            ):
                 continue
             r = delong_paired(ys, reference[rows], challenger[rows])
             out.append(
@@ -201,7 +211,7 @@ def segment_checks(
                     "column": col,
                     "value": value,
                     "n": int(len(rows)),
-                    "positives": int(ys.sum()),
+                    "positives": positives,
                     "challenger_auc": r.auc_b,
                     "reference_auc": r.auc_a,
                     "p_value_loss": r.p_value,

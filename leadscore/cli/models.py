@@ -277,6 +277,12 @@ _GATE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
         "least held-out moments of a judged segment (default {})",
     ),
     (
+        "--segment-min-class",
+        "segment_min_class",
+        int,
+        "least held-out conversions (and non-conversions) of a judged segment (default {})",
+    ),
+    (
         "--segment-tolerance",
         "segment_tolerance",
         float,

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from leadscore.model.gate import GatePolicy, auc, decide, delong_paired
+from leadscore.model.gate import GatePolicy, auc, decide, delong_paired, segment_checks
 
 
 def _correlated_scores(n: int, seed: int, gain: float) -> tuple[np.ndarray, ...]:
@@ -157,3 +157,39 @@ def test_gate_refuses_a_model_that_loses_a_segment() -> None:
     assert set(judged) == {"FR", "US"}
     assert not judged["FR"]["passed"] and judged["US"]["passed"]
     assert not d.promote and "country=FR" in d.reason
+
+
+def test_a_segment_with_a_handful_of_conversions_is_not_judged() -> None:
+    # 300 moments of which one converts, ranked last by the challenger: DeLong's variance
+    # comes from one positive and calls the loss certain (p ~ 0). Such a segment says
+    # nothing about the model, so it must not refuse it; with 40 conversions it is judged.
+    y, good, bad = _correlated_scores(4000, 11, 0.6)
+    seg = np.full(len(y), "US", dtype=object)
+    rng = np.random.default_rng(1)
+    negatives, positives = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    for name, k in (("one", 1), ("forty", 40)):
+        rows = np.concatenate([rng.choice(negatives, 300 - k, replace=False), positives[:k]])
+        seg[rows] = name
+        negatives, positives = np.setdiff1d(negatives, rows), positives[k:]
+    challenger = good.copy()
+    for name in ("one", "forty"):
+        rows = seg == name
+        challenger[rows] = np.where(y[rows] == 1, -10.0, good[rows])  # conversions ranked last
+    d = decide(
+        y,
+        challenger,  # raw scores: only the ranking matters with max_ece=1
+        bad,
+        reference_name="champion",
+        segments=pd.DataFrame({"country": seg}),
+        leads=2000,
+        conversions=400,
+        policy=GatePolicy(max_ece=1.0),
+    )
+    judged = {s["value"]: s for s in d.segments}
+    assert set(judged) == {"US", "forty"}
+    assert judged["forty"]["positives"] == 40 and not judged["forty"]["passed"]
+    # The old rule (both classes present) judged it, and refused the model for one lead.
+    loose = GatePolicy(segment_min_class=1)
+    rows = segment_checks(y, challenger, bad, pd.DataFrame({"country": seg}), loose)
+    one = next(s for s in rows if s["value"] == "one")
+    assert not one["passed"] and one["p_value_loss"] < 1e-6
