@@ -9,6 +9,7 @@ are encoded to a float matrix here, once per batch: categories become their leve
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,6 +234,13 @@ class LightGBMScorer:
             {lv: i for i, lv in enumerate(f.levels)} if f.kind == "categorical" else None
             for f in meta.features
         ]
+        # Per feature, what its encoding depends on besides the batch's field: the category
+        # levels (in code order), or nothing for a numeric one. Models with the same key
+        # encode a column alike, so they share it (FeatureBatch.shared).
+        self._column_keys = [
+            "numeric" if f.kind != "categorical" else "levels" + json.dumps(list(f.levels))
+            for f in meta.features
+        ]
         self._max_reasons = max_reasons
         self._layouts: dict[
             tuple[tuple[str, ...], Callable[[int, str], FeatureValue]], _Layout
@@ -341,9 +349,16 @@ class LightGBMScorer:
         x = np.full((n, len(self._names)), np.nan, dtype=np.float64)
         if not n:
             return x
+        shared = batch.shared
         for j, (c, cache) in enumerate(zip(layout.columns, layout.encoders, strict=True)):
             if c is not None and cache is not None:  # both set or neither
-                x[:, j] = np.fromiter(map(cache.__getitem__, flat[c::width]), np.float64, n)
+                key = (c, self._column_keys[j])
+                column = shared.get(key)
+                if column is None:
+                    column = shared[key] = np.fromiter(
+                        map(cache.__getitem__, flat[c::width]), np.float64, n
+                    )
+                x[:, j] = column
         return x
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:

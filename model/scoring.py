@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
 from leadscore.schemas import FeatureValue
@@ -40,6 +40,10 @@ class FeatureBatch:
     texts: Sequence[str]
     sep: str
     parse: Callable[[int, str], FeatureValue]
+    shared: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Work the models scoring this batch share: its fields split once (``"flat"``), and
+    each column encoded once per set of category levels (``(column, levels)``), so that a
+    shadow model's pass reuses the champion's encoding instead of doing it again."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -53,12 +57,16 @@ class FeatureBatch:
         ValueError
             When a row doesn't have one field per name.
         """
+        done = self.shared.get("flat")
+        if done is not None:
+            return done  # type: ignore[no-any-return]
         flat = self.sep.join(self.texts).split(self.sep) if self.texts else []
         if len(flat) != len(self.texts) * len(self.names):
             raise ValueError(
                 f"feature vectors don't have {len(self.names)} fields each "
                 f"({len(flat)} fields in {len(self.texts)} rows)"
             )
+        self.shared["flat"] = flat
         return flat
 
     def rows(self) -> list[dict[str, FeatureValue]]:

@@ -111,3 +111,36 @@ def test_field_caches_give_the_same_results_across_batches_and_when_they_start_o
         assert fresh.score_records(batch) == fresh.score_records(batch.rows())
     caches = [c for layout in fresh._layouts.values() for c in layout.encoders if c is not None]  # noqa: SLF001
     assert caches and all(len(c) <= 16 for c in caches)
+
+
+def test_models_scoring_one_batch_share_only_what_encodes_alike(scorer: LightGBMScorer) -> None:
+    """A shadow model reuses the champion's encoded columns from the same batch; one whose
+    category levels differ (another order: other codes) must encode those columns itself."""
+
+    def twin(levels: tuple[str, ...]) -> LightGBMScorer:
+        infos = [
+            FeatureInfo(f.name, f.kind, levels if f.kind == "categorical" else ())
+            for f in scorer.meta.features
+        ]
+        meta = ModelMeta(
+            version=f"twin-{''.join(levels)}",
+            features=infos,
+            calibrator=scorer.meta.calibrator,
+            thresholds=scorer.meta.thresholds,
+            created_at="",
+        )
+        return LightGBMScorer(scorer.booster, meta)
+
+    same, reordered = twin(LEVELS), twin(tuple(reversed(LEVELS)))
+    texts = _vectors(300, 5)
+    alone = {m.version: m.score_batch(vector_batch(texts, SPECS)) for m in (same, reordered)}
+    assert alone[same.version] != alone[reordered.version]  # the codes do matter
+
+    batch = vector_batch(texts, SPECS)
+    scorer.score_records(batch)
+    encoded = {k for k in batch.shared if k != "flat"}
+    assert same.score_batch(batch) == alone[same.version]
+    assert {k for k in batch.shared if k != "flat"} == encoded  # all reused
+    assert reordered.score_batch(batch) == alone[reordered.version]
+    categorical = sum(f.kind == "categorical" for f in scorer.meta.features)
+    assert len([k for k in batch.shared if k != "flat"]) == len(encoded) + categorical
