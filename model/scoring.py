@@ -59,7 +59,7 @@ class FeatureBatch:
         """
         done = self.shared.get("flat")
         if done is not None:
-            return done  # type: ignore[no-any-return]
+            return done
         flat = self.sep.join(self.texts).split(self.sep) if self.texts else []
         if len(flat) != len(self.texts) * len(self.names):
             raise ValueError(
