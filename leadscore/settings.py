@@ -140,6 +140,18 @@ class Settings(BaseSettings):
         """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""
         return KafkaConnection.of(self).librdkafka()
 
+    def kafka_group_config(self, group_id: str) -> dict[str, str | int | float | bool]:
+        """librdkafka settings for a member of consumer group ``group_id``: the client
+        settings plus the worker's group timeouts. librdkafka's default session timeout
+        (45 s) made a (re)started archiver or CRM sync wait about 20 s for its first
+        assignment on a broker that holds a join for half of it."""
+        return {
+            **self.kafka_client_config(),
+            "group.id": group_id,
+            "session.timeout.ms": int(self.kafka_session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(self.kafka_heartbeat_interval_s * 1000),
+        }
+
     def aiokafka_client_config(self) -> dict[str, Any]:
         """The same connection settings as keyword arguments for an aiokafka client."""
         return KafkaConnection.of(self).aiokafka()

@@ -73,8 +73,7 @@ class Archiver:
         self._stop = False
         self.consumer = Consumer(
             {
-                **settings.kafka_client_config(),
-                "group.id": group_id or f"{settings.app_id}-archive",
+                **settings.kafka_group_config(group_id or f"{settings.app_id}-archive"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
             }

@@ -169,8 +169,7 @@ def run_sync(
     """Consume ``leads.scores`` into ``sink`` until interrupted (or the limits); return records."""
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
-            "group.id": group_id or f"{settings.app_id}-crm-sync",
+            **settings.kafka_group_config(group_id or f"{settings.app_id}-crm-sync"),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         }

@@ -67,7 +67,11 @@ def _archiver(s: Settings, root: Path, log: Path, *args: str) -> subprocess.Pope
 
 
 def _archive_lag(s: Settings) -> int:
-    tps = [TopicPartition(s.topic(t), p) for t in ("web", "email", "crm") for p in range(4)]
+    tps = [
+        TopicPartition(s.topic(t), p)
+        for t in ("web", "email", "crm")
+        for p in range(s.topic_partitions)
+    ]
     c = Consumer(
         {**s.kafka_client_config(), "group.id": f"{s.app_id}-archive", "enable.auto.commit": False}
     )
@@ -97,6 +101,10 @@ def archived(kafka_bootstrap: str, redis_url: str, tmp_path_factory) -> Archived
         topic_prefix=f"t{uid}.",
         app_id=f"leadscore-loop-{uid}",
         model_dir=tmp / "models",
+        # Two partitions, not four: a back-fill of 180 days writes a file per source, date
+        # and partition at each flush, and reading fewer files keeps the five retrainings
+        # short. Several partitions are still read and committed.
+        topic_partitions=2,
         web_port=free_port(),
         web_host="127.0.0.1",
     )
