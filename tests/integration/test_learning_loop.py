@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
 DRIFT_DAY = 120
 HISTORY_DAYS = 180
+HISTORY_END_MS = 1_780_315_200_000  # 2026-06-01T12:00:00Z
 
 
 @dataclass
@@ -109,7 +110,10 @@ def archived(kafka_bootstrap: str, redis_url: str, tmp_path_factory) -> Archived
         web_host="127.0.0.1",
     )
     ensure_topics(s)
-    end_ms = int(time.time() * 1000) - 60_000
+    # A fixed history, not one ending now: the simulator's days, weekdays and hours are
+    # absolute, so a history ending "now" is another draw on every run, and the gate's
+    # figures with it. The scenario must be the same every time it runs.
+    end_ms = HISTORY_END_MS
     start_ms = end_ms - HISTORY_DAYS * DAY_MS
     history = simulate(
         SimConfig(

@@ -193,3 +193,28 @@ def test_a_segment_with_a_handful_of_conversions_is_not_judged() -> None:
     rows = segment_checks(y, challenger, bad, pd.DataFrame({"country": seg}), loose)
     one = next(s for s in rows if s["value"] == "one")
     assert not one["passed"] and one["p_value_loss"] < 1e-6
+
+
+def test_many_segments_do_not_refuse_an_equally_good_model() -> None:
+    # Twenty segments of 300 moments, challenger and reference equally good (independent
+    # noise). Each segment tested alone at 0.05, most such pairs would show a "significant"
+    # loss over the tolerance somewhere; Holm's correction keeps the family-wise rate near
+    # alpha.
+    policy = GatePolicy()
+    corrected = uncorrected = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        y = (rng.random(6000) < 0.2).astype(int)
+        reference = 0.8 * y + rng.normal(size=len(y))
+        challenger = 0.8 * y + rng.normal(size=len(y))
+        seg = pd.DataFrame({"country": (np.arange(len(y)) % 20).astype(str)})
+        rows = segment_checks(y, challenger, reference, seg, policy)
+        assert len(rows) == 20
+        corrected += any(not r["passed"] for r in rows)
+        uncorrected += any(
+            r["reference_auc"] - r["challenger_auc"] > policy.segment_tolerance
+            and r["p_value_loss"] < policy.alpha
+            for r in rows
+        )
+    assert uncorrected >= 25  # 31 of 40
+    assert corrected <= 4  # 4 of 40: 0.05 +- binomial noise
