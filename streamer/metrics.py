@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -213,8 +221,15 @@ class Metrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
-        reg = registry if registry is not None else CollectorRegistry()
-        return cls(registry=reg, **{spec.attr: spec.make(reg) for spec in _SPECS})
+        """The worker's metrics on ``registry``; without one, on a new registry that also
+        carries the process (memory, CPU, open files), Python platform and garbage
+        collector metrics ops expect from any Prometheus target."""
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        return cls(registry=registry, **{spec.attr: spec.make(registry) for spec in _SPECS})
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

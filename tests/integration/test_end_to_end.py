@@ -184,3 +184,12 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
     assert (scored, dup) == (3000.0, 50.0)
     assert "leadscore_score_latency_seconds_bucket" in text
     assert 'leadscore_model_info{version="rules-v1"} 1.0' in text
+    # The standard process, platform and GC metrics of any Prometheus target.
+    rss = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("process_resident_memory_bytes ")
+    )
+    assert rss > 10e6
+    assert 'python_gc_collections_total{generation="0"}' in text
+    assert "python_info{" in text

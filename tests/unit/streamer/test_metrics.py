@@ -51,3 +51,16 @@ def test_a_labelled_histogram_must_be_given_its_child() -> None:
         observe_many(h, [0.1])
     observe_many(h.labels(stage="redis"), [0.1, 0.2])
     assert _state(h)["staged_count[('stage', 'redis')]"] == 2
+
+
+def test_the_workers_registry_has_process_and_gc_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from leadscore.streamer.metrics import Metrics
+
+    text = generate_latest(Metrics.create().registry).decode()
+    for name in ("process_resident_memory_bytes", "python_gc_collections_total", "python_info"):
+        assert name in text, name
+    # A registry a test passes in stays as given.
+    own = generate_latest(Metrics.create(CollectorRegistry()).registry).decode()
+    assert "process_resident_memory_bytes" not in own
