@@ -128,7 +128,7 @@ class CompiledTrees:
             feature=np.asarray(feature, dtype=np.int32),
             threshold=np.asarray(threshold, dtype=np.float64),
             flags=np.asarray(flags, dtype=np.int8),
-            children=np.asarray([left, right], dtype=np.int32).T.copy().reshape(-1, 2),
+            children=np.array(list(zip(left, right, strict=True)), dtype=np.int32).reshape(-1, 2),
             cat_start=np.asarray(cat_start, dtype=np.int32),
             cat_words=np.asarray(cat_words, dtype=np.int32),
             cat_bits=np.asarray(cat_bits, dtype=np.uint32),
