@@ -17,6 +17,19 @@ log = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.05
 
 
+class RetryStats:
+    """Process-wide counts for the worker's metrics (plain integers: no lock, and only the
+    event loop's thread adds to them)."""
+
+    errors = 0
+    """Redis calls that failed with the service unavailable."""
+    retries = 0
+    """Of those, the ones tried again after a wait."""
+
+
+STATS = RetryStats()
+
+
 class Backoff:
     def __init__(self, max_s: float, retry_for_s: float | None) -> None:
         self._max_s = max_s
@@ -37,8 +50,10 @@ class Backoff:
     async def wait(self, exc: BaseException) -> None:
         """Sleep before the next try; raise :class:`FeatureStoreUnavailableError` once the
         retry time is used up."""
+        STATS.errors += 1
         if self.exhausted():
             raise self.unavailable(exc) from exc
+        STATS.retries += 1
         log.warning("Redis unavailable (%s); retrying in %.2fs", exc, self._delay)
         await asyncio.sleep(self._delay)
         self._waited += self._delay

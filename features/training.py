@@ -10,14 +10,15 @@ the ones that happened to convert would bias the late, held-out moments towards 
 from __future__ import annotations
 
 import random
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from leadscore.features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from leadscore.features.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES, RETENTION_MS
 from leadscore.features.offline import LeadState
 from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event
@@ -39,6 +40,10 @@ class TrainingSet:
     start_ms: int = 0
     end_ms: int = 0
     """The history's first and last event times."""
+    reference: list[dict[str, FeatureValue]] = field(default_factory=list)
+    """The feature vector at every event (after the warm-up; thinned to at most
+    ``reference_max``), as the live worker computes one per event: the drift reference."""
+    reference_times: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,6 +78,28 @@ def _eligible(evs: list[Event], stop: int, last_ms: int, first_ms: int | None) -
     return out
 
 
+@dataclass(slots=True)
+class _ReferenceRows:
+    """The drift reference's vectors: every ``every``-th event (by a hash of its id, so the
+    thinning is the same on every run) from ``from_ms`` on; ``every`` 0 keeps none."""
+
+    every: int
+    from_ms: int
+    rows: list[dict[str, FeatureValue]] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+
+    def take(self, state: LeadState, ev: Event) -> None:
+        every = self.every
+        if not every or ev.ts_ms < self.from_ms:
+            return
+        if every > 1 and zlib.crc32(ev.event_id.encode()) % every:
+            return
+        vec = state.features(ev.ts_ms)
+        if vec is not None:
+            self.rows.append(vec)
+            self.times.append(ev.ts_ms)
+
+
 def build_training_set(
     events: Iterable[Event],
     *,
@@ -80,11 +107,16 @@ def build_training_set(
     moments_per_lead: int = 6,
     seed: int = 7,
     moments_from_ms: int | None = None,
+    reference_max: int = 0,
+    reference_warmup_ms: int = RETENTION_MS,
 ) -> TrainingSet:
     """Sample up to ``moments_per_lead`` moments per lead and compute point-in-time rows.
 
     With ``moments_from_ms``, earlier events still count towards features (a warm-up for
-    the rolling windows) but no moment before it is sampled.
+    the rolling windows) but no moment before it is sampled. With ``reference_max``, the
+    feature vectors of (up to about that many) events are kept as the drift reference,
+    from ``reference_warmup_ms`` into the history on (at most a third of it): before that the
+    longest windows are still filling, which a live stream's are not.
     """
     by_lead: dict[str, list[Event]] = defaultdict(list)
     end_ms = 0
@@ -93,6 +125,11 @@ def build_training_set(
         by_lead[ev.lead_id].append(ev)
         end_ms = max(end_ms, ev.ts_ms)
         start_ms = ev.ts_ms if start_ms is None else min(start_ms, ev.ts_ms)
+    total = sum(len(v) for v in by_lead.values())
+    ref_from = (start_ms or 0) + min(reference_warmup_ms, (end_ms - (start_ms or 0)) // 3)
+    if moments_from_ms is not None:
+        ref_from = max(ref_from, moments_from_ms)
+    ref = _ReferenceRows(max(1, -(-total // reference_max)) if reference_max else 0, ref_from)
     converted = 0
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
     rows: list[dict[str, FeatureValue]] = []
@@ -105,12 +142,13 @@ def build_training_set(
         converted += conv is not None
         stop = min(t for t in (conv, disq, end_ms + 1) if t is not None)
         eligible = _eligible(evs, stop, end_ms - horizon_ms, moments_from_ms)
-        if not eligible:
+        if not eligible and not ref.every:
             continue
-        chosen = set(rng.sample(eligible, min(moments_per_lead, len(eligible))))
+        chosen = set(rng.sample(eligible, min(moments_per_lead, len(eligible))) if eligible else ())
         state = LeadState()
         for i, ev in enumerate(evs):
             state.apply(ev)
+            ref.take(state, ev)
             if i in chosen:
                 feats = state.features(ev.ts_ms)
                 if feats is None:
@@ -133,4 +171,6 @@ def build_training_set(
         converted=converted,
         start_ms=start_ms or 0,
         end_ms=end_ms,
+        reference=ref.rows,
+        reference_times=ref.times,
     )

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="reasons from path attributions (fast) or exact TreeSHAP (pred_contrib)",
     )
     rules_file: Path | None = None
+    drift_bins: bool = Field(
+        default=True,
+        description="workers count every scored feature vector into the model's reference "
+        "bins (leadscore_feature_bin_total) for the monitor's drift tests",
+    )
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

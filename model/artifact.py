@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import lightgbm as lgb
 import numpy as np
 
+from leadscore.model.drift import LiveBins, Reference
 from leadscore.model.exceptions import ModelNotFoundError, RegistryError
 from leadscore.model.explain import ExplainMethod, PathExplainer, contributions, top_k
 from leadscore.model.integrity import read_meta, verify_checksums
@@ -242,6 +243,11 @@ class LightGBMScorer:
             for f in meta.features
         ]
         self._max_reasons = max_reasons
+        ref = meta.extra.get("reference")
+        self.reference: Reference | None = Reference.from_dict(ref) if ref else None
+        self.live_bins: LiveBins | None = None
+        """Counts of the vectors this scorer scored, in its reference's bins, once the
+        worker turns counting on (:meth:`count_drift`)."""
         self._layouts: dict[
             tuple[tuple[str, ...], Callable[[int, str], FeatureValue]], _Layout
         ] = {}
@@ -364,6 +370,22 @@ class LightGBMScorer:
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=1))
 
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated scores of the encoded rows ``x``."""
+        return np.clip(self.meta.calibrator.apply(self.predict_raw(x)), 0.0, 1.0)
+
+    def set_reference(self, reference: Reference) -> None:
+        self.reference = reference
+        if self.live_bins is not None:
+            self.live_bins = LiveBins(reference)
+
+    def count_drift(self) -> LiveBins | None:
+        """Start counting every scored vector into the reference's bins (a model saved
+        without a reference has none to count into)."""
+        if self.live_bins is None and self.reference is not None:
+            self.live_bins = LiveBins(self.reference)
+        return self.live_bins
+
     def score_batch(self, rows: Rows, *, explain: bool = True) -> list[Scored]:
         return [Scored(s, t, tuple(r)) for s, t, r in self._scored(rows, explain, Reason)]
 
@@ -434,7 +456,10 @@ class LightGBMScorer:
             raw = self.predict_raw(x)
             if explain:
                 top, picked = top_k(contributions(self.booster, x, self.explain, self._path), k)
-        scores = np.clip(self.meta.calibrator.apply(raw), 0.0, 1.0).tolist()
+        probs = np.clip(self.meta.calibrator.apply(raw), 0.0, 1.0)
+        if self.live_bins is not None:
+            self.live_bins.add(x, probs)
+        scores = probs.tolist()
         tier = self.meta.thresholds.tier
         tiers = [tier(score) for score in scores]
         if picked is None:

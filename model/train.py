@@ -33,6 +33,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, train_test_split
 
 from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
+from leadscore.model.drift import Reference, build_reference
 from leadscore.model.exceptions import TrainingError
 from leadscore.model.metrics import binary_metrics
 from leadscore.model.registry import Registry
@@ -763,8 +764,12 @@ def save_fitted(
     extra_meta: dict[str, Any] | None = None,
     write_extra: Callable[[Path, LightGBMScorer], None] | None = None,
     version: str | None = None,
+    reference: Callable[[LightGBMScorer], Reference] | None = None,
 ) -> tuple[str, Path, LightGBMScorer]:
-    """Save ``fitted`` as a new immutable registry version (optionally the champion)."""
+    """Save ``fitted`` as a new immutable registry version (optionally the champion).
+
+    ``reference`` gives the drift reference histograms from the new scorer; without it they
+    are counted over the training rows."""
     version = version or new_version(fitted.data_hash)
     meta = ModelMeta(
         version=version,
@@ -779,6 +784,9 @@ def save_fitted(
         extra=dict(extra_meta or {}),
     )
     scorer = LightGBMScorer(fitted.booster, meta)
+    ref = reference(scorer) if reference is not None else reference_of(scorer, fitted.x)
+    meta.extra["reference"] = ref.as_dict()
+    scorer.set_reference(ref)
 
     def write(d: Path) -> None:
         fitted.booster.save_model(str(d / "model.txt"))
@@ -790,6 +798,25 @@ def save_fitted(
 
     path = registry.save(version, write, promote=promote)
     return version, path, scorer
+
+
+def reference_of(
+    scorer: LightGBMScorer,
+    x: np.ndarray,
+    *,
+    source: str = "training rows",
+) -> Reference:
+    """Drift reference histograms of the encoded rows ``x`` (in time order where they have
+    one) and of their scores."""
+    infos = scorer.meta.features
+    return build_reference(
+        x,
+        [f.name for f in infos],
+        [f.kind for f in infos],
+        [f.levels for f in infos],
+        scorer.probabilities(x),
+        source=source,
+    )
 
 
 def train(

@@ -19,7 +19,7 @@ from leadscore.settings import KafkaConnection, Settings
 from leadscore.streamer import views
 from leadscore.streamer.agent import die, score_stream
 from leadscore.streamer.metrics import Metrics
-from leadscore.streamer.runtime import Runtime
+from leadscore.streamer.runtime import Runtime, created_at
 
 #: Faust's producer batch per partition (aiokafka's default is 16 KB).
 PRODUCER_BATCH_BYTES = 256 * 1024
@@ -111,12 +111,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[f
     async def refresh_model() -> None:
         # Checks run a child process and compile the model: off the event loop.
         if await asyncio.to_thread(rt.models.refresh):
-            rt.metrics.set_model(rt.models.current.version)
+            rt.metrics.set_model(rt.models.current.version, created_at(rt.models.current))
             rt.metrics.model_swaps.inc()
 
     @app.timer(interval=HEALTH_INTERVAL_S)
     async def check_health() -> None:
         await rt.check_redis()
+        rt.metrics.ready.set(1 if rt.readiness(app.rebalancing)[0] else 0)
 
     views.register(app, rt)
     return app, rt

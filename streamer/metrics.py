@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,6 +18,11 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from leadscore.features import retry
+from leadscore.model.drift import MISSING, LiveBins
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -186,6 +193,30 @@ _SPECS: tuple[_Spec, ...] = (
         None,
     ),
     _Spec(
+        "ready",
+        Gauge,
+        "leadscore_ready",
+        "1 when /ready answers 200 (Redis, feature state, agent and partitions all fine)",
+        (),
+        None,
+    ),
+    _Spec(
+        "last_event",
+        Gauge,
+        "leadscore_last_event_timestamp_seconds",
+        "Kafka timestamp of the newest event consumed, per source",
+        ("source",),
+        None,
+    ),
+    _Spec(
+        "model_created",
+        Gauge,
+        "leadscore_model_created_timestamp_seconds",
+        "When the active model was trained (its age is time() minus this)",
+        ("version",),
+        None,
+    ),
+    _Spec(
         "publish_failures",
         Counter,
         "leadscore_publish_failures_total",
@@ -218,6 +249,10 @@ class Metrics:
     state_lost: Gauge
     redis_up: Gauge
     publish_failures: Counter
+    ready: Gauge
+    last_event: Gauge
+    model_created: Gauge
+    live: LiveCollector
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -229,11 +264,79 @@ class Metrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-        return cls(registry=registry, **{spec.attr: spec.make(registry) for spec in _SPECS})
+        live = LiveCollector()
+        registry.register(live)
+        return cls(
+            registry=registry, live=live, **{spec.attr: spec.make(registry) for spec in _SPECS}
+        )
 
-    def set_model(self, version: str) -> None:
+    def set_model(self, version: str, created_at: str | None = None) -> None:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
+        self.model_created.clear()
+        if created_at:
+            try:
+                when = datetime.fromisoformat(created_at).timestamp()
+            except ValueError:
+                return
+            self.model_created.labels(version=version).set(when)
+
+
+class LiveCollector(Collector):
+    """Exports, at scrape time, what the hot path only adds to plain numbers: each model's
+    live bin counts (:class:`~leadscore.model.drift.LiveBins`) and the Redis retry counts
+    (:mod:`leadscore.features.retry`). A labelled Prometheus counter per bin would cost a
+    locked increment per bin and batch instead of one numpy addition."""
+
+    def __init__(self) -> None:
+        self._bins: dict[str, LiveBins] = {}
+        self._lock = threading.Lock()
+
+    def track(self, version: str, live: LiveBins) -> None:
+        """Export ``live`` as ``version``'s counts (a version's counters stay exported
+        after it stops scoring, so a rate over them ends instead of breaking)."""
+        with self._lock:
+            self._bins.setdefault(version, live)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "leadscore_redis_errors",
+            "Redis calls that failed (and were retried, or given up)",
+            value=retry.STATS.errors,
+        )
+        yield CounterMetricFamily(
+            "leadscore_redis_retries",
+            "Redis calls tried again after a failure",
+            value=retry.STATS.retries,
+        )
+        features = CounterMetricFamily(
+            "leadscore_feature_bin",
+            "Feature vectors scored, per feature, in the model's reference bins (bin index, "
+            "or missing)",
+            labels=("model_version", "feature", "bin"),
+        )
+        scores = CounterMetricFamily(
+            "leadscore_score_bin",
+            "Scores published, in the model's reference score bins",
+            labels=("model_version", "bin"),
+        )
+        with self._lock:
+            tracked = list(self._bins.items())
+        for version, live in tracked:
+            counts = live.counts.tolist()
+            for row, bins in zip(counts, live.reference.all, strict=True):
+                last = bins.size - 1
+                for k in range(bins.size):
+                    label = MISSING if k == last else str(k)
+                    if bins is live.reference.score:
+                        scores.add_metric((version, label), row[k])
+                    else:
+                        features.add_metric((version, bins.name, label), row[k])
+        yield features
+        yield scores
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 def observe_many(hist: Histogram, values: Sequence[float]) -> None:

@@ -49,12 +49,14 @@ class ModelHolder:
         max_reasons: int = 5,
         metrics: Metrics | None = None,
         check_in_child: bool = True,
+        count_drift: bool = True,
     ) -> None:
         self.registry = Registry(model_dir)
         self._explain: ExplainMethod = explain
         self._max_reasons = max_reasons
         self._metrics = metrics
         self._check_in_child = check_in_child
+        self._count_drift = count_drift
         self.rules: Scorer = (
             RuleScorer.from_file(rules_file) if rules_file else RuleScorer.default()
         )
@@ -184,6 +186,10 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - whatever a model does, the worker goes on
             raise ModelIntegrityError(f"model {version} failed to load: {exc}") from exc
         _check_features(scorer)
+        if self._count_drift:
+            live = scorer.count_drift()
+            if live is not None and self._metrics is not None:
+                self._metrics.live.track(version, live)
         return scorer
 
     def _signature(self, version: str) -> _Signature:

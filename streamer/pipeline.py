@@ -204,10 +204,9 @@ class Pipeline:
             return out
         self._metrics.batch_size.observe(len(messages))
         now_s = self._clock()
-        observe_many(
-            self._metrics.consume_lag,
-            [max(0.0, now_s - msg.timestamp) for msg in messages if msg.timestamp is not None],
-        )
+        stamps = [msg.timestamp for msg in messages if msg.timestamp is not None]
+        observe_many(self._metrics.consume_lag, [max(0.0, now_s - t) for t in stamps])
+        self._note_latest(messages)
         try:
             await self._guarded(list(enumerate(messages)), emit, out, messages, save=True)
         except SERVICE_ERRORS:
@@ -310,6 +309,18 @@ class Pipeline:
             out.saving = self._last_save = await _started(
                 self._save_after(self._last_save, out.records, [b for _, b in out.scores])
             )
+
+    def _note_latest(self, messages: Sequence[Message]) -> None:
+        """The newest Kafka timestamp per source (a source that went quiet shows as an old
+        one): one comparison per message, one gauge set per source and batch."""
+        latest: dict[str, float] = {}
+        for msg in messages:
+            t = msg.timestamp
+            if t is not None and t > latest.get(msg.topic, 0.0):
+                latest[msg.topic] = t
+        gauge = self._metrics.last_event
+        for topic, t in latest.items():
+            gauge.labels(source=self._topic_sources.get(topic) or "unknown").set(t)
 
     def _source(self, msg: Message) -> str:
         return self._topic_sources.get(msg.topic) or "unknown"

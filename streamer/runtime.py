@@ -14,11 +14,13 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, RedisError
 
+from leadscore.features import retry
 from leadscore.features.exceptions import FeatureStateLostError
 from leadscore.features.state import wait_for_ready
 from leadscore.features.store import RedisFeatureStore
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import group_has_history
+from leadscore.model.scoring import Scorer
 from leadscore.settings import Settings
 from leadscore.streamer.metrics import Metrics
 from leadscore.streamer.models import ModelHolder
@@ -64,9 +66,10 @@ class Runtime:
             explain=settings.explain,
             max_reasons=settings.max_reasons,
             metrics=metrics,
+            count_drift=settings.drift_bins,
         )
         models.start()
-        metrics.set_model(models.current.version)
+        metrics.set_model(models.current.version, created_at(models.current))
         store = RedisFeatureStore(redis_client(settings), per_slot=settings.redis_cluster)
         health = Health()
         pipeline = Pipeline(
@@ -144,8 +147,10 @@ class Runtime:
             self.metrics.state_lost.set(1)
             return
         except AuthenticationError as exc:
+            retry.STATS.errors += 1
             self.health.redis = f"authentication failed: {exc}"
         except (RedisError, OSError, TimeoutError) as exc:
+            retry.STATS.errors += 1
             self.health.redis = f"unreachable: {type(exc).__name__}: {exc}"
         else:
             self.health.redis = None
@@ -166,6 +171,12 @@ class Runtime:
             self.health.state = None
             self.metrics.state_lost.set(0)
             log.warning("feature state generation %s is ready: scoring resumes", st.generation)
+
+
+def created_at(scorer: Scorer) -> str | None:
+    """When a registry model was trained (the rules have no such time)."""
+    meta = getattr(scorer, "meta", None)
+    return getattr(meta, "created_at", None) or None
 
 
 async def wait_for_state(

@@ -56,10 +56,12 @@ def register(app: faust.App, rt: Runtime) -> None:
     @app.page("/ready")
     async def ready(web: View, request: Request) -> Response:
         ok, body = rt.readiness(app.rebalancing)
+        rt.metrics.ready.set(1 if ok else 0)
         return web.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
+        rt.metrics.ready.set(1 if rt.readiness(app.rebalancing)[0] else 0)
         # aiohttp refuses a charset inside content_type, so the full header goes in headers.
         return web.bytes(
             generate_latest(rt.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

@@ -19,6 +19,8 @@ import numpy as np
 
 from leadscore.features.definitions import DAY_MS, feature_set_id
 from leadscore.features.training import TrainingSet, build_training_set
+from leadscore.model.artifact import LightGBMScorer
+from leadscore.model.drift import Reference
 from leadscore.model.exceptions import TrainingError
 from leadscore.model.gate import GatePolicy, sufficiency_check
 from leadscore.model.promotion import (
@@ -30,10 +32,20 @@ from leadscore.model.promotion import (
 )
 from leadscore.model.registry import Registry
 from leadscore.model.rules import RuleScorer
-from leadscore.model.train import Dataset, TrainConfig, fit, new_version, save_fitted
+from leadscore.model.train import (
+    Dataset,
+    TrainConfig,
+    fit,
+    new_version,
+    reference_of,
+    save_fitted,
+)
 from leadscore.schemas.validation import Event
 
 Say = Callable[[str], None]
+REFERENCE_MAX = 50_000
+"""At most about this many event vectors in a model's drift reference (a hash of the event id
+thins a longer history)."""
 
 
 def _iso(ms: int) -> str:
@@ -155,7 +167,7 @@ def train_from_event_list(
     window = window or Window()
     registry = Registry(out_dir)
     t0 = time.perf_counter()
-    ts = build_training_set(events, horizon_ms=horizon_ms, moments_from_ms=window.moments_from_ms)
+    ts = _training_set(events, horizon_ms, window)
     train_rows, test_rows = _split(ts, window)
     counts = _counts(ts, train_rows)
     say(
@@ -209,9 +221,31 @@ def train_from_event_list(
         },
         write_extra=lambda d, _scorer: write_card(d, card, j.holdout),
         version=version,
+        reference=lambda scorer: _reference(ts, scorer),
     )
     registry.record_decision(decision_record(card))
     return _report(ts, counts, fitted.metrics, card, registry, horizon_ms, t0, say)
+
+
+def _training_set(events: Iterable[Event], horizon_ms: int, window: Window) -> TrainingSet:
+    return build_training_set(
+        events,
+        horizon_ms=horizon_ms,
+        moments_from_ms=window.moments_from_ms,
+        reference_max=REFERENCE_MAX,
+    )
+
+
+def _reference(ts: TrainingSet, scorer: LightGBMScorer) -> Reference:
+    """The drift reference: every event's feature vector in the history, as the worker
+    scores one per event (the sampled training moments weigh leads differently)."""
+    if not ts.reference:
+        rows = [{str(k): v for k, v in r.items()} for r in ts.x.to_dict("records")]
+        return reference_of(scorer, scorer.encode(rows))
+    order = np.argsort(np.asarray(ts.reference_times), kind="stable")
+    return reference_of(
+        scorer, scorer.encode([ts.reference[i] for i in order.tolist()]), source="events"
+    )
 
 
 def _report(
