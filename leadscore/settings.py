@@ -122,12 +122,65 @@ class Settings(BaseSettings):
     redis_tls: bool = False
     redis_tls_cafile: Path | None = None
 
+    monitor_port: int = Field(default=6067, description="`leadscore monitor`'s /metrics port")
+    monitor_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the monitor in compose
+    monitor_state_dir: Path = Field(
+        default=Path("monitor"),
+        description="the monitor's state (offsets, sampled moments, history) and its report",
+    )
+    monitor_interval_s: float = Field(
+        default=15.0, gt=0, description="seconds between the monitor's evaluations"
+    )
+    monitor_window_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="online performance covers the matured moments scored in this many days "
+        "before the newest matured one",
+    )
+    monitor_horizon_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="the outcome horizon of models that don't store one (trained from a table)",
+    )
+    monitor_scrape: str = Field(
+        default="",
+        description="comma-separated worker /metrics URLs whose bin counters the monitor's "
+        "drift tests read (a host name resolving to several addresses is scraped at each)",
+    )
+    monitor_drift_window: int = Field(
+        default=5000, ge=100, description="drift is tested over the last this many vectors"
+    )
+    monitor_drift_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="family-wise false-alarm rate of a window's drift tests (all features)",
+    )
+    monitor_segments: str = Field(
+        default="company_size,country,industry,lead_source",
+        description="comma-separated lead attributes (from CRM events) that fairness is "
+        "reported for",
+    )
+    monitor_min_group: int = Field(
+        default=50, ge=1, description="fairness: the fewest matured moments a segment needs"
+    )
+    sensitive: str = Field(
+        default="",
+        description="comma-separated attributes that may be reported on (fairness) but are "
+        "never used as model features",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
     def registry_root(self) -> str | Path:
         """Where the model registry is: ``model_registry`` if set, else ``model_dir``."""
         return self.model_registry or self.model_dir
+
+    @staticmethod
+    def names(text: str) -> list[str]:
+        """A comma-separated setting as a list (blanks dropped)."""
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     def topic(self, name: str) -> str:
         """The full name of topic ``name`` (``web``, ``scores``, ...): ``leads.<name>``."""

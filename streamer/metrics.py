@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import numpy as np
 from prometheus_client import (
@@ -23,6 +23,11 @@ from prometheus_client.registry import Collector
 
 from leadscore.features import retry
 from leadscore.model.drift import MISSING, LiveBins
+from leadscore.model.scoring import Tier
+from leadscore.schemas import SOURCES
+from leadscore.schemas.validation import ErrorCode
+
+EVENT_OUTCOMES = ("scored", "redelivered", "duplicate", "late", "invalid", "failed")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -266,13 +271,27 @@ class Metrics:
             GCCollector(registry=registry)
         live = LiveCollector()
         registry.register(live)
-        return cls(
-            registry=registry, live=live, **{spec.attr: spec.make(registry) for spec in _SPECS}
-        )
+        m = cls(registry=registry, live=live, **{spec.attr: spec.make(registry) for spec in _SPECS})
+        m._zero_known_labels()
+        return m
+
+    def _zero_known_labels(self) -> None:
+        """Export the known label values at 0 from the start: a series that appears only
+        with its first increment makes ``rate()`` miss that increment, and dashboards and
+        alert rules find nothing to read."""
+        for source in SOURCES:
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(source=source, outcome=outcome)
+        for code in get_args(ErrorCode):
+            self.dlq.labels(code=code)
+        for tier in get_args(Tier):
+            self.scores.labels(tier=tier)
+            self.alerts.labels(to_tier=tier)
 
     def set_model(self, version: str, created_at: str | None = None) -> None:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
+        self.model_errors.labels(version=version)
         self.model_created.clear()
         if created_at:
             try:

@@ -295,11 +295,18 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def spawn_worker(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
     """Run ``leadscore worker`` with ``settings`` as a child that dies with this process."""
+    return spawn_command(settings, log_path, "worker", **extra_env)
+
+
+def spawn_command(
+    settings: Settings, log_path: Path, *args: str, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """Run ``leadscore ARGS...`` with ``settings`` as a child that dies with this process."""
     with log_path.open("wb") as fh:
         return subprocess.Popen(  # noqa: S603 - our own CLI
             # -P: not the current directory first on the path, where a folder named leadscore
             # (or a namespace package of that name) would shadow the installed package.
-            [sys.executable, "-P", "-m", "leadscore", "worker"],
+            [sys.executable, "-P", "-m", "leadscore", *args],
             env=settings_env(settings, **extra_env),
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,1 @@
+"""``leadscore monitor``: online performance from CRM outcomes, drift and fairness."""
