@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,6 +41,11 @@ from scipy.stats import chi2
 SCORE = "score"
 """The name the score's own histogram goes by beside the features."""
 MISSING = "missing"
+FLUSH_ROWS = 256
+"""``LiveBins`` bins the rows it was given once this many have gathered (or when read)."""
+BROADCAST_ROWS = 64
+"""Below this many rows, ``LiveBins.add`` bins every numeric column in one broadcast
+comparison; above it, with one ``searchsorted`` per column."""
 SMOOTHING = 0.5
 """Added to every bin count before taking logs (an empty bin would make PSI infinite)."""
 
@@ -258,30 +264,89 @@ def build_reference(
 
 class LiveBins:
     """Counts of the vectors a model scored, in its reference's bins: one row per feature
-    and one for the score, padded to the widest histogram. ``add`` is called on the hot
-    path once per batch; a scrape reads ``counts``."""
+    and one for the score, padded to the widest histogram.
+
+    ``add`` is called on the hot path once per batch. It only keeps the batch's matrix until
+    ``FLUSH_ROWS`` rows have gathered (a small batch would otherwise pay the binning's fixed
+    cost, a handful of numpy calls, for a few rows); reading ``counts`` (a scrape) bins what
+    is pending first."""
 
     def __init__(self, reference: Reference) -> None:
         self.reference = reference
-        self.width = max(b.size for b in reference.all)
-        self.counts = np.zeros((len(reference.all), self.width), dtype=np.int64)
-        self._offsets = np.arange(len(reference.all), dtype=np.int64) * self.width
-        self._features = reference.features
-        self._score = reference.score
+        hists = reference.all
+        self.width = max(b.size for b in hists)
+        self._counts = np.zeros((len(hists), self.width), dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        # Numeric histograms (the score included, last): edges padded with +inf, so that
+        # "how many edges lie below v" is one broadcast comparison for every column at once.
+        self._num = [j for j, b in enumerate(hists) if b.kind != "categorical"]
+        edges = max((len(hists[j].edges) for j in self._num), default=0)
+        self._edges = np.full((len(self._num), max(edges, 1)), np.inf)
+        for i, j in enumerate(self._num):
+            self._edges[i, : len(hists[j].edges)] = hists[j].edges
+        self._num_missing = np.asarray([hists[j].size - 1 for j in self._num], dtype=np.int64)
+        self._num_edges = [np.asarray(hists[j].edges, dtype=np.float64) for j in self._num]
+        # Categorical ones: a table from level code to bin, one row per feature, its last
+        # column for a missing or unseen level.
+        self._cat = [j for j, b in enumerate(hists) if b.kind == "categorical"]
+        levels = max((len(hists[j].lut) for j in self._cat), default=0)
+        self._lut = np.zeros((len(self._cat), levels + 1), dtype=np.int64)
+        for i, j in enumerate(self._cat):
+            b = hists[j]
+            self._lut[i, :] = b.size - 1
+            self._lut[i, : len(b.lut)] = b.lut
+        self._levels = levels
+        self._offsets = np.arange(len(hists), dtype=np.int64) * self.width
+
+    @property
+    def counts(self) -> np.ndarray:
+        with self._lock:
+            self._flush()
+            return self._counts
 
     def add(self, x: np.ndarray, scores: np.ndarray) -> None:
         n = x.shape[0]
         if not n:
             return
-        idx = np.empty((n, len(self._features) + 1), dtype=np.int64)
-        for j, b in enumerate(self._features):
-            idx[:, j] = b.index(x[:, j])
-        idx[:, -1] = self._score.index(np.asarray(scores, dtype=np.float64))
+        with self._lock:
+            self._pending.append((x, np.asarray(scores, dtype=np.float64)))
+            self._pending_rows += n
+            if self._pending_rows >= FLUSH_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        parts, self._pending, self._pending_rows = self._pending, [], 0
+        n = sum(x.shape[0] for x, _ in parts)
+        full = np.empty((n, parts[0][0].shape[1] + 1), dtype=np.float64)
+        at = 0
+        for x, scores in parts:
+            full[at : at + x.shape[0], :-1] = x
+            full[at : at + x.shape[0], -1] = scores
+            at += x.shape[0]
+        idx = np.empty(full.shape, dtype=np.int64)
+        if self._num:
+            v = full[:, self._num]
+            if n <= BROADCAST_ROWS:
+                # Few rows: one comparison of every value with every edge beats a call per
+                # column, whose fixed cost dominates.
+                bins = (v[:, :, None] > self._edges[None, :, :]).sum(axis=2)
+            else:
+                bins = np.empty(v.shape, dtype=np.int64)
+                for i, e in enumerate(self._num_edges):
+                    bins[:, i] = np.searchsorted(e, v[:, i], side="left")
+            idx[:, self._num] = np.where(np.isnan(v), self._num_missing, bins)
+        if self._cat:
+            c = full[:, self._cat]
+            codes = np.where(np.isnan(c) | (c < 0) | (c >= self._levels), self._levels, c)
+            rows = np.arange(len(self._cat))[None, :]
+            idx[:, self._cat] = self._lut[rows, codes.astype(np.int64)]
         idx += self._offsets
-        # One bincount for the whole batch; counts is only ever added to, so a scrape that
-        # reads it mid-update sees each bin's count either before or after the batch.
-        self.counts += np.bincount(idx.ravel(), minlength=self.counts.size).reshape(
-            self.counts.shape
+        self._counts += np.bincount(idx.ravel(), minlength=self._counts.size).reshape(
+            self._counts.shape
         )
 
 

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -337,14 +337,20 @@ def id_like(col: pd.Series) -> bool:
 
 
 def plan_columns(
-    df: pd.DataFrame, target: str, keep_columns: Sequence[str] = ()
+    df: pd.DataFrame,
+    target: str,
+    keep_columns: Sequence[str] = (),
+    sensitive: Sequence[str] = (),
 ) -> tuple[list[ColumnPlan], list[dict[str, str]]]:
-    """Feature columns and the dropped ones with the reason (ID-like, constant)."""
+    """Feature columns and the dropped ones with the reason (ID-like, constant, sensitive)."""
     names = safe_names([c for c in df.columns if c != target])
     plans: list[ColumnPlan] = []
     dropped: list[dict[str, str]] = []
     for c in df.columns:
         if c == target:
+            continue
+        if c in sensitive or names[c] in sensitive:
+            dropped.append({"column": c, "why": "sensitive: reported on, never a feature"})
             continue
         col = df[c]
         nunique = col.nunique(dropna=True)
@@ -389,6 +395,7 @@ def train_from_table(
     test_fraction: float = 0.15,
     max_trials: int = 40,
     placeholder_as_level: bool = True,
+    sensitive: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a calibrated lead scorer from a CSV/Parquet table and save it in the registry.
 
@@ -400,16 +407,15 @@ def train_from_table(
         The outcome column (yes/no, true/false, 1/0, converted/lost, won/lost, ...).
     out_dir
         Registry root (``MODEL_DIR``); the model becomes a new version directory in it.
-    keep_columns
-        Columns to use even though they look ID-like or leaky (the leakage warning stays).
-    segment_column
-        Column whose values get their own held-out metrics in the report.
+    keep_columns, segment_column, sensitive
+        Columns to use even though they look ID-like or leaky (the leakage warning stays);
+        a column whose values get their own held-out metrics in the report; columns never
+        used as features (LEADSCORE_SENSITIVE; the segment column may be one).
     hot_share, warm_share
         Shares of leads put in the hot tier and (next) in the warm tier.
-    time_budget_s
-        Wall-clock budget of the hyper-parameter search.
-    max_trials
-        Upper bound on search trials (with a generous time budget: reproducible per seed).
+    time_budget_s, max_trials
+        Wall-clock budget and most trials of the hyper-parameter search (with a generous
+        time budget: reproducible per seed).
     placeholder_as_level
         Keep untouched drop-downs (``Select``) as the level ``NOT_SELECTED`` of categorical
         columns instead of reading them as missing (see the module docstring). Recorded in
@@ -424,9 +430,8 @@ def train_from_table(
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
-    table = _prepare_table(
-        path, target, keep_columns, segment_column, placeholders, placeholder_as_level, seed, say
-    )
+    columns = _Columns(tuple(keep_columns), segment_column, tuple(sensitive))
+    table = _prepare_table(path, target, columns, placeholders, placeholder_as_level, seed, say)
     cfg = TrainConfig(
         hot_share=hot_share,
         warm_share=warm_share,
@@ -474,17 +479,23 @@ class _Table:
     placeholder_as_level: bool
 
 
+class _Columns(NamedTuple):
+    keep: tuple[str, ...]
+    segment: str | None
+    sensitive: tuple[str, ...]
+
+
 def _prepare_table(
     path: str | Path,
     target: str,
-    keep_columns: Sequence[str],
-    segment_column: str | None,
+    columns: _Columns,
     placeholders: Sequence[str],
     placeholder_as_level: bool,
     seed: int,
     say: Say,
 ) -> _Table:
     """Read and clean the table, parse the target, plan the columns, drop leaky ones."""
+    keep_columns, segment_column, sensitive = columns
     raw = read_table(path)
     df = clean_table(raw, placeholders, placeholder_as_level=placeholder_as_level)
     if target not in df.columns:
@@ -499,7 +510,7 @@ def _prepare_table(
         say(f"dropping {n_missing} rows with a missing target")
     df = df.loc[labelled].reset_index(drop=True)
     y = y_all[labelled].astype(int)
-    plans, dropped = plan_columns(df, target, keep_columns)
+    plans, dropped = plan_columns(df, target, keep_columns, sensitive)
     say(f"{len(df)} labelled rows ({y.mean():.1%} positive), {len(plans)} candidate columns")
     warnings = scan(df[[p.column for p in plans]], y, keep_columns=keep_columns, seed=seed)
     excluded = {w.column for w in warnings if w.action == "excluded"}

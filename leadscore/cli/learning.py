@@ -119,6 +119,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             policy=gate_policy(args),
             progress=say,
+            sensitive=Settings.names(settings.sensitive),
         )
 
     if args.every is None:

@@ -136,6 +136,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             since_ms=args.since,
             until_ms=args.until,
             progress=say,
+            sensitive=Settings.names(settings.sensitive),
         )
     else:
         if not args.data or not args.target:
@@ -153,6 +154,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             policy=gate_policy(args),
             time_budget_s=args.time_budget,
             progress=say,
+            sensitive=Settings.names(settings.sensitive),
         )
     if args.json:
         emit(report)

@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ def retrain_once(
     seed: int | None = None,
     policy: GatePolicy | None = None,
     progress: Say | None = None,
+    sensitive: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train on the moments of ``[until - days, until)`` (until: now) and run the gate.
 
@@ -59,6 +60,7 @@ def retrain_once(
         window=Window(moments_from_ms=since, train_until_ms=train_until_ms),
         seed=seed,
         progress=say,
+        sensitive=sensitive,
     )
     report["window_days"] = days
     return report

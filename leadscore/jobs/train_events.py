@@ -9,7 +9,7 @@ scored on the same held-out moments (the latest ones, by time); the gate
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from leadscore.model.artifact import LightGBMScorer
 from leadscore.model.drift import Reference
 from leadscore.model.exceptions import TrainingError
 from leadscore.model.gate import GatePolicy, sufficiency_check
+from leadscore.model.performance import SEGMENTS, fairness
 from leadscore.model.promotion import (
     HeldOut,
     decision_record,
@@ -34,6 +35,7 @@ from leadscore.model.registry import Registry
 from leadscore.model.rules import RuleScorer
 from leadscore.model.train import (
     Dataset,
+    Fitted,
     TrainConfig,
     fit,
     new_version,
@@ -159,9 +161,13 @@ def train_from_event_list(
     seed: int | None = None,
     progress: Say | None = None,
     config: TrainConfig | None = None,
+    sensitive: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a challenger on ``events``; with ``promote``, the gate decides (``force``
-    promotes whatever it says). Returns the report ``leadscore train --json`` prints."""
+    promotes whatever it says). Returns the report ``leadscore train --json`` prints.
+
+    ``sensitive`` features are left out of the model (the store still keeps them, and the
+    report's fairness section is computed over them)."""
     say = progress or (lambda _m: None)
     policy = policy or GatePolicy()
     window = window or Window()
@@ -183,14 +189,7 @@ def train_from_event_list(
             f"only {len(sel)} labelled scoring moments ({int(ts.y[sel].sum())} converting): the "
             "history needs more leads, CRM `converted` events, or a shorter --horizon"
         )
-    ds = Dataset(
-        ts.x.iloc[sel].reset_index(drop=True),
-        ts.y[sel],
-        ts.categorical,
-        time=ts.time_ms[sel],
-        target="converted_within_horizon",
-        test_index=np.arange(len(train_rows), len(sel)),
-    )
+    ds = _dataset(ts, sel, len(train_rows), sensitive)
     cfg = config or TrainConfig(test_fraction=window.test_fraction)
     if seed is not None:
         cfg.seed = seed
@@ -224,7 +223,42 @@ def train_from_event_list(
         reference=lambda scorer: _reference(ts, scorer),
     )
     registry.record_decision(decision_record(card))
-    return _report(ts, counts, fitted.metrics, card, registry, horizon_ms, t0, say)
+    report = _report(ts, counts, fitted.metrics, card, registry, horizon_ms, t0, say)
+    report["fairness"] = _fairness(ts, sel[fitted.test_index], fitted)
+    report["sensitive"] = [c for c in sensitive if c in ts.x.columns]
+    return report
+
+
+def _dataset(ts: TrainingSet, sel: np.ndarray, n_train: int, sensitive: Sequence[str]) -> Dataset:
+    """The selected moments (training ones first), without the ``sensitive`` features."""
+    used = [c for c in ts.x.columns if c not in sensitive]
+    return Dataset(
+        ts.x.iloc[sel][used].reset_index(drop=True),
+        ts.y[sel],
+        [c for c in ts.categorical if c in used],
+        time=ts.time_ms[sel],
+        target="converted_within_horizon",
+        test_index=np.arange(n_train, len(sel)),
+    )
+
+
+def _fairness(ts: TrainingSet, rows: np.ndarray, fitted: Fitted) -> list[dict[str, Any]]:
+    """Fairness per segment on the held-out moments, as the monitor reports it online."""
+    tier = fitted.thresholds.tier
+    scores = np.asarray(fitted.test_scores, dtype=np.float64)
+    segments = {
+        c: [None if v is None or v != v else str(v) for v in ts.x[c].iloc[rows]]
+        for c in SEGMENTS
+        if c in ts.x.columns
+    }
+    return fairness(
+        scores,
+        ts.y[rows],
+        [tier(float(s)) for s in scores],
+        [str(lead) for lead in ts.lead_id[rows]],
+        segments,
+        min_group=30,
+    )
 
 
 def _training_set(events: Iterable[Event], horizon_ms: int, window: Window) -> TrainingSet:
@@ -305,6 +339,7 @@ def train_from_events(
     since_ms: int | None = None,
     until_ms: int | None = None,
     progress: Say | None = None,
+    sensitive: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``source``: a JSONL history or an event archive root (see
     :mod:`leadscore.integrations.archive`), optionally cut to ``[since, until)``."""
@@ -319,4 +354,5 @@ def train_from_events(
         force=force,
         policy=policy,
         progress=progress,
+        sensitive=sensitive,
     )

@@ -118,9 +118,10 @@ def _svg_lines(
     height: int = 260,
 ) -> str:
     """A line chart of ``series`` over the evaluations (x: evaluation index)."""
-    values = [v for s in series.values() for v in s if v is not None] + list(bands)
-    if not values:
+    data = [v for s in series.values() for v in s if v is not None]
+    if not data:
         return f"<h3>{html.escape(title)}</h3><p>no data yet</p>"
+    values = data + list(bands)
     lo, hi = min(values), max(values)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
@@ -204,15 +205,9 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def to_html(report: dict[str, Any]) -> str:
-    history = report.get("history") or []
+def _performance_html(report: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
     versions = list(report.get("versions", {}))
-    body = [
-        "<h1>leadscore monitor</h1>",
-        f"<p>at {html.escape(str(report.get('at')))}; outcomes read up to "
-        f"{html.escape(str(report.get('watermark')))}; {len(history)} evaluations</p>",
-    ]
-    body.append("<h2>Online performance per model version</h2>")
+    body = ["<h2>Online performance per model version</h2>"]
     body.append(
         _svg_lines(
             "ROC AUC of matured moments (dashed: estimate for pending ones)",
@@ -233,20 +228,10 @@ def to_html(report: dict[str, Any]) -> str:
     for v, r in report.get("versions", {}).items():
         perf, est = r["performance"], r["estimate"]
         rows.append(
-            [
-                v,
-                perf["moments"],
-                perf["positives"],
-                _f(perf["roc_auc"]),
-                _f(r.get("training_roc_auc")),
-                _f(perf["pr_auc"]),
-                _f(perf["brier"]),
-                _f(perf["ece"]),
-                _f(perf["top_decile_lift"], 2),
-                est["moments"],
-                _f(est["roc_auc"]),
-            ]
-        )
+            [v, perf["moments"], perf["positives"], _f(perf["roc_auc"]),
+             _f(r.get("training_roc_auc")), _f(perf["pr_auc"]), _f(perf["brier"]), _f(perf["ece"]),
+             _f(perf["top_decile_lift"], 2), est["moments"], _f(est["roc_auc"])]
+        )  # fmt: skip
     body.append(
         _table(
             [
@@ -263,7 +248,7 @@ def to_html(report: dict[str, Any]) -> str:
                 "ESTIMATED AUC",
             ],
             rows,
-        )
+        )  # fmt: skip
     )
     for v, cs in (report.get("cohorts") or {}).items():
         both = [(d, c) for d, c in sorted(cs.items()) if c.get("measured_roc_auc") is not None]
@@ -284,14 +269,17 @@ def to_html(report: dict[str, Any]) -> str:
                         ]
                         for d, c in both[-30:]
                     ],
-                )
+                )  # fmt: skip
             )
-    body.append("<h2>Drift (PSI / its no-drift threshold; above 1 is an alarm)</h2>")
-    for v in versions:
-        body.append(
-            _svg_lines(f"Drift per feature - {v}", _nested(history, v, "drift", 10), bands=(1.0,))
-        )
-        drift = report["versions"][v].get("drift") or []
+    return body
+
+
+def _drift_html(report: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
+    body = ["<h2>Drift (PSI / its no-drift threshold; above 1 is an alarm)</h2>"]
+    for v, r in report.get("versions", {}).items():
+        drifts = _nested(history, v, "drift", 10)
+        body.append(_svg_lines(f"Drift per feature - {v}", drifts, bands=(1.0,)))
+        drift = r.get("drift") or []
         if drift:
             body.append(
                 _table(
@@ -306,18 +294,17 @@ def to_html(report: dict[str, Any]) -> str:
                         ]
                         for d in sorted(drift, key=lambda d: -d["psi"])
                     ],
-                )
+                )  # fmt: skip
             )
-    body.append("<h2>Fairness (hot-tier share of a segment over the overall share)</h2>")
-    for v in versions:
-        body.append(
-            _svg_lines(
-                f"Hot share ratio per segment - {v}",
-                _nested(history, v, "fairness", 10),
-                bands=(0.8, 1.25),
-            )
-        )
-        fair = report["versions"][v].get("fairness") or []
+    return body
+
+
+def _fairness_html(report: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
+    body = ["<h2>Fairness (hot-tier share of a segment over the overall share)</h2>"]
+    for v, r in report.get("versions", {}).items():
+        ratios = _nested(history, v, "fairness", 10)
+        body.append(_svg_lines(f"Hot share ratio per segment - {v}", ratios, bands=(0.8, 1.25)))
+        fair = r.get("fairness") or []
         if fair:
             body.append(
                 _table(
@@ -344,8 +331,22 @@ def to_html(report: dict[str, Any]) -> str:
                         ]
                         for f in fair
                     ],
-                )
+                )  # fmt: skip
             )
+    return body
+
+
+def to_html(report: dict[str, Any]) -> str:
+    """One self-contained page: plots over the monitor's evaluations and current tables."""
+    history = report.get("history") or []
+    body = [
+        "<h1>leadscore monitor</h1>",
+        f"<p>at {html.escape(str(report.get('at')))}; outcomes read up to "
+        f"{html.escape(str(report.get('watermark')))}; {len(history)} evaluations</p>",
+        *_performance_html(report, history),
+        *_drift_html(report, history),
+        *_fairness_html(report, history),
+    ]
     style = (
         "body{font-family:sans-serif;margin:24px;max-width:1000px}"
         "table{border-collapse:collapse;margin:8px 0 20px}"

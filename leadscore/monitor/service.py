@@ -29,9 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from leadscore.features.definitions import DAY_MS
 from leadscore.model.drift import Reference, compare
+from leadscore.model.performance import FAIRNESS_METRICS, estimated, fairness, performance
 from leadscore.model.registry import Registry
 from leadscore.monitor.book import Book, Labelled
-from leadscore.monitor.performance import FAIRNESS_METRICS, estimated, fairness, performance
 from leadscore.monitor.scrape import Scraper, Window
 from leadscore.schemas.validation import parse_ts_ms
 from leadscore.settings import Settings

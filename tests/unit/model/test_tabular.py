@@ -271,3 +271,16 @@ def test_cleaning_placeholders_and_numbers() -> None:
 def test_safe_names_are_unique_and_lightgbm_safe() -> None:
     names = safe_names(["a:b", "a b", 'x"{y}', "[]"])
     assert names == {"a:b": "a_b", "a b": "a_b_2", 'x"{y}': "x_y", "[]": "column"}
+
+
+def test_sensitive_columns_are_never_features():
+    import pandas as pd
+
+    from leadscore.model.tabular import plan_columns
+
+    df = pd.DataFrame(
+        {"Country": ["DE", "FR", "US", "DE"], "Visits": [1, 2, 3, 4], "Converted": [0, 1, 0, 1]}
+    )
+    plans, dropped = plan_columns(df, "Converted", sensitive=("Country",))
+    assert [p.column for p in plans] == ["Visits"]
+    assert dropped == [{"column": "Country", "why": "sensitive: reported on, never a feature"}]

@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 TIERS = ("hot", "warm", "cold")
+SEGMENTS = ("company_size", "country", "industry", "lead_source")
+"""The lead attributes fairness is reported for by default (LEADSCORE_MONITOR_SEGMENTS)."""
 ECE_BINS = 10
 
 
@@ -114,6 +116,32 @@ def _rates(hot: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
+def _bootstrap(
+    hot: np.ndarray, y: np.ndarray, leads: np.ndarray, resamples: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Each rate over ``resamples`` draws of the leads with replacement (a lead's moments
+    move together): per-lead sums, weighted by how often each lead was drawn."""
+    _, inverse = np.unique(leads, return_inverse=True)
+    n_leads = int(inverse.max()) + 1
+    pos, neg = y == 1, y == 0
+    stats = np.stack(
+        [
+            np.bincount(inverse, minlength=n_leads),
+            np.bincount(inverse, weights=hot, minlength=n_leads),
+            np.bincount(inverse, weights=pos, minlength=n_leads),
+            np.bincount(inverse, weights=hot & pos, minlength=n_leads),
+            np.bincount(inverse, weights=neg, minlength=n_leads),
+            np.bincount(inverse, weights=hot & neg, minlength=n_leads),
+        ],
+        axis=1,
+    ).astype(np.float64)
+    draws = rng.integers(0, n_leads, size=(resamples, n_leads))
+    weights = np.stack([np.bincount(d, minlength=n_leads) for d in draws]).astype(np.float64)
+    n, h, p, hp, ng, hn = (weights @ stats).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"hot_share": h / n, "tpr": hp / p, "fpr": hn / ng}
+
+
 def fairness(
     p: np.ndarray,
     y: np.ndarray,
@@ -142,17 +170,12 @@ def fairness(
             if len(idx) < min_group:
                 continue
             rates = _rates(hot[idx], y[idx])
-            # Cluster bootstrap: draw the segment's leads with replacement.
-            seg_leads, inverse = np.unique(lead_arr[idx], return_inverse=True)
-            members = [idx[inverse == i] for i in range(len(seg_leads))]
-            draws: dict[str, list[float]] = {m: [] for m in FAIRNESS_METRICS}
-            for _ in range(resamples):
-                pick = rng.integers(0, len(members), len(members))
-                rows = np.concatenate([members[i] for i in pick])
-                r = _rates(hot[rows], y[rows])
-                for m in FAIRNESS_METRICS:
-                    if overall[m] and not math.isnan(r[m]):
-                        draws[m].append(r[m] / overall[m])
+            boot = _bootstrap(hot[idx], y[idx], lead_arr[idx], resamples, rng)
+            draws = {
+                m: boot[m][np.isfinite(boot[m])] / overall[m] if overall[m] else np.array([])
+                for m in FAIRNESS_METRICS
+            }
+            seg_leads = np.unique(lead_arr[idx])
             row: dict[str, Any] = {
                 "attribute": attr,
                 "segment": seg,
