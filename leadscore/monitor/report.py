@@ -114,7 +114,7 @@ def _svg_lines(
     *,
     bands: Sequence[float] = (),
     y_label: str = "",
-    width: int = 640,
+    width: int = 760,
     height: int = 260,
 ) -> str:
     """A line chart of ``series`` over the evaluations (x: evaluation index)."""
@@ -128,7 +128,7 @@ def _svg_lines(
     pad = (hi - lo) * 0.08
     lo, hi = lo - pad, hi + pad
     n = max(len(s) for s in series.values())
-    left, right, top, bottom = 52, 160, 24, 28
+    left, right, top, bottom = 52, 250, 24, 28
     w, h = width - left - right, height - top - bottom
 
     def x(i: int) -> float:
@@ -168,13 +168,22 @@ def _svg_lines(
             )
         parts.append(
             f'<text x="{left + w + 8}" y="{top + 12 + 14 * k}" font-size="11" fill="{color}">'
-            f"{html.escape(name[:26])}</text>"
+            f"{html.escape(_short(name))}</text>"
         )
     parts.append(
         f'<text x="{left}" y="{height - 8}" font-size="10">evaluations over time '
         f"({n} points){' - ' + html.escape(y_label) if y_label else ''}</text></svg>"
     )
     return "".join(parts)
+
+
+def _short(name: str, width: int = 34) -> str:
+    """A legend label that fits: the middle of a long one (a version name) gives way, so
+    its end ("measured", "estimate") stays readable."""
+    if len(name) <= width:
+        return name
+    half = (width - 1) // 2
+    return name[:half] + "\u2026" + name[-(width - 1 - half) :]
 
 
 def _series(history: list[dict[str, Any]], v: str, key: str) -> list[float | None]:

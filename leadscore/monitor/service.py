@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from leadscore.features.definitions import DAY_MS
 from leadscore.model.drift import Reference, compare
@@ -49,9 +51,11 @@ def _iso(ms: int | float) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-class _Gauges:
-    """The monitor's metrics: every gauge is set from scratch at each evaluation, so a
-    segment or feature that left the report leaves ``/metrics`` too."""
+class _Gauges(Collector):
+    """The monitor's metrics: every evaluation sets them from scratch into a new snapshot,
+    which replaces the exported one in one step when the evaluation is done. A segment or
+    feature that left the report leaves ``/metrics`` too, and a scrape never sees a half-set
+    evaluation (clearing labelled gauges and setting them again left scrapes without them)."""
 
     SPECS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         ("auc", "leadscore_online_roc_auc", "ROC AUC of matured moments", ("model_version",)),
@@ -197,21 +201,32 @@ class _Gauges:
     )
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.g: dict[str, Gauge] = {
-            attr: Gauge(name, doc, labels, registry=registry)
-            for attr, name, doc, labels in self.SPECS
-        }
+        self._next: dict[str, dict[tuple[str, ...], float]] = {}
+        self._shown: dict[str, dict[tuple[str, ...], float]] = {}
+        registry.register(self)
 
     def clear(self) -> None:
-        for attr, _, _, labels in self.SPECS:
-            if labels:
-                self.g[attr].clear()
+        """Start the next snapshot."""
+        self._next = {attr: {} for attr, _, _, _ in self.SPECS}
 
     def set(self, attr: str, value: float | None, *labels: str) -> None:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return
-        g = self.g[attr]
-        (g.labels(*labels) if labels else g).set(value)
+        self._next.setdefault(attr, {})[labels] = float(value)
+
+    def commit(self) -> None:
+        self._shown = self._next
+
+    def collect(self) -> Iterator[Metric]:
+        shown = self._shown
+        for attr, name, doc, labels in self.SPECS:
+            fam = GaugeMetricFamily(name, doc, labels=labels)
+            for values, v in shown.get(attr, {}).items():
+                fam.add_metric(list(values), v)
+            yield fam
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class Monitor:
@@ -375,6 +390,7 @@ class Monitor:
         self.gauges.set("updated", self.clock())
         if self.book.watermark_ms:
             self.gauges.set("watermark", self.book.watermark_ms / 1000)
+        self.gauges.commit()
         self.book.compact(horizons, window_ms)
         self.last_report = out
         self.history.append(_history_point(out))

@@ -98,6 +98,7 @@ def test_data_drift_raises_the_alarm_and_no_drift_raises_none(
     assert steady == set(), f"no drift was injected, yet these features alarmed: {steady}"
 
     drifted = _alarms(settings_factory, worker_factory, tmp_path, model_dir, version, drift=True)
+    print(f"drift alarms: undrifted {sorted(steady)}, drifted {sorted(drifted)}")
     assert drifted & DRIFTED, f"the mix changed, yet no drifted feature alarmed: {drifted}"
     # The score may move with the mix; a behavioural feature has no reason to.
     assert drifted <= DRIFTED | {"score"}, drifted
