@@ -295,7 +295,10 @@ class Monitor:
         self.offsets[(topic, partition)] = offset + 1
         self.records.labels(topic=topic).inc()
         if value is None:
-            return  # a tombstone (an erased lead)
+            # A tombstone: the lead was erased (`leadscore forget`); so is what we hold on it.
+            if key is not None and topic != self.settings.topic("crm"):
+                self.book.leads.pop(key.decode("utf-8", "replace"), None)
+            return
         try:
             rec = orjson.loads(value)
         except orjson.JSONDecodeError:

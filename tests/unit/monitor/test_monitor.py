@@ -156,3 +156,12 @@ def test_estimate_made_while_pending_is_set_beside_the_measurement(tmp_path):
 def load_or_current(mon: Monitor) -> dict:
     mon.save()
     return load_report(mon.dir)
+
+
+def test_an_erased_lead_leaves_the_sample(tmp_path):
+    s = _settings(tmp_path)
+    mon = Monitor(s)
+    _feed(mon, s)
+    assert "L3" in mon.book.leads
+    mon.handle(s.topic("scores"), 1, 99, b"L3", None)  # the tombstone `forget` writes
+    assert "L3" not in mon.book.leads
