@@ -21,7 +21,8 @@ FeatureValue = int | float | str | None
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The parsed schema ``name``: ``event.web``, ``event.email``, ``event.crm`` or ``score``."""
+    """The parsed schema ``name``: ``event.web``, ``event.email``, ``event.crm``, ``score``,
+    ``alert`` or ``dlq`` (the files of this package; README.md in it maps them to topics)."""
     text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -45,6 +45,9 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     s: fastjsonschema.compile(load_schema(f"event.{s}")) for s in SOURCES
 }
 _score_validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema("score"))
+_record_validators: dict[str, Callable[[Any], Any]] = {
+    name: fastjsonschema.compile(load_schema(name)) for name in ("score", "alert", "dlq")
+}
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +262,15 @@ def validate_score(record: dict[str, Any]) -> None:
         _score_validator(record)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise InvalidScoreError(str(exc)) from exc
+
+
+def validate_record(kind: str, record: Any) -> None:
+    """Raise :class:`InvalidScoreError` if ``record`` breaks schema ``kind`` (``score``,
+    ``alert`` or ``dlq``): the records a worker writes."""
+    try:
+        _record_validators[kind](record)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidScoreError(f"{kind} record: {exc}") from exc
 
 
 def dlq_record(

@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from leadscore.infra.producer import EventProducer
-from leadscore.schemas.validation import format_ts_ms
+from leadscore.integrations.erase import run_forget
+from leadscore.schemas.validation import format_ts_ms, validate_record
 
-from .helpers import read_topic
+from .helpers import read_to_end, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +166,7 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
         assert doc["score"]["lead_id"] == lead
 
     assert worker.get("/leads/L-nobody")[0] == 404
+    _every_record_matches_its_schema(s, events[0]["lead_id"], len(bad))
     assert worker.proc.poll() is None, "the worker must survive malformed input"
 
     status, body = worker.get("/metrics")
@@ -193,3 +195,26 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
     assert rss > 10e6
     assert 'python_gc_collections_total{generation="0"}' in text
     assert "python_info{" in text
+
+
+def _every_record_matches_its_schema(s, forgotten: str, n_dlq: int) -> None:
+    """Scores, a tombstone, tier-change alerts and DLQ records, as a consumer written from
+    schemas/ reads them: each validates, and each kind was seen at least once."""
+    run_forget(s, forgotten)
+    seen: Counter = Counter()
+    for rec in read_topic(s, "scores", until=3001, timeout=60):
+        if rec["value"] is None:
+            assert rec["key"] == forgotten.encode()  # a tombstone, keyed by the erased lead
+            seen["tombstone"] += 1
+        else:
+            validate_record("score", rec["value"])
+            seen["score"] += 1
+    for value in read_to_end(s, "alerts"):
+        validate_record("alert", value)
+        assert value["from_tier"] != value["to_tier"]
+        seen["alert"] += 1
+    for rec in read_topic(s, "dlq", until=n_dlq, timeout=30):
+        validate_record("dlq", rec["value"])
+        seen["dlq"] += 1
+    assert (seen["score"], seen["tombstone"], seen["dlq"]) == (3000, 1, n_dlq), seen
+    assert seen["alert"] > 0, seen

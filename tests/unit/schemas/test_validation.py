@@ -149,3 +149,27 @@ def test_score_schema_rejects_out_of_range_score():
         validate_score({**rec, "score": 1.5})
     with pytest.raises(InvalidScoreError):
         validate_score({**rec, "tier": "lukewarm"})
+
+
+def test_alert_and_dlq_records_have_contracts():
+    from leadscore.schemas.validation import InvalidScoreError, validate_record
+
+    alert = {
+        "lead_id": "L-1",
+        "from_tier": "cold",
+        "to_tier": "hot",
+        "score": 0.91,
+        "model_version": "rules-v1",
+        "event_id": "e-1",
+        "event_ts": "2026-12-01T10:00:00.000Z",
+        "scored_at": "2026-12-01T10:00:00.010Z",
+    }
+    validate_record("alert", alert)
+    for broken in (
+        {**alert, "to_tier": "lukewarm"},
+        {k: v for k, v in alert.items() if k != "score"},
+    ):
+        with pytest.raises(InvalidScoreError):
+            validate_record("alert", broken)
+    with pytest.raises(InvalidScoreError):
+        validate_record("dlq", {"topic": "leads.web"})
