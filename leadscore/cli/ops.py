@@ -20,7 +20,11 @@ def register(sub: Any) -> None:
     sy.add_argument("--sink", required=True, help="where scores go (see above)")
     sy.add_argument("--group", help="consumer group (default: <app id>-crm-sync)")
     sy.add_argument("--max-records", type=int, help="stop after this many records")
-    sy.add_argument("--idle-exit", type=float, help="stop after this many idle seconds")
+    sy.add_argument(
+        "--idle-exit",
+        type=float,
+        help="stop after this many seconds without a record, counted from partition assignment",
+    )
     sy.set_defaults(func=cmd_sync)
 
     fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")

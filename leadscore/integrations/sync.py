@@ -174,9 +174,17 @@ def run_sync(
             "auto.offset.reset": "earliest",
         }
     )
-    consumer.subscribe([settings.topic("scores")])
+    # The idle clock starts when partitions are assigned: joining a group can take longer
+    # than a short --idle-exit (23 s on the embedded broker), which then synced nothing.
+    assigned: list[float] = []
+
+    def on_assign(c: Any, partitions: Any) -> None:
+        if not assigned:
+            assigned.append(time.monotonic())
+
+    consumer.subscribe([settings.topic("scores")], on_assign=on_assign)
     done = 0
-    last_data = time.monotonic()
+    last_data: float | None = None
     try:
         while max_records is None or done < max_records:
             msgs = consumer.consume(batch_size, timeout=0.5)
@@ -196,8 +204,10 @@ def run_sync(
                 last_data = time.monotonic()
                 if progress is not None:
                     progress(f"synced {done} score records")
-            elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
-                break
+            elif idle_exit_s is not None and assigned:
+                since = last_data if last_data is not None else assigned[0]
+                if time.monotonic() - since > idle_exit_s:
+                    break
     finally:
         consumer.close()
         sink.close()

@@ -86,3 +86,14 @@ def test_sync_to_jsonl_writes_every_record_once(settings_factory, tmp_path):
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["lead_id"] for x in lines] and len(lines) == 7
     assert {"lead_id": "L0", "deleted": True} in lines
+
+
+def test_idle_exit_counts_from_partition_assignment(settings_factory, tmp_path):
+    """A short --idle-exit used to expire while the consumer group was still joining (longer
+    than 2 s on the embedded broker): the sync stopped having read nothing."""
+    s = settings_factory()
+    items = [(f"L{i}", record(f"L{i}", i / 10, "2026-11-27T10:00:00.000Z")) for i in range(4)]
+    produce(s, items)
+    out = tmp_path / "scores.jsonl"
+    assert run_sync(s, JsonlSink(out), idle_exit_s=2) == 4
+    assert len(out.read_bytes().splitlines()) == 4
