@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     redis_tls: bool = False
     redis_tls_cafile: Path | None = None
 
+    sync_webhook_authorization: SecretStr | None = Field(
+        default=None,
+        description="`sync` webhook: the Authorization header's value (e.g. 'Bearer ...')",
+    )
+    sync_tries: int = Field(
+        default=5, ge=1, description="`sync` webhook: tries per batch before it is dead-lettered"
+    )
+    sync_dead_letter: Path = Field(
+        default=Path("sync-dead-letter.jsonl"),
+        description="`sync` webhook: where batches the endpoint never took are written",
+    )
     monitor_port: int = Field(default=6067, description="`leadscore monitor`'s /metrics port")
     monitor_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the monitor in compose
     monitor_state_dir: Path = Field(

@@ -64,7 +64,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     settings.require_kafka()
     n = run_sync(
         settings,
-        make_sink(args.sink),
+        make_sink(args.sink, settings),
         group_id=args.group,
         max_records=args.max_records,
         idle_exit_s=args.idle_exit,

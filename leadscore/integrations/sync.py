@@ -1,7 +1,8 @@
 """``leadscore sync``: the CRM sync consumer of ``leads.scores``.
 
 Sinks: PostgreSQL (upsert of the latest score per lead), an HTTP webhook (POST of each
-batch as JSON), or a JSONL file. Offsets are committed only after the sink has the batch
+batch as JSON, retried, then dead-lettered: :mod:`leadscore.integrations.webhook`), or a
+JSONL file. Offsets are committed only after the sink has the batch
 (at-least-once); every sink is idempotent per lead, so a redelivered batch is harmless.
 A tombstone (erased lead) deletes the lead's row.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import orjson
 from confluent_kafka import Consumer, KafkaException
 
-from leadscore.errors import ConfigError, LeadscoreError
+from leadscore.errors import ConfigError
 from leadscore.settings import Settings
 
 Update = tuple[str, dict[str, Any] | None]  # (lead_id, record or None for erasure)
@@ -44,29 +44,6 @@ class JsonlSink:
 
     def close(self) -> None:
         self._fh.close()
-
-
-class WebhookSink:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self._url = url
-        self._timeout = timeout
-
-    def write(self, updates: Sequence[Update]) -> None:
-        body = orjson.dumps(
-            [
-                rec if rec is not None else {"lead_id": lead, "deleted": True}
-                for lead, rec in updates
-            ]
-        )
-        req = urllib.request.Request(  # noqa: S310 - the user's own endpoint, http(s) only
-            self._url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # noqa: S310
-            if resp.status >= 300:
-                raise LeadscoreError(f"webhook {self._url} answered {resp.status}")
-
-    def close(self) -> None:
-        return None
 
 
 _DDL = """
@@ -141,12 +118,22 @@ class PostgresSink:
         self._conn.close()
 
 
-def make_sink(url: str) -> Sink:
+def make_sink(url: str, settings: Settings | None = None) -> Sink:
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql"):
         return PostgresSink(url)
     if parsed.scheme in ("http", "https"):
-        return WebhookSink(url)
+        from leadscore.integrations.webhook import WebhookSink
+
+        if settings is None:
+            return WebhookSink(url)
+        auth = settings.sync_webhook_authorization
+        return WebhookSink(
+            url,
+            authorization=auth.get_secret_value() if auth is not None else None,
+            tries=settings.sync_tries,
+            dead_letter=settings.sync_dead_letter,
+        )
     if parsed.scheme in ("jsonl", "file"):
         return JsonlSink(Path(parsed.path))
     if parsed.scheme == "" and url.endswith(".jsonl"):

@@ -97,3 +97,94 @@ def test_idle_exit_counts_from_partition_assignment(settings_factory, tmp_path):
     out = tmp_path / "scores.jsonl"
     assert run_sync(s, JsonlSink(out), idle_exit_s=2) == 4
     assert len(out.read_bytes().splitlines()) == 4
+
+
+class _Webhook:
+    """A CRM endpoint on a local port: answers 503 to the first ``flaky`` tries of each batch
+    (by its Idempotency-Key), then 200; records what it acknowledged."""
+
+    def __init__(self, flaky: int) -> None:
+        import http.server
+        import threading
+
+        hook = self
+        self.flaky = flaky
+        self.tries: dict[str, int] = {}
+        self.acked: list[str] = []
+        self.records: list[dict] = []
+        self.auth: set[str | None] = set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                key = self.headers["Idempotency-Key"]
+                hook.auth.add(self.headers.get("Authorization"))
+                n = hook.tries[key] = hook.tries.get(key, 0) + 1
+                if n <= hook.flaky:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                if key not in hook.acked:
+                    hook.acked.append(key)
+                    hook.records.extend(orjson.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/scores"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _sink(url: str, tmp_path, tries: int):
+    from leadscore.integrations.webhook import WebhookSink
+
+    return WebhookSink(
+        url,
+        authorization="Bearer t0ken",
+        tries=tries,
+        backoff_s=0.01,
+        dead_letter=tmp_path / "dead.jsonl",
+    )
+
+
+def test_webhook_retries_a_503_and_acknowledges_each_batch_once(settings_factory, tmp_path):
+    s = settings_factory()
+    items = [(f"L{i}", record(f"L{i}", i / 100, "2026-11-27T10:00:00.000Z")) for i in range(40)]
+    produce(s, [*items, ("L0", None)])
+    hook = _Webhook(flaky=3)
+    try:
+        sink = _sink(hook.url, tmp_path, tries=5)
+        assert run_sync(s, sink, max_records=41, idle_exit_s=30, batch_size=10) == 41
+    finally:
+        hook.close()
+    assert hook.acked and len(hook.acked) == len(set(hook.acked))
+    assert all(hook.tries[k] == 4 for k in hook.acked)  # three 503s, then taken
+    assert sorted(r["lead_id"] for r in hook.records if "score" in r) == sorted(k for k, _ in items)
+    assert {"lead_id": "L0", "deleted": True} in hook.records
+    assert hook.auth == {"Bearer t0ken"}
+    assert not (tmp_path / "dead.jsonl").exists()
+
+
+def test_a_webhook_that_always_fails_ends_in_the_dead_letter_file(settings_factory, tmp_path):
+    s = settings_factory()
+    items = [(f"L{i}", record(f"L{i}", i / 100, "2026-11-27T10:00:00.000Z")) for i in range(12)]
+    produce(s, items)
+    hook = _Webhook(flaky=10**9)
+    try:
+        sink = _sink(hook.url, tmp_path, tries=3)
+        # The sync goes on past every failed batch (and commits), rather than stop or stall.
+        assert run_sync(s, sink, max_records=12, idle_exit_s=30, batch_size=5) == 12
+    finally:
+        hook.close()
+    lines = [orjson.loads(x) for x in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
+    assert sorted(r["lead_id"] for line in lines for r in line["records"]) == sorted(
+        k for k, _ in items
+    )
+    assert all(line["error"].startswith("HTTP 503") for line in lines)
+    assert all(hook.tries[line["batch"]] == 3 for line in lines)
