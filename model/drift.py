@@ -75,6 +75,12 @@ class Bins:
     def size(self) -> int:
         return len(self.labels)
 
+    @property
+    def bin_names(self) -> tuple[str, ...]:
+        """Each bin's name on the wire (the ``bin`` label of the workers' counters): its
+        index, and ``missing`` for the last."""
+        return (*(str(k) for k in range(self.size - 1)), MISSING)
+
     def index(self, column: np.ndarray) -> np.ndarray:
         """The bin of each value of ``column`` (the model's encoded input)."""
         missing = self.size - 1
@@ -179,15 +185,6 @@ def _categorical_bins(name: str, col: np.ndarray, levels: Sequence[str], max_bin
     return Bins(name, "categorical", (), tuple(lut), tuple(labels), ())
 
 
-def _score_bins(scores: np.ndarray, bins: int = 10) -> Bins:
-    b = _numeric_bins(SCORE, scores, bins)
-    return b
-
-
-def _hist(bins: Bins, column: np.ndarray) -> np.ndarray:
-    return np.bincount(bins.index(column), minlength=bins.size)
-
-
 def _dispersion_at(bins: Bins, idx: np.ndarray, blocks: int) -> float:
     """An upper bound (mean plus two standard errors) of the mean over ``blocks``
     consecutive blocks of PSI(block, rest) / E_iid[PSI]: a handful of blocks estimate it
@@ -249,7 +246,7 @@ def build_reference(
     columns = [x[:, j] for j in range(x.shape[1])] + [np.asarray(scores, dtype=np.float64)]
     for j, col in enumerate(columns):
         if j == len(names):
-            b = _score_bins(col)
+            b = _numeric_bins(SCORE, col, max_bins)
         elif kinds[j] == "categorical":
             b = _categorical_bins(names[j], col, levels[j], max_bins)
         else:

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from leadscore.features import retry
-from leadscore.model.drift import MISSING, LiveBins
+from leadscore.model.drift import LiveBins
 from leadscore.model.scoring import Tier
 from leadscore.schemas import SOURCES
 from leadscore.schemas.validation import ErrorCode
@@ -344,13 +344,11 @@ class LiveCollector(Collector):
         for version, live in tracked:
             counts = live.counts.tolist()
             for row, bins in zip(counts, live.reference.all, strict=True):
-                last = bins.size - 1
-                for k in range(bins.size):
-                    label = MISSING if k == last else str(k)
+                for label, n in zip(bins.bin_names, row, strict=False):
                     if bins is live.reference.score:
-                        scores.add_metric((version, label), row[k])
+                        scores.add_metric((version, label), n)
                     else:
-                        features.add_metric((version, bins.name, label), row[k])
+                        features.add_metric((version, bins.name, label), n)
         yield features
         yield scores
 

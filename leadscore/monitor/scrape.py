@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from leadscore.model.drift import MISSING, Reference
+from leadscore.model.drift import Reference
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class Scraper:
         out = np.zeros((len(reference.all), width), dtype=np.float64)
         for j, b in enumerate(reference.all):
             name = "score" if b is reference.score else b.name
-            for k in range(b.size):
-                label = MISSING if k == b.size - 1 else str(k)
+            for k, label in enumerate(b.bin_names):
                 out[j, k] = self.totals.get((version, name, label), 0.0)
         return out
 
