@@ -140,10 +140,13 @@ class LeadState:
             del self.engagement[day]
 
     def features(self, ref_ms: int | None = None) -> dict[str, FeatureValue] | None:
-        """Feature values as of ``ref_ms`` (default: the lead's latest event); None if empty."""
-        if self.max_ts is None:
+        """Feature values as of ``ref_ms`` (default: the lead's latest event); None for a
+        lead with no event, unless ``ref_ms`` is given (a profile alone has features too:
+        counts of zero, no recency)."""
+        if self.max_ts is None and ref_ms is None:
             return None
-        ref = self.max_ts if ref_ms is None else ref_ms
+        ref = ref_ms if ref_ms is not None else self.max_ts
+        assert ref is not None  # noqa: S101 - checked above
         refb = {r: ref // BUCKET_MS[r] for r in _RES}
         counts: dict[str, int] = {}
         out: dict[str, FeatureValue] = {}

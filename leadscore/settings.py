@@ -133,6 +133,38 @@ class Settings(BaseSettings):
         default=Path("sync-dead-letter.jsonl"),
         description="`sync` webhook: where batches the endpoint never took are written",
     )
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="`leadscore api` binds here; on any other than a loopback address it "
+        "requires API keys (or LEADSCORE_API_ALLOW_ANONYMOUS)",
+    )
+    api_port: int = Field(default=8080, description="`leadscore api`'s port")
+    api_keys: str = Field(
+        default="",
+        description="comma-separated API keys as name=sha256hex[:read+score] (`leadscore api "
+        "keygen` prints one); a request then needs one of them",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="a file of API keys in the same form, one per line"
+    )
+    api_allow_anonymous: bool = Field(
+        default=False,
+        description="serve without API keys on a non-loopback address (behind a gateway that "
+        "authenticates)",
+    )
+    api_rate_limit: float = Field(
+        default=0.0,
+        ge=0,
+        description="requests per second per API key and per API replica; 0 means no limit",
+    )
+    api_rate_burst: int = Field(default=20, ge=1, description="requests a key may send at once")
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
+    sync_metrics_port: int = Field(
+        default=6068, ge=0, description="`leadscore sync`'s /metrics port; 0 serves none"
+    )
+    sync_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the sync in compose
     monitor_port: int = Field(default=6067, description="`leadscore monitor`'s /metrics port")
     monitor_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the monitor in compose
     monitor_state_dir: Path = Field(

@@ -25,10 +25,17 @@ def register(sub: Any) -> None:
         type=float,
         help="stop after this many seconds without a record, counted from partition assignment",
     )
+    sy.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     sy.set_defaults(func=cmd_sync)
 
-    fg = sub.add_parser("forget", help="erase a lead's features and score (and tombstone it)")
+    fg = sub.add_parser(
+        "forget",
+        help="erase a lead's features and score (and tombstone it)",
+        description="Deletes the lead's Redis keys and writes a tombstone on leads.scores. "
+        "Prints a JSON summary (--json: the same, stated for scripts).",
+    )
     fg.add_argument("lead_id")
+    fg.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     fg.set_defaults(func=cmd_forget)
 
     rb = sub.add_parser(
@@ -60,18 +67,45 @@ def register(sub: Any) -> None:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.integrations.sync import make_sink, run_sync
+    from leadscore.integrations.sync_metrics import SyncMetrics
 
     settings.require_kafka()
+    sink = make_sink(args.sink, settings)
+    metrics = SyncMetrics.create()
+    if settings.sync_metrics_port:
+        metrics.serve(settings.sync_metrics_host, settings.sync_metrics_port)
+        say(f"sync metrics on http://{settings.sync_metrics_host}:{settings.sync_metrics_port}")
     n = run_sync(
         settings,
-        make_sink(args.sink, settings),
+        sink,
         group_id=args.group,
         max_records=args.max_records,
         idle_exit_s=args.idle_exit,
         progress=say,
+        metrics=metrics,
     )
-    say(f"synced {n} score records to {args.sink}")
+    dead = int(getattr(sink, "dead_lettered", 0))
+    where = _redacted(args.sink)
+    if args.json:
+        emit({"records": n, "sink": where, "dead_lettered_batches": dead})
+    else:
+        say(f"synced {n} score records to {where}")
     return 0
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password (a PostgreSQL DSN may carry one).
+
+    >>> _redacted("postgresql://crm:s3cret@db:5432/crm")
+    'postgresql://crm:***@db:5432/crm'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:

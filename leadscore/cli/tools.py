@@ -25,6 +25,22 @@ def register(sub: Any) -> None:
     d.add_argument("--json", action="store_true", help="print a one-line JSON summary at the end")
     d.set_defaults(func=cmd_demo)
 
+    u = sub.add_parser(
+        "up",
+        help="a standalone setup: embedded broker + Redis + a worker (+ --api), until Ctrl-C",
+        description="Starts the embedded Kafka-protocol broker and Redis (in memory) and a "
+        "worker on them, scoring with the registry's champion (LEADSCORE_MODEL_DIR) or the "
+        "rules; prints `export LEADSCORE_KAFKA_BOOTSTRAP=... LEADSCORE_REDIS_URL=...` lines "
+        "to point producers, `replay`, `sync` and `api` at. Ctrl-C or SIGTERM stops it all. "
+        "For production, run `leadscore worker` against your own Kafka and Redis.",
+    )
+    u.add_argument("--kafka-port", type=int, default=9092, help="broker port (default 9092)")
+    u.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
+    u.add_argument("--api", action="store_true", help="also serve `leadscore api`")
+    u.add_argument("--api-port", type=int, help="the API's port (default LEADSCORE_API_PORT)")
+    u.add_argument("--json", action="store_true", help="print the addresses as one JSON line")
+    u.set_defaults(func=cmd_up)
+
     b = sub.add_parser(
         "bench",
         help="end-to-end benchmark against a real broker and Redis",
@@ -93,3 +109,17 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     else:
         say(json.dumps(result, indent=2))
     return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from leadscore.tooling.up import run_up
+
+    api_port = (args.api_port or settings.api_port) if args.api else None
+    return run_up(
+        settings,
+        kafka_port=args.kafka_port,
+        redis_port=args.redis_port,
+        api_port=api_port,
+        say=say,
+        as_json=args.json,
+    )

@@ -14,7 +14,8 @@ def register(sub: Any) -> None:
         help="the Faust worker (agents + web server)",
         description="Consumes leads.web/email/crm, scores every event, publishes to "
         "leads.scores (bad input to leads.dlq, tier changes to leads.alerts). Web: /health "
-        "/ready /metrics POST /score GET /leads/{id}. If its agent dies it exits non-zero "
+        "/ready /metrics only (lead lookups and POST /score are served by `leadscore api`). "
+        "If its agent dies it exits non-zero "
         "for a supervisor to restart it; SIGTERM stops it within LEADSCORE_SHUTDOWN_TIMEOUT_S.",
     )
     w.set_defaults(func=cmd_worker)

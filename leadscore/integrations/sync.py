@@ -20,6 +20,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaException
 
 from leadscore.errors import ConfigError
+from leadscore.integrations.sync_metrics import SyncMetrics
 from leadscore.settings import Settings
 
 Update = tuple[str, dict[str, Any] | None]  # (lead_id, record or None for erasure)
@@ -152,6 +153,7 @@ def run_sync(
     idle_exit_s: float | None = None,
     batch_size: int = 500,
     progress: Callable[[str], None] | None = None,
+    metrics: SyncMetrics | None = None,
 ) -> int:
     """Consume ``leads.scores`` into ``sink`` until interrupted (or the limits); return records."""
     consumer = Consumer(
@@ -185,7 +187,7 @@ def run_sync(
                 raw = m.value()
                 updates.append((key.decode(), None if raw is None else orjson.loads(raw)))
             if updates:
-                sink.write(updates)
+                _write(sink, updates, metrics)
                 consumer.commit(asynchronous=False)
                 done += len(updates)
                 last_data = time.monotonic()
@@ -199,3 +201,18 @@ def run_sync(
         consumer.close()
         sink.close()
     return done
+
+
+def _write(sink: Sink, updates: list[Update], metrics: SyncMetrics | None) -> None:
+    if metrics is None:
+        sink.write(updates)
+        return
+    before = getattr(sink, "dead_lettered", 0)
+    try:
+        sink.write(updates)
+    except Exception:
+        metrics.failures.inc()
+        raise
+    metrics.dead_lettered.inc(getattr(sink, "dead_lettered", 0) - before)
+    tombstones = sum(1 for _, rec in updates if rec is None)
+    metrics.wrote(len(updates) - tombstones, tombstones)

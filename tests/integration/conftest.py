@@ -25,6 +25,7 @@ from leadscore.tooling.embedded import (
     Service,
     free_port,
     redis_answers,
+    spawn_command,
     spawn_worker,
     start_broker,
     start_process,
@@ -32,7 +33,7 @@ from leadscore.tooling.embedded import (
 )
 from leadscore.tooling.exceptions import ServiceStartError
 
-from .helpers import BUCKET, WorkerProcess
+from .helpers import BUCKET, ApiProcess, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +153,35 @@ def worker_factory(tmp_path: Path):
     yield start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def api_factory(tmp_path: Path):
+    """Start ``leadscore api`` processes on the settings' Redis and registry."""
+    apis: list[ApiProcess] = []
+
+    def start(s: Settings, *, timeout: float = 60.0, **env: str) -> ApiProcess:
+        port = free_port()
+        log_path = tmp_path / f"api-{len(apis)}.log"
+        proc = spawn_command(s, log_path, "api", "--port", str(port), **env)
+        a = ApiProcess(s, proc, log_path, port=port)
+        apis.append(a)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"api exited with {proc.returncode}:\n{a.log_tail()}")
+            try:
+                if a.get("/health")[0] == 200:
+                    return a
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"api not up in {timeout} s:\n{a.log_tail()}")
+            time.sleep(0.2)
+
+    yield start
+    for a in apis:
+        a.stop()
 
 
 @pytest.fixture

@@ -110,10 +110,11 @@ def malformed(prefix: str) -> list[tuple[str, bytes | None, bytes | None, str]]:
 
 
 def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
-    settings_factory, worker_factory
+    settings_factory, worker_factory, api_factory
 ):
     s = settings_factory()
     worker = worker_factory(s)
+    api = api_factory(s)
     events = valid_events(n_leads=200, per_lead=15, seed=11)
     assert len(events) == 3000
     dupes = random.Random(3).sample(events, 50)
@@ -156,7 +157,7 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
         if key:
             c[key] += 1
     for lead, counts in expected.items():
-        status, body = worker.get(f"/leads/{lead}")
+        status, body = api.get(f"/leads/{lead}")
         assert status == 200
         doc = orjson.loads(body)
         feats = doc["features"]
@@ -165,7 +166,8 @@ def test_stream_scores_every_distinct_event_once_and_dead_letters_the_rest(
         assert feats["industry"] == "software"
         assert doc["score"]["lead_id"] == lead
 
-    assert worker.get("/leads/L-nobody")[0] == 404
+    assert api.get("/leads/L-nobody")[0] == 404
+    assert api.get(f"/leads/{lead}/score")[0] == 200
     _every_record_matches_its_schema(s, events[0]["lead_id"], len(bad))
     assert worker.proc.poll() is None, "the worker must survive malformed input"
 

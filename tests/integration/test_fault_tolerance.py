@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -19,7 +20,7 @@ from leadscore.tooling.embedded import start_redis
 from .helpers import (
     WorkerProcess,
     assert_features_match_replay,
-    consumer_lag,
+    committed_total,
     metric_total,
     produce,
     read_to_end,
@@ -30,7 +31,48 @@ from .helpers import (
 pytestmark = pytest.mark.integration
 
 N_LEADS = 300
-N_EVENTS = 20_000
+N_EVENTS = 40_000  # more than a run sends: the feeder stops at the kill
+BURST = 4_000
+FEED_RATE = 2_000.0  # events/s after the burst; well under a worker's rate, so it keeps up
+
+
+class Feeder(threading.Thread):
+    """Sends a burst, then a steady stream until stopped, so the worker is mid-stream whenever
+    the test freezes or kills it. Sending everything up front let a fast worker drain the input
+    before the test froze it: no batch was ever caught between its Redis update and its
+    delivery. A steady stream also makes every freeze leave a backlog for the next thaw."""
+
+    def __init__(self, s, events: list[dict]) -> None:
+        super().__init__(daemon=True)
+        self.s, self.events = s, events
+        self.sent = 0
+        self.errors: list = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from leadscore.infra.producer import EventProducer
+
+        producer = EventProducer(self.s)
+        start = time.monotonic()
+        for n, event in enumerate(self.events, start=1):
+            if self._halt.is_set():
+                break
+            producer.send(event)
+            self.sent = n
+            ahead = (n - BURST) / FEED_RATE - (time.monotonic() - start)
+            if n > BURST and ahead > 0:
+                self._halt.wait(ahead)
+        producer.flush(60)
+        self.errors = producer.errors
+
+    def stop(self) -> list[dict]:
+        """Stop sending; the events that reached the broker, in the order sent."""
+        self._halt.set()
+        self.join(90)
+        assert not self.is_alive(), "the feeder did not stop"
+        assert self.errors == [], self.errors[:3]
+        assert self.sent < len(self.events), "the feeder ran out before the kill"
+        return self.events[: self.sent]
 
 
 def applied_ids(redis_url: str, leads: set[str]) -> set[str]:
@@ -69,38 +111,43 @@ def kill_restart_and_finish(
     # Faust's data dir under tmp_path: nothing left behind in /tmp after the test.
     s = settings_factory(data_dir=tmp_path / "faust")
     events = recent_events(N_LEADS, N_EVENTS, seed=51, dup_every=50)
-    expected = {e["event_id"] for e in events}
     leads = {e["lead_id"] for e in events}
     first = worker_factory(s)
-    produce(s, events)
-    wait_processed(first, 3_000, timeout=120)
-    # Kill only once the group has committed a good part, so the restart has offsets to resume.
-    deadline = time.monotonic() + 30
-    while (lag := consumer_lag(s)) > len(events) - 2_000:
-        assert time.monotonic() < deadline, "no offset committed in 30 s"
-        time.sleep(0.05)
-    processed = metric_total(first)
-    if worst_window:
-        # Freeze the worker until it is caught between the Redis update of a batch and the
-        # delivery of that batch's scores: the moment at-least-once is hardest to keep.
-        for _attempt in range(40):
-            os.kill(first.proc.pid, signal.SIGSTOP)
-            time.sleep(1.0)  # produce requests already on the wire reach the broker
-            published = {r["event_id"] for r in read_to_end(s, "scores")}
-            in_flight = applied_ids(s.redis_url, leads) - published
-            if in_flight:
-                break
-            os.kill(first.proc.pid, signal.SIGCONT)
-            time.sleep(0.07)
-        else:
-            os.kill(first.proc.pid, signal.SIGCONT)
-            pytest.fail("never caught the worker between a Redis update and its delivery")
-    else:
-        in_flight = set()
+    feeder = Feeder(s, events)
+    feeder.start()
+    try:
+        wait_processed(first, 3_000, timeout=120)
+        # Kill only once the group has committed a good part, so the restart has offsets to
+        # resume.
+        deadline = time.monotonic() + 30
+        while (committed := committed_total(s)) < 2_000:
+            assert time.monotonic() < deadline, "no offset committed in 30 s"
+            time.sleep(0.05)
+        in_flight: set[str] = set()
+        # Read before any freeze: a stopped worker can't answer /metrics.
         processed = metric_total(first)
-    first.proc.kill()
-    first.proc.wait(10)
+        if worst_window:
+            # Freeze the worker until it is caught between the Redis update of a batch and the
+            # delivery of that batch's scores: the moment at-least-once is hardest to keep.
+            for _attempt in range(40):
+                os.kill(first.proc.pid, signal.SIGSTOP)
+                time.sleep(1.0)  # produce requests already on the wire reach the broker
+                published = {r["event_id"] for r in read_to_end(s, "scores")}
+                in_flight = applied_ids(s.redis_url, leads) - published
+                if in_flight:
+                    break
+                os.kill(first.proc.pid, signal.SIGCONT)
+                time.sleep(0.07)
+            else:
+                os.kill(first.proc.pid, signal.SIGCONT)
+                pytest.fail("never caught the worker between a Redis update and its delivery")
+        first.proc.kill()
+        first.proc.wait(10)
+    finally:
+        events = feeder.stop()
     assert first.proc.returncode == -signal.SIGKILL
+    expected = {e["event_id"] for e in events}
+    leads = {e["lead_id"] for e in events}
     if in_flight:
         # Recount now that the dead worker's last produce requests have settled, so a
         # record that reached the broker after the snapshot above isn't counted in flight.
@@ -121,7 +168,7 @@ def kill_restart_and_finish(
     # broker a restart has also been seen to re-read the whole topic (20,897 of 20,400 once);
     # correctness doesn't depend on it (the asserts above), so it is reported, not asserted.
     resumed = metric_total(second)
-    print(f"uncommitted before the kill: <= {lag}; the restarted worker re-read {resumed}")
+    print(f"committed before the kill: >= {committed}; the restarted worker re-read {resumed}")
     assert resumed > 0
     return s, expected, in_flight, second
 

@@ -45,10 +45,11 @@ def _event(i: int, lead: str, tag: str) -> dict:
 
 
 def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
-    settings_factory, worker_factory
+    settings_factory, worker_factory, api_factory
 ):
     s = settings_factory()
     worker = worker_factory(s)
+    api = api_factory(s)
     tag = uuid.uuid4().hex[:8]
     events = recent_events(120, 2_000, seed=61)
     # Two leads whose ids mapped to the same Redis keys under the old digest-based tag.
@@ -111,7 +112,7 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
 
     assert_features_match_replay(worker, valid)
     for lead, n in ((evil, 5), (alias, 3)):
-        status, body = worker.get(f"/leads/{quote(lead, safe='')}")
+        status, body = api.get(f"/leads/{quote(lead, safe='')}")
         assert status == 200, (lead, body)
         assert json.loads(body)["features"]["web_pricing_views_7d"] == n
     metrics = worker.get("/metrics")[1].decode()
@@ -124,8 +125,10 @@ def test_the_web_server_serves_only_its_pages_and_cuts_off_slow_clients(
 ):
     s = settings_factory(web_keepalive_timeout_s=2.0)
     worker = worker_factory(s)
-    for path in ("/router/", "/router/score_leads/", "/table/"):
+    # Only /health, /ready and /metrics: lead data and scoring are the API's (leadscore api).
+    for path in ("/router/", "/router/score_leads/", "/table/", "/leads/x", "/score"):
         assert worker.get(path)[0] == 404, path
+    assert worker.request("POST", "/score", {"features": {}})[0] == 404
     # Twenty clients sending a request head one byte a second are cut off by the server.
     socks = []
     for _ in range(20):

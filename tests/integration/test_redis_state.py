@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -52,7 +53,7 @@ def ms(ts: str) -> float:
 
 
 def test_redis_restarted_empty_is_detected_and_rebuilt(
-    settings_factory, worker_factory, tmp_path: Path
+    settings_factory, worker_factory, api_factory, tmp_path: Path
 ):
     svc = start_redis(tmp_path)
     port = int(svc.url.rsplit(":", 1)[1].split("/")[0])
@@ -61,8 +62,11 @@ def test_redis_restarted_empty_is_detected_and_rebuilt(
         first = recent_events(80, 3_000, seed=81, dup_every=30)
         second = recent_events(80, 1_500, seed=82)
         worker = worker_factory(s)
+        api = api_factory(s)
         produce(s, first)
         wait_caught_up(s, [worker], timeout=90)
+        lead_path = f"/leads/{quote(first[0]['lead_id'], safe='')}"
+        assert api.get(lead_path)[0] == 200
 
         # Redis dies and an empty one takes its place on the same port.
         assert svc.proc is not None
@@ -81,8 +85,9 @@ def test_redis_restarted_empty_is_detected_and_rebuilt(
         time.sleep(3.0)
         assert metric_total(worker, "scored") == scored_before, "scored from a wiped Redis"
         assert worker.get("/ready")[0] == 503
-        status, _ = worker.get(f"/leads/{first[0]['lead_id']}")
-        assert status == 503
+        # The API answers from no state rather than a wiped one.
+        assert api.get(lead_path)[0] == 503
+        assert api.get("/ready")[0] == 503
 
         rebuild_started = time.time()
         done = subprocess.run(
@@ -100,6 +105,8 @@ def test_redis_restarted_empty_is_detected_and_rebuilt(
 
         wait_ready_body(worker, 200, timeout=30)
         wait_caught_up(s, [worker], timeout=90)
+        # ... and adopts the rebuilt state's generation.
+        assert api.get(lead_path)[0] == 200
         sent = first + second
         assert_features_match_replay(worker, sent)
         records = read_to_end(s, "scores")

@@ -99,6 +99,47 @@ def test_idle_exit_counts_from_partition_assignment(settings_factory, tmp_path):
     assert len(out.read_bytes().splitlines()) == 4
 
 
+def test_sync_command_serves_its_metrics_and_prints_json(settings_factory, tmp_path):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from leadscore.tooling.embedded import free_port, settings_env
+
+    s = settings_factory(sync_metrics_port=free_port(), sync_metrics_host="127.0.0.1")
+    produce(s, [(f"L{i}", record(f"L{i}", i / 10, "2026-11-27T10:00:00.000Z")) for i in range(4)])
+    produce(s, [("L0", None)])
+    out = tmp_path / "scores.jsonl"
+    cmd = [sys.executable, "-P", "-m", "leadscore", "sync", "--sink", f"jsonl://{out}"]
+    proc = subprocess.Popen(
+        [*cmd, "--idle-exit", "6", "--json"],
+        env=settings_env(s),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{s.sync_metrics_port}/metrics"
+    seen = ""
+    deadline = time.monotonic() + 60
+    while 'leadscore_sync_records_total{kind="tombstone"} 1.0' not in seen:
+        assert proc.poll() is None and time.monotonic() < deadline, seen[-2000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
+                seen = r.read().decode()
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert 'leadscore_sync_records_total{kind="score"} 4.0' in seen
+    assert "leadscore_sync_last_success_timestamp_seconds" in seen
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert orjson.loads(stdout) == {
+        "records": 5,
+        "sink": f"jsonl://{out}",
+        "dead_lettered_batches": 0,
+    }
+
+
 class _Webhook:
     """A CRM endpoint on a local port: answers 503 to the first ``flaky`` tries of each batch
     (by its Idempotency-Key), then 200; records what it acknowledged."""
@@ -188,3 +229,52 @@ def test_a_webhook_that_always_fails_ends_in_the_dead_letter_file(settings_facto
     )
     assert all(line["error"].startswith("HTTP 503") for line in lines)
     assert all(hook.tries[line["batch"]] == 3 for line in lines)
+
+
+class _CrashAfter:
+    """A PostgreSQL sink that dies after writing ``batches`` batches, before their offsets
+    are committed: the restarted sync reads those records again (redelivery)."""
+
+    def __init__(self, sink: PostgresSink, batches: int) -> None:
+        self.sink, self.left = sink, batches
+
+    def write(self, updates) -> None:
+        self.sink.write(updates)
+        self.left -= 1
+        if self.left == 0:
+            raise RuntimeError("crash after the write, before the commit")
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_postgres_holds_the_latest_score_after_a_crash_mid_stream(settings_factory):
+    if not _pg_available():
+        pytest.skip(f"no PostgreSQL at {PG_DSN} (the JSONL sink test still runs)")
+    from leadscore.integrations.sync_metrics import SyncMetrics
+
+    s = settings_factory()
+    leads = [f"{s.app_id}-{i}" for i in range(40)]
+    items = []
+    for minute in range(10):  # each lead scored ten times, later records newer
+        for i, lead in enumerate(leads):
+            ts = f"2026-11-27T10:{minute:02d}:{i:02d}.000Z"
+            items.append((lead, record(lead, (minute * 40 + i) / 400, ts)))
+    produce(s, items)
+    with pytest.raises(RuntimeError, match="crash after the write"):
+        run_sync(s, _CrashAfter(PostgresSink(PG_DSN), batches=3), batch_size=50, idle_exit_s=60)
+    # A stale record arrives out of order after the crash: it must not win either.
+    produce(s, [(leads[0], record(leads[0], 0.001, "2026-11-27T09:00:00.000Z"))])
+    metrics = SyncMetrics.create()
+    n = run_sync(s, PostgresSink(PG_DSN), batch_size=50, idle_exit_s=3, metrics=metrics)
+    assert n >= len(items) + 1 - 3 * 50  # the crashed batches' records are read again
+    latest = {lead: rec for lead, rec in items}  # the last record of each lead is its newest
+    with psycopg.connect(PG_DSN) as conn:
+        rows = conn.execute(
+            "SELECT lead_id, score, scored_at FROM lead_scores WHERE lead_id LIKE %s",
+            (f"{s.app_id}-%",),
+        ).fetchall()
+    assert {lead: score for lead, score, _ in rows} == {
+        lead: rec["score"] for lead, rec in latest.items()
+    }
+    assert metrics.records.labels(kind="score")._value.get() == n
