@@ -22,7 +22,11 @@ class Settings(BaseSettings):
         default=None,
         description="host:port[,host:port]; unset means the demo starts its own broker",
     )
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = Field(
+        default=None,
+        description="the feature store, e.g. redis://127.0.0.1:6379/0; the worker, the API, "
+        "rebuild and forget need it; demo, up and bench start their own Redis when unset",
+    )
     model_dir: Path = Path("./models")
     model_registry: str | None = Field(
         default=None,
@@ -236,6 +240,14 @@ class Settings(BaseSettings):
                 "or run `leadscore demo`, which starts its own broker"
             )
         return self.kafka_bootstrap
+
+    def require_redis(self) -> str:
+        if not self.redis_url:
+            raise ConfigError(
+                "LEADSCORE_REDIS_URL is not set: point it at your Redis "
+                "(redis://host:6379/0), or run `leadscore up`, which starts its own"
+            )
+        return self.redis_url
 
     def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) settings for producers, consumers and the admin client."""

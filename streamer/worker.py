@@ -71,6 +71,9 @@ def run_worker(settings: Settings) -> int:
     from leadscore.streamer import gc_tuning
     from leadscore.streamer.app import create_app
 
+    # Both services named before any is contacted: a missing setting is one clear line.
+    settings.require_kafka()
+    settings.require_redis()
     ensure_topics(settings)
     app, _rt = create_app(settings)
     # Everything the worker keeps for its lifetime (modules, the model) exists by now.

@@ -69,6 +69,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.api.app import create_app
     from leadscore.api.auth import is_loopback
 
+    settings.require_redis()
     host = args.host or settings.api_host
     port = args.port if args.port is not None else settings.api_port
     app = create_app(settings)

@@ -75,8 +75,8 @@ def redis_client(settings: Settings) -> Any:
         kwargs.pop("health_check_interval", None)
         if settings.redis_tls:
             kwargs["ssl"] = True
-        return RedisCluster.from_url(settings.redis_url, **kwargs)
-    pool = aioredis.ConnectionPool.from_url(settings.redis_url, **kwargs)
+        return RedisCluster.from_url(settings.require_redis(), **kwargs)
+    pool = aioredis.ConnectionPool.from_url(settings.require_redis(), **kwargs)
     # The URL picks TCP, TLS (rediss://) or a unix socket; LEADSCORE_REDIS_TLS turns a
     # redis:// URL into TLS. TCP, TLS and unix-socket connections pack commands with hiredis.
     if settings.redis_tls or issubclass(pool.connection_class, SSLConnection):

@@ -507,7 +507,9 @@ def run_bench(
             }
         latency = _latency(setup, rate, latency_seconds, soak_seconds, say)
         say("measuring Redis memory per lead on the simulated 90-day history ...")
-        memory = asyncio.run(_history_memory(setup.base.redis_url, setup.history, f"m{setup.uid}"))
+        memory = asyncio.run(
+            _history_memory(setup.base.require_redis(), setup.history, f"m{setup.uid}")
+        )
         say("running the seed article's scoring path ...")
         seed_rate = _seed_rate(setup.history)
     return _result(setup, burst, latency, memory, seed_rate, events, rate, latency_seconds)

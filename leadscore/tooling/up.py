@@ -64,7 +64,7 @@ def run_up(
         wait_worker_ready(procs[0], live.web_port, log_dir / "worker.log", timeout=120)
         addresses = {
             "LEADSCORE_KAFKA_BOOTSTRAP": services[0].url,
-            "LEADSCORE_REDIS_URL": live.redis_url,
+            "LEADSCORE_REDIS_URL": services[1].url,
             "worker": f"http://127.0.0.1:{live.web_port}",
             "logs": str(log_dir),
         }

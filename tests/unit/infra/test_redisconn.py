@@ -52,9 +52,16 @@ def test_another_encoding_is_packed_by_redis_py() -> None:
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({}, HiredisPackConnection),
+        ({"redis_url": "redis://127.0.0.1:6379/0"}, HiredisPackConnection),
         ({"redis_url": "rediss://cache.example:6380/0"}, HiredisPackSSLConnection),
-        ({"redis_tls": True, "redis_tls_cafile": "/etc/ca.pem"}, HiredisPackSSLConnection),
+        (
+            {
+                "redis_url": "redis://cache:6379/0",
+                "redis_tls": True,
+                "redis_tls_cafile": "/etc/ca.pem",
+            },
+            HiredisPackSSLConnection,
+        ),
         ({"redis_url": "unix:///run/redis.sock"}, HiredisPackUnixConnection),
     ],
 )
@@ -98,3 +105,10 @@ async def test_a_unix_socket_round_trip(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_no_redis_url_is_a_clear_error_not_a_guess() -> None:
+    from leadscore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LEADSCORE_REDIS_URL is not set"):
+        redis_client(Settings())
