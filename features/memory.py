@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from leadscore.features.alerting import AlertPolicy, Announced, decide
 from leadscore.features.offline import LeadState
 from leadscore.features.store import Confirmation, Update
 from leadscore.schemas import FeatureValue
@@ -18,6 +19,7 @@ class MemoryFeatureStore:
         self.leads: dict[str, LeadState] = {}
         self.scores: dict[str, dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
+        self.announced: dict[str, Announced] = {}
         self._ordered = ordered
 
     @property
@@ -65,9 +67,33 @@ class MemoryFeatureStore:
             self.scores[r["lead_id"]] = r
         return previous
 
+    async def save_and_decide(
+        self,
+        records: Sequence[dict[str, Any]],
+        encoded: Sequence[bytes],
+        policy: AlertPolicy,
+        thresholds: Callable[[str], tuple[float, float]],
+    ) -> dict[str, str]:
+        last = {r["lead_id"]: r for r in records}
+        out: dict[str, str] = {}
+        for lead, rec in last.items():
+            self.scores[lead] = rec
+            hot, warm = thresholds(rec["model_version"])
+            out[lead], self.announced[lead] = decide(
+                self.announced.get(lead),
+                score=float(rec["score"]),
+                tier=rec["tier"],
+                version=rec["model_version"],
+                hot=hot,
+                warm=warm,
+                policy=policy,
+            )
+        return out
+
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
         return self.scores.get(lead_id)
 
     async def forget(self, lead_id: str) -> int:
         n = int(self.leads.pop(lead_id, None) is not None)
+        self.announced.pop(lead_id, None)
         return n + int(self.scores.pop(lead_id, None) is not None)

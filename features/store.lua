@@ -12,7 +12,9 @@
 --                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
 --                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points}
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
---   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's'
+--   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's' or 'a'
+--   ls:{id}:a    string: the lead's announced tier "tier|ms|model version" (mode 'a';
+--                features/alerting.py has the rule in Python)
 --   ls:{id}:p    hash: event_id -> feature vector of applied events whose score records are
 --                not yet confirmed on the broker (see "pending" below)
 --@SPEC@
@@ -291,6 +293,59 @@ elseif mode == 's' then
       if not tier then tier = cjson.decode(old).tier or false end
     end
     out[i - 1] = tier
+  end
+  return out
+elseif mode == 'a' then
+  -- Latest score records and tier-change decisions (features/alerting.py: the same rule in
+  -- Python). ARGV: 'a', generation, now ms, margin, interval ms, then per record: payload,
+  -- score, tier, hot, warm, model version. KEYS: marker, then per record: latest-score key,
+  -- announced-tier key. Returns per record '' or 'A' .. the tier announced before
+  -- (announce), 'M' (within the margin), 'I' (within the interval), 'S' (another model).
+  local now, margin, interval = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local RANK = { cold = 0, warm = 1, hot = 2 }
+  local out = {}
+  for i = 1, (#KEYS - 1) / 2 do
+    local kL, kA = KEYS[2 * i], KEYS[2 * i + 1]
+    local a = 6 * i
+    local payload, score, tier = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+    local hot, warm, version = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
+    local old = redis.call('GET', kL)
+    redis.call('SET', kL, payload, 'EX', TTL_S)
+    local atier, at, aver
+    local st = redis.call('GET', kA)
+    if st then
+      atier, at, aver = string.match(st, '^(%a+)|(%d+)|(.*)$')
+      at = tonumber(at)
+    elseif old then
+      -- Scores saved before announcements were kept: the last score told its tier.
+      atier = string.match(old, '"tier":"(%a+)"')
+      aver = string.match(old, '"model_version":"([^"]*)"') or version
+      at = 0
+    end
+    local res = ''
+    if not atier then
+      atier, at, aver = tier, 0, version
+    elseif aver ~= version then
+      if atier ~= tier then res = 'S' end
+      atier, aver = tier, version
+    elseif atier ~= tier then
+      local past
+      if RANK[tier] > RANK[atier] then
+        past = score >= ((tier == 'hot') and hot or warm) + margin
+      else
+        past = score < ((tier == 'cold') and warm or hot) - margin
+      end
+      if not past then
+        res = 'M'
+      elseif at > 0 and now - at < interval then
+        res = 'I'
+      else
+        res = 'A' .. atier
+        atier, at = tier, now
+      end
+    end
+    redis.call('SET', kA, atier .. '|' .. format('%d', at) .. '|' .. aver, 'EX', TTL_S)
+    out[i] = res
   end
   return out
 elseif mode == 'r' then

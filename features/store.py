@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from leadscore.features.alerting import AlertPolicy
 from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
 from leadscore.features.exceptions import FeatureStateLostError
 from leadscore.features.lua import render_script
@@ -64,6 +65,8 @@ class LeadKeys(NamedTuple):
     """The lead's latest score record."""
     pending: str
     """Feature vectors of applied events whose scores are not yet confirmed delivered."""
+    announced: str
+    """The tier the lead's last tier-change alert announced (features/alerting.py)."""
 
 
 # Cached: the worker needs a lead's keys for every event and for its confirmation in the
@@ -72,7 +75,7 @@ class LeadKeys(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def lead_keys(lead_id: str) -> LeadKeys:
     tag = hash_tag(lead_id)
-    return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p")
+    return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p", f"ls:{tag}:a")
 
 
 UpdateOutcome = Literal["ok", "dup", "late", "redelivered", "error"]
@@ -150,6 +153,18 @@ class FeatureStore(Protocol):
         ``encoded``, if given, holds each record as JSON already (the worker has it from
         publishing), so a store that keeps JSON needn't serialise the records again.
         """
+        ...
+
+    async def save_and_decide(
+        self,
+        records: Sequence[dict[str, Any]],
+        encoded: Sequence[bytes],
+        policy: AlertPolicy,
+        thresholds: Callable[[str], tuple[float, float]],
+    ) -> dict[str, str]:
+        """Keep each lead's latest record and decide whether it announces a tier change
+        (:func:`leadscore.features.alerting.decide`); ``thresholds`` gives a model version's
+        (hot, warm) bounds. Returns each lead's decision."""
         ...
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None: ...
@@ -403,6 +418,49 @@ class RedisFeatureStore:
         return {
             lead_id: (old.decode() if isinstance(old, bytes) else old) if old else None
             for (lead_id, _), old in zip(items, previous, strict=True)
+        }
+
+    async def save_and_decide(
+        self,
+        records: Sequence[dict[str, Any]],
+        encoded: Sequence[bytes],
+        policy: AlertPolicy,
+        thresholds: Callable[[str], tuple[float, float]],
+    ) -> dict[str, str]:
+        last: dict[str, int] = {r["lead_id"]: i for i, r in enumerate(records)}
+        if not last:
+            return {}
+        items = [(lead, records[i], encoded[i]) for lead, i in last.items()]
+        if not self._per_slot:
+            return await self._decide(items, None, policy, thresholds)
+        groups: dict[int, list[tuple[str, dict[str, Any], bytes]]] = {}
+        for item in items:
+            groups.setdefault(lead_slot(item[0]), []).append(item)
+        parts = await asyncio.gather(
+            *(self._decide(g, slot, policy, thresholds) for slot, g in groups.items())
+        )
+        return {k: v for part in parts for k, v in part.items()}
+
+    async def _decide(
+        self,
+        items: list[tuple[str, dict[str, Any], bytes]],
+        slot: int | None,
+        policy: AlertPolicy,
+        thresholds: Callable[[str], tuple[float, float]],
+    ) -> dict[str, str]:
+        keys = [marker_key(slot)]
+        args: list[Any] = ["a", self.generation, policy.now_ms, repr(policy.margin)]
+        args.append(policy.interval_ms)
+        for lead_id, rec, payload in items:
+            k = lead_keys(lead_id)
+            keys += [k.latest, k.announced]
+            hot, warm = thresholds(rec["model_version"])
+            args += [payload, repr(float(rec["score"])), rec["tier"], repr(hot), repr(warm)]
+            args.append(rec["model_version"])
+        reply = await self._call(keys, args)
+        return {
+            lead_id: (d.decode() if isinstance(d, bytes) else str(d))
+            for (lead_id, _, _), d in zip(items, reply, strict=True)
         }
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:

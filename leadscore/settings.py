@@ -106,6 +106,18 @@ class Settings(BaseSettings):
         description="reasons from path attributions (fast) or exact TreeSHAP (pred_contrib)",
     )
     rules_file: Path | None = None
+    alert_margin: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="a tier change is announced on leads.alerts only once the score is past "
+        "the tier boundary by this much (hysteresis: no flapping around a boundary)",
+    )
+    alert_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="at most one tier-change alert per lead within this many seconds",
+    )
     drift_bins: bool = Field(
         default=True,
         description="workers count every scored feature vector into the model's reference "

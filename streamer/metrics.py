@@ -140,6 +140,15 @@ _SPECS: tuple[_Spec, ...] = (
         None,
     ),
     _Spec(
+        "alerts_suppressed",
+        Counter,
+        "leadscore_alerts_suppressed_total",
+        "Tier changes not announced: within the margin of the boundary, within the interval "
+        "since the lead's last alert, or made by a new model version (one summary record)",
+        ("reason",),
+        None,
+    ),
+    _Spec(
         "batch_failures",
         Counter,
         "leadscore_batch_failures_total",
@@ -246,6 +255,7 @@ class Metrics:
     model_swaps: Counter
     scores: Counter
     alerts: Counter
+    alerts_suppressed: Counter
     batch_failures: Counter
     save_failures: Counter
     model_errors: Counter
@@ -287,6 +297,8 @@ class Metrics:
         for tier in get_args(Tier):
             self.scores.labels(tier=tier)
             self.alerts.labels(to_tier=tier)
+        for reason in ("margin", "interval", "model_swap"):
+            self.alerts_suppressed.labels(reason=reason)
 
     def set_model(self, version: str, created_at: str | None = None) -> None:
         self.model_info.clear()

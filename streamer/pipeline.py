@@ -20,6 +20,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from leadscore.features.alerting import ANNOUNCE, SUPPRESSED, AlertPolicy
 from leadscore.features.definitions import Spec
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from leadscore.features.store import FeatureStore, Update
@@ -91,7 +92,7 @@ class BatchOutput:
     isolated: bool = False
     """The batch failed as a whole and was processed again message by message."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    saving: asyncio.Task[dict[str, str | None]] | None = None
+    saving: asyncio.Task[dict[str, str]] | None = None
     """The store call saving the latest scores, when ``process`` left it to ``complete``."""
 
 
@@ -121,6 +122,18 @@ SERVICE_ERRORS: tuple[type[BaseException], ...] = (
 REDIS_CHUNK = 128
 
 
+#: The key of model-swap summary records on ``leads.alerts``.
+MODEL_SWAP_KEY = "model_swap"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Hysteresis of tier-change alerts (``LEADSCORE_ALERT_MARGIN``, ``..._INTERVAL_S``)."""
+
+    margin: float = 0.0
+    interval_ms: int = 0
+
+
 class Pipeline:
     def __init__(
         self,
@@ -137,6 +150,7 @@ class Pipeline:
         dlq_max_value_bytes: int = DLQ_MAX_VALUE_BYTES,
         shadow: Callable[[], Scorer | None] | None = None,
         experiment: Callable[[], ActiveExperiment | None] | None = None,
+        alert_policy: AlertSettings | None = None,
     ) -> None:
         self._store = store
         self._shadow = shadow
@@ -154,7 +168,9 @@ class Pipeline:
         self._in_flight: set[tuple[str, str]] = set()
         """Events this pipeline scored whose confirmation has not yet reached the store: their
         records are being delivered, or are delivered and confirmed with the next call."""
-        self._last_save: asyncio.Task[dict[str, str | None]] | None = None
+        self._last_save: asyncio.Task[dict[str, str]] | None = None
+        self._alert_policy = alert_policy or AlertSettings()
+        self._champion_seen: str | None = None
         self._broken_models: set[str] = set()
 
     def forget_in_flight(self) -> None:
@@ -174,8 +190,9 @@ class Pipeline:
             m.scores.labels(tier=tier).inc(n)
         for code, n in Counter(out.dlq_codes).items():
             m.dlq.labels(code=code).inc(n)
-        for alert in out.alerts:
-            m.alerts.labels(to_tier=orjson.loads(alert[1])["to_tier"]).inc()
+        for key, alert in out.alerts:
+            if key != MODEL_SWAP_KEY:
+                m.alerts.labels(to_tier=orjson.loads(alert)["to_tier"]).inc()
         out.counts = Counter()
         out.tiers = Counter()
         out.dlq_codes = []
@@ -430,7 +447,7 @@ class Pipeline:
             return
         t0 = time.perf_counter()
         try:
-            previous = await out.saving
+            decisions = await out.saving
         except Exception as exc:  # noqa: BLE001 - the batch's records stand without alerts
             log.warning("saving the latest scores failed, no tier alerts for this batch: %s", exc)
             self._metrics.save_failures.inc()
@@ -440,16 +457,16 @@ class Pipeline:
             out.stage_seconds["redis"] = out.stage_seconds.get("redis", 0.0) + (
                 time.perf_counter() - t0
             )
-        self._alerts(out, previous)
+        self._alerts(out, decisions)
 
     async def _save_after(
         self,
-        before: asyncio.Task[dict[str, str | None]] | None,
+        before: asyncio.Task[dict[str, str]] | None,
         records: list[dict[str, Any]],
         encoded: list[bytes],
-    ) -> dict[str, str | None]:
-        """Save after the previous batch's save: each returns the tiers the one before left,
-        and a lead's latest record must be its latest batch's."""
+    ) -> dict[str, str]:
+        """Save after the previous batch's save: each decides from the announced tiers the
+        one before left, and a lead's latest record must be its latest batch's."""
         if before is not None and not before.done():
             # Its own caller reports its failure (or it was cancelled with its batch); this
             # batch's save goes ahead regardless.
@@ -457,7 +474,19 @@ class Pipeline:
                 await asyncio.shield(before)
             if not before.done():  # this task itself is being cancelled
                 raise asyncio.CancelledError
-        return await self._store.save_scores(records, encoded)
+        a = self._alert_policy
+        policy = AlertPolicy(int(self._clock() * 1000), a.margin, a.interval_ms)
+        return await self._store.save_and_decide(records, encoded, policy, self._thresholds)
+
+    def _thresholds(self, version: str) -> tuple[float, float]:
+        """(hot, warm) of the model that scored ``version``'s records."""
+        exp = self._experiment() if self._experiment is not None else None
+        for scorer in (self._scorer(), exp.scorer if exp else None, self._fallback):
+            th = getattr(scorer, "thresholds", None) if scorer is not None else None
+            if scorer is not None and scorer.version == version and th is not None:
+                return float(th.hot), float(th.warm)
+        th = getattr(self._scorer(), "thresholds", None)
+        return (float(th.hot), float(th.warm)) if th is not None else (1.0, 0.0)
 
     def _validate(self, msg: Message, index: int, now_ms: int, out: BatchOutput) -> Event | None:
         """The message's event, or None after adding its DLQ record to ``out``."""
@@ -674,24 +703,42 @@ class Pipeline:
             self._metrics.model_errors.labels(version=scorer.version).inc()
             return self._fallback, self._fallback.score_records(batch)
 
-    def _alerts(self, out: BatchOutput, previous: dict[str, str | None]) -> None:
-        tiers = dict(previous)
-        for rec in out.records:
-            lead = rec["lead_id"]
-            before = tiers.get(lead)
-            tiers[lead] = rec["tier"]
-            if before is not None and before != rec["tier"]:
-                alert = {
-                    "lead_id": lead,
-                    "from_tier": before,
-                    "to_tier": rec["tier"],
-                    "score": rec["score"],
-                    "model_version": rec["model_version"],
-                    "event_id": rec["event_id"],
-                    "event_ts": rec["event_ts"],
-                    "scored_at": rec["scored_at"],
+    def _alerts(self, out: BatchOutput, decisions: dict[str, str]) -> None:
+        """Alerts for the leads whose latest record of the batch announces a tier change
+        (features/alerting.py), and the summary record when this worker's champion changed."""
+        latest = {rec["lead_id"]: rec for rec in out.records}
+        suppressed = self._metrics.alerts_suppressed
+        for lead, decision in decisions.items():
+            if not decision:
+                continue
+            if decision[0] != ANNOUNCE:
+                suppressed.labels(reason=SUPPRESSED[decision]).inc()
+                continue
+            rec = latest[lead]
+            alert = {
+                "type": "tier_change",
+                "lead_id": lead,
+                "from_tier": decision[1:],
+                "to_tier": rec["tier"],
+                "score": rec["score"],
+                "model_version": rec["model_version"],
+                "event_id": rec["event_id"],
+                "event_ts": rec["event_ts"],
+                "scored_at": rec["scored_at"],
+            }
+            out.alerts.append((lead, orjson.dumps(alert)))
+        champion = self._scorer().version
+        if out.records and champion != self._champion_seen:
+            if self._champion_seen is not None:
+                summary = {
+                    "type": "model_swap",
+                    "from_version": self._champion_seen,
+                    "to_version": champion,
+                    "scored_at": out.records[-1]["scored_at"],
+                    "note": "tier changes this model makes are not announced lead by lead",
                 }
-                out.alerts.append((lead, orjson.dumps(alert)))
+                out.alerts.append((MODEL_SWAP_KEY, orjson.dumps(summary)))
+            self._champion_seen = champion
 
 
 class _StoreCalls:
@@ -717,7 +764,7 @@ class _StoreCalls:
         self.tasks: list[asyncio.Task[list[Update]]] = []
         self.sending = 0.0
         """Seconds spent sending calls while validating."""
-        self.saving: asyncio.Task[dict[str, str | None]] | None = None
+        self.saving: asyncio.Task[dict[str, str]] | None = None
 
     def next_full(self) -> int:
         """The length of ``unique`` at which the open chunk is full."""

@@ -24,7 +24,7 @@ from leadscore.model.scoring import Scorer
 from leadscore.settings import Settings
 from leadscore.streamer.metrics import Metrics
 from leadscore.streamer.models import ModelHolder
-from leadscore.streamer.pipeline import Pipeline, topic_sources
+from leadscore.streamer.pipeline import AlertSettings, Pipeline, topic_sources
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class Runtime:
             dlq_max_value_bytes=settings.dlq_max_value_bytes,
             shadow=lambda: models.shadow,
             experiment=lambda: models.experiment,
+            alert_policy=AlertSettings(
+                settings.alert_margin, int(settings.alert_interval_s * 1000)
+            ),
         )
         return cls(settings, store, models, metrics, pipeline, health)
 

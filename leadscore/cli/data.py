@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leadscore.cli.common import emit, say
+from leadscore.cli.common import Progress, emit, say
 from leadscore.errors import LeadscoreError
 from leadscore.settings import Settings
 
@@ -67,7 +67,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         write_jsonl(events, Path(args.out))
         say(f"wrote {args.out}")
         return 0
-    sent = produce_events(settings, events, rate=args.rate, progress=say)
+    bar = Progress("sent", total=len(events))
+    try:
+        sent = produce_events(settings, events, rate=args.rate, progress=say, counted=bar)
+    finally:
+        bar.close()
     say(f"sent {sent} events to {settings.kafka_bootstrap}")
     return 0
 
@@ -76,9 +80,22 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.infra.producer import replay_file
 
     path = Path(args.file)
-    sent, bad = replay_file(settings, path, rate=args.rate, progress=say)
+    bar = Progress("sent", total=_count_lines(path))
+    try:
+        sent, bad = replay_file(settings, path, rate=args.rate, progress=say, counted=bar)
+    finally:
+        bar.close()
     say(f"replayed {sent} events from {path} ({bad} unroutable)")
     return 0
+
+
+def _count_lines(path: Path) -> int | None:
+    """Lines in ``path`` (one fast pass), for the progress bar; None if it can't be read."""
+    try:
+        with path.open("rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return None
 
 
 def cmd_features(args: argparse.Namespace, settings: Settings) -> int:

@@ -90,6 +90,7 @@ def replay_file(
     *,
     rate: float | None = None,
     progress: Callable[[str], None] | None = None,
+    counted: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Produce the events of a JSONL file to their topics; return (sent, unroutable).
 
@@ -123,6 +124,6 @@ def replay_file(
                     continue
                 yield ev
 
-    producer.send_all(lines(), rate=rate, progress=lambda n: say(f"  sent {n}"))
+    producer.send_all(lines(), rate=rate, progress=counted or (lambda n: say(f"  sent {n}")))
     producer.flush_or_raise()
     return producer.sent, bad

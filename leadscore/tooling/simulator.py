@@ -960,15 +960,17 @@ def produce_events(
     *,
     rate: float | None = None,
     progress: Callable[[str], None] | None = None,
+    counted: Callable[[int], None] | None = None,
 ) -> int:
-    """Produce events to their topics (created if missing); return how many were sent."""
+    """Produce events to their topics (created if missing); return how many were sent.
+    ``counted`` hears the count sent so far (every 1,000), else ``progress`` a line."""
     from leadscore.infra.producer import EventProducer
     from leadscore.infra.topics import ensure_topics
 
     say = progress or (lambda _msg: None)
     ensure_topics(settings)
     producer = EventProducer(settings)
-    producer.send_all(events, rate=rate, progress=lambda n: say(f"  sent {n}"))
+    producer.send_all(events, rate=rate, progress=counted or (lambda n: say(f"  sent {n}")))
     producer.flush_or_raise()
     return producer.sent
 

@@ -155,6 +155,7 @@ def test_alert_and_dlq_records_have_contracts():
     from leadscore.schemas.validation import InvalidScoreError, validate_record
 
     alert = {
+        "type": "tier_change",
         "lead_id": "L-1",
         "from_tier": "cold",
         "to_tier": "hot",
@@ -165,9 +166,14 @@ def test_alert_and_dlq_records_have_contracts():
         "scored_at": "2026-12-01T10:00:00.010Z",
     }
     validate_record("alert", alert)
+    swap = {"type": "model_swap", "from_version": "a", "to_version": "b"}
+    swap["scored_at"] = "2026-12-01T10:00:00.010Z"
+    validate_record("alert", swap)
     for broken in (
         {**alert, "to_tier": "lukewarm"},
         {k: v for k, v in alert.items() if k != "score"},
+        {**swap, "lead_id": "L-1"},
+        {**alert, "type": "model_swap"},
     ):
         with pytest.raises(InvalidScoreError):
             validate_record("alert", broken)

@@ -220,9 +220,9 @@ class SlowSaves(MemoryFeatureStore):
         super().__init__()
         self.delays = [0.05, 0.0]
 
-    async def save_scores(self, records, encoded=None):  # type: ignore[no-untyped-def]
+    async def save_and_decide(self, records, encoded, policy, thresholds):  # type: ignore[no-untyped-def]
         await asyncio.sleep(self.delays.pop(0) if self.delays else 0.0)
-        return await super().save_scores(records, encoded)
+        return await super().save_and_decide(records, encoded, policy, thresholds)
 
 
 async def test_deferred_alerts_come_with_complete_and_saves_stay_in_batch_order():
