@@ -344,7 +344,10 @@ elseif mode == 'a' then
         atier, at = tier, now
       end
     end
-    redis.call('SET', kA, atier .. '|' .. format('%d', at) .. '|' .. aver, 'EX', TTL_S)
+    local now_st = atier .. '|' .. format('%d', at) .. '|' .. aver
+    -- Written only when it changes: an expired one is rebuilt from the latest score above
+    -- (then without the last alert's time, which only the interval reads).
+    if now_st ~= st then redis.call('SET', kA, now_st, 'EX', TTL_S) end
     out[i] = res
   end
   return out

@@ -451,12 +451,16 @@ class RedisFeatureStore:
         keys = [marker_key(slot)]
         args: list[Any] = ["a", self.generation, policy.now_ms, repr(policy.margin)]
         args.append(policy.interval_ms)
+        bounds: dict[str, tuple[str, str]] = {}  # per version, not per lead
         for lead_id, rec, payload in items:
             k = lead_keys(lead_id)
             keys += [k.latest, k.announced]
-            hot, warm = thresholds(rec["model_version"])
-            args += [payload, repr(float(rec["score"])), rec["tier"], repr(hot), repr(warm)]
-            args.append(rec["model_version"])
+            version = rec["model_version"]
+            b = bounds.get(version)
+            if b is None:
+                hot, warm = thresholds(version)
+                b = bounds[version] = (repr(hot), repr(warm))
+            args += [payload, repr(float(rec["score"])), rec["tier"], b[0], b[1], version]
         reply = await self._call(keys, args)
         return {
             lead_id: (d.decode() if isinstance(d, bytes) else str(d))

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leadscore.cli.common import Progress, emit, say
+from leadscore.cli.common import emit, say
 from leadscore.errors import LeadscoreError
+from leadscore.infra.progress import Progress
 from leadscore.settings import Settings
 
 

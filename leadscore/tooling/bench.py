@@ -32,6 +32,7 @@ import orjson
 
 from leadscore.features.definitions import DAY_MS
 from leadscore.infra.producer import EventProducer
+from leadscore.infra.progress import Progress
 from leadscore.infra.topics import ensure_topics
 from leadscore.model.registry import Registry
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
@@ -158,10 +159,15 @@ class ScoreReader:
                     self.latencies.append((ts / 1000, now - ts / 1000))
                     self.to_scored.append((scored - ts) / 1000)
 
-    def wait_for(self, n: int, timeout: float) -> bool:
+    def wait_for(self, n: int, timeout: float, progress: Progress | None = None) -> bool:
         deadline = time.monotonic() + timeout
         while self.count < n and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.05)
+            if progress is not None:
+                progress(self.count)
+        if progress is not None:
+            progress(self.count)
+            progress.close()
         if self.error is not None:
             raise ServiceStartError(f"the score reader failed: {self.error!r}") from self.error
         return self.count >= n
@@ -607,7 +613,9 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
     ensure_topics(s)
     say(f"pre-filling the input topics with {events:,} events ...")
     producer = EventProducer(s, linger_ms=20)
-    producer.send_all(_events_now(setup.template, events, f"t{setup.uid}"))
+    filled = Progress("pre-filled", total=events)
+    producer.send_all(_events_now(setup.template, events, f"t{setup.uid}"), progress=filled)
+    filled.close()
     producer.flush_or_raise(120)
     producer.close()
     # Only counts here: long fetch waits cost the broker far less than short ones and add at
@@ -621,7 +629,8 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
     # the broker and Redis compete for the same cores (their shares are reported).
     meter = reader.meter = _meter(setup.svc, worker.pid)
     try:
-        if not reader.wait_for(events, timeout=max(120.0, events / 1000)):
+        scored = Progress("scored", total=events)
+        if not reader.wait_for(events, timeout=max(120.0, events / 1000), progress=scored):
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
             raise ServiceStartError(f"only {reader.count}/{events} scored; worker log:\n{tail}")
         if reader.first is None or reader.last is None:
