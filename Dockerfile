@@ -7,8 +7,9 @@ COPY streamer ./streamer
 COPY features ./features
 COPY model ./model
 COPY schemas ./schemas
-# The services' extras only: the demo's embedded broker, Redis and live table stay out.
-RUN pip install --no-cache-dir '.[postgres,parquet]'
+# The services' extras (sync sinks, archive, API) only: the demo's embedded broker, Redis
+# and live table stay out.
+RUN pip install --no-cache-dir '.[postgres,parquet,webhook,api]'
 ENV LEADSCORE_MODEL_DIR=/models
 EXPOSE 6066
 ENTRYPOINT ["leadscore"]

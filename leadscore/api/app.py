@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Security
@@ -62,7 +62,6 @@ class ApiState:
     limiter: RateLimiter
     metrics: ApiMetrics
     store: RedisFeatureStore | None = None
-    problems: dict[str, str] = field(default_factory=dict)
 
     async def adopt_state(self) -> None:
         """Read (never create) the feature state's generation the workers write under."""
