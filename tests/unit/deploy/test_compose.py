@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
+
+from leadscore.cli import build_parser
+from leadscore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -18,6 +25,7 @@ def test_compose_has_the_production_stack_wired_together():
     assert env["LEADSCORE_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["LEADSCORE_REDIS_URL"].startswith("redis://redis:")
     assert set(worker["depends_on"]) == {"kafka", "redis"}
+    assert "ports" not in worker, "a fixed host port stops `--scale worker=3`"
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
@@ -61,5 +69,58 @@ def test_compose_provisions_grafana_and_runs_the_monitor():
     monitor = services["monitor"]
     assert monitor["command"] == ["monitor"]
     assert monitor["environment"]["LEADSCORE_MONITOR_SCRAPE"] == "http://worker:6066/metrics"
-    assert monitor["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    assert monitor["depends_on"]["kafka"] == {"condition": "service_healthy"}
     assert "monitor" in doc["volumes"]
+
+
+def _services() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_compose_validates_against_the_compose_spec():
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    assert exe, "check-jsonschema is a dev dependency: pip install -e '.[dev]'"
+    done = subprocess.run(
+        [exe, "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_leadscore_variable_in_compose_is_a_setting():
+    fields = {f"LEADSCORE_{name.upper()}" for name in Settings.model_fields}
+    seen = set()
+    for name, svc in _services().items():
+        for var in svc.get("environment", {}):
+            if var.startswith("LEADSCORE_"):
+                seen.add(var)
+                assert var in fields, f"{name}: {var} is not a setting"
+    assert {"LEADSCORE_REDIS_URL", "LEADSCORE_API_KEYS", "LEADSCORE_ARCHIVE_ROOT"} <= seen
+
+
+def test_every_service_restarts_reports_its_health_and_runs_a_real_command():
+    parser = build_parser()
+    services = _services()
+    assert {"api", "crm-sync", "archive", "retrain", "monitor", "seed-model"} <= set(services)
+    for name, svc in services.items():
+        if name == "seed-model":  # one-shot, in the demo profile only
+            assert svc["profiles"] == ["demo"] and svc["restart"] == "no"
+            steps = svc["command"][0].split("&&")
+            for step in steps:
+                argv = shlex.split(step)
+                assert argv[0] == "leadscore"
+                parser.parse_args(argv[1:])
+            continue
+        assert svc["restart"] == "unless-stopped", name
+        assert "healthcheck" in svc, name
+        if svc.get("build"):
+            parser.parse_args(svc["command"])  # exits (SystemExit) on a wrong command
+    kafka = services["kafka"]["environment"]
+    assert "HOST://localhost:29092" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert "--appendonly" in services["redis"]["command"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert jobs["api"]["dns_sd_configs"][0]["names"] == ["api"]
+    assert jobs["crm-sync"]["static_configs"] == [{"targets": ["crm-sync:6068"]}]
