@@ -93,6 +93,9 @@ class MemoryFeatureStore:
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
         return self.scores.get(lead_id)
 
+    async def durable(self) -> None:
+        """Nothing to wait for: there are no replicas."""
+
     async def forget(self, lead_id: str) -> int:
         n = int(self.leads.pop(lead_id, None) is not None)
         self.announced.pop(lead_id, None)

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leadscore.features.alerting import AlertPolicy
 from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
-from leadscore.features.exceptions import FeatureStateLostError
+from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
 from leadscore.features.lua import render_script
 from leadscore.features.ordered import OrderedScriptCalls
 from leadscore.features.retry import Backoff
@@ -171,6 +171,11 @@ class FeatureStore(Protocol):
 
     async def forget(self, lead_id: str) -> int: ...
 
+    async def durable(self) -> None:
+        """Return once every write made so far is on the replicas the store is configured to
+        wait for (none: at once); raise :class:`FeatureStoreUnavailableError` otherwise."""
+        ...
+
 
 def _raise_if_state_lost(exc: ResponseError) -> None:
     """The script's state-lost error reply becomes a :class:`FeatureStateLostError`."""
@@ -198,8 +203,12 @@ class RedisFeatureStore:
         max_backoff_s: float = 5.0,
         retry_for_s: float | None = None,
         per_slot: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self._client = client
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         # On Redis Cluster one script call may only touch keys of one slot: split each batch
         # by the leads' cluster slots (a lead's events stay in one call, in order).
         self._per_slot = per_slot
@@ -466,6 +475,63 @@ class RedisFeatureStore:
             lead_id: (d.decode() if isinstance(d, bytes) else str(d))
             for (lead_id, _, _), d in zip(items, reply, strict=True)
         }
+
+    async def durable(self) -> None:
+        """Redis replicates asynchronously: a master that dies loses the writes its replica
+        had not received. The worker calls this before it commits a batch's offsets: on every
+        master, a write then ``WAIT`` on the same connection. The replication stream is in
+        order, so a replica that has this write has every earlier one (the batch's too)."""
+        n = self._wait_replicas
+        if n <= 0:
+            return
+        if not self._per_slot:
+            async with self._client.client() as conn:
+                acked = await self._wait_on(conn.execute_command, "ls:wait")
+            if acked < n:
+                raise FeatureStoreUnavailableError(
+                    f"{acked} of {n} Redis replicas acknowledged the batch's writes within "
+                    f"{self._wait_timeout_ms} ms"
+                )
+            return
+        targets = self._wait_targets()
+        results = await asyncio.gather(
+            *(self._wait_node(node, key) for node, key in targets), return_exceptions=True
+        )
+        for (node, _), res in zip(targets, results, strict=True):
+            if isinstance(res, BaseException) or res < n:
+                raise FeatureStoreUnavailableError(
+                    f"Redis master {node.name}: {res!r} of {n} replicas acknowledged the "
+                    f"batch's writes within {self._wait_timeout_ms} ms"
+                ) from (res if isinstance(res, BaseException) else None)
+
+    async def _wait_on(self, execute: Callable[..., Awaitable[Any]], key: str) -> int:
+        await execute("SET", key, "1", "PX", 60_000)
+        return int(await execute("WAIT", self._wait_replicas, self._wait_timeout_ms))
+
+    async def _wait_node(self, node: Any, key: str) -> int:
+        conn = node.acquire_connection()
+        try:
+
+            async def execute(*args: Any) -> Any:
+                await conn.send_command(*args)
+                return await conn.read_response()
+
+            return await self._wait_on(execute, key)
+        finally:
+            node.release(conn)
+
+    def _wait_targets(self) -> list[tuple[Any, str]]:
+        """Each master of the cluster now, with a key of a slot it serves."""
+        cluster: Any = self._client  # a RedisCluster when per_slot
+        keys: dict[str, tuple[Any, str]] = {}
+        masters = {node.name for node in cluster.get_primaries()}
+        for i in range(65_536):
+            key = f"ls:{{w{i}}}:wait"
+            node = cluster.get_node_from_key(key)
+            keys.setdefault(node.name, (node, key))
+            if masters <= keys.keys():
+                break
+        return [keys[name] for name in sorted(masters) if name in keys]
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None:
         raw = await self._client.get(lead_keys(lead_id).latest)

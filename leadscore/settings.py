@@ -134,6 +134,19 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(
         default=False, description="REDIS_URL points at a Redis Cluster (batches split by slot)"
     )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="before a batch's offsets are committed, wait until this many replicas of "
+        "every Redis master have its writes (WAIT); 1 on a cluster with replicas makes a "
+        "master failover lose nothing; 0 does not wait",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="how long that wait may take; a batch not replicated by then is not "
+        "committed, and the worker exits for its supervisor to restart it",
+    )
     redis_password: SecretStr | None = None
     redis_tls: bool = False
     redis_tls_cafile: Path | None = None

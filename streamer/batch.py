@@ -132,6 +132,9 @@ class BatchRunner:
         except PublishError:
             self._metrics.publish_failures.inc()
             raise
+        # With LEADSCORE_REDIS_WAIT_REPLICAS, the batch's Redis writes must be on a replica
+        # before its offsets may be committed: a failover then loses nothing a commit covers.
+        await self._pipeline.durable()
         done = time.perf_counter()
         self._pipeline.delivered(out)
         if self._ack is not None:

@@ -478,6 +478,11 @@ class Pipeline:
         policy = AlertPolicy(int(self._clock() * 1000), a.margin, a.interval_ms)
         return await self._store.save_and_decide(records, encoded, policy, self._thresholds)
 
+    async def durable(self) -> None:
+        """Every write so far is on the Redis replicas the store waits for (see
+        ``RedisFeatureStore.durable``); called before a batch is acknowledged."""
+        await self._store.durable()
+
     def _thresholds(self, version: str) -> tuple[float, float]:
         """(hot, warm) of the model that scored ``version``'s records."""
         exp = self._experiment() if self._experiment is not None else None

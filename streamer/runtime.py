@@ -70,7 +70,12 @@ class Runtime:
         )
         models.start()
         metrics.set_model(models.current.version, created_at(models.current))
-        store = RedisFeatureStore(redis_client(settings), per_slot=settings.redis_cluster)
+        store = RedisFeatureStore(
+            redis_client(settings),
+            per_slot=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
         health = Health()
         pipeline = Pipeline(
             store,

@@ -4,6 +4,7 @@ waiting for the worker's group to catch up, the offline replay to compare featur
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -316,3 +317,45 @@ def assert_features_match_replay(worker: WorkerProcess, events: list[dict]) -> N
     stored = store_features(worker.settings, list(expected))
     wrong = [lead for lead, feats in expected.items() if stored[lead] != feats]
     assert wrong == [], f"{len(wrong)}/{len(expected)} leads differ from the replay: {wrong[:3]}"
+
+
+class Feeder(threading.Thread):
+    """Sends a burst, then a steady stream until stopped, so the worker is mid-stream whenever
+    the test freezes or kills it. Sending everything up front let a fast worker drain the input
+    before the test froze it: no batch was ever caught between its Redis update and its
+    delivery. A steady stream also makes every freeze leave a backlog for the next thaw."""
+
+    def __init__(
+        self, s: Settings, events: list[dict], *, burst: int = 4_000, rate: float = 2_000.0
+    ) -> None:
+        super().__init__(daemon=True)
+        self.s, self.events = s, events
+        self.burst, self.rate = burst, rate
+        self.sent = 0
+        self.errors: list = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from leadscore.infra.producer import EventProducer
+
+        producer = EventProducer(self.s)
+        start = time.monotonic()
+        for n, event in enumerate(self.events, start=1):
+            if self._halt.is_set():
+                break
+            producer.send(event)
+            self.sent = n
+            ahead = (n - self.burst) / self.rate - (time.monotonic() - start)
+            if n > self.burst and ahead > 0:
+                self._halt.wait(ahead)
+        producer.flush(60)
+        self.errors = producer.errors
+
+    def stop(self) -> list[dict]:
+        """Stop sending; the events that reached the broker, in the order sent."""
+        self._halt.set()
+        self.join(90)
+        assert not self.is_alive(), "the feeder did not stop"
+        assert self.errors == [], self.errors[:3]
+        assert self.sent < len(self.events), "the feeder ran out before the kill"
+        return self.events[: self.sent]

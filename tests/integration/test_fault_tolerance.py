@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 
@@ -18,6 +17,7 @@ from leadscore.features.store import lead_keys
 from leadscore.tooling.embedded import start_redis
 
 from .helpers import (
+    Feeder,
     WorkerProcess,
     assert_features_match_replay,
     committed_total,
@@ -32,47 +32,6 @@ pytestmark = pytest.mark.integration
 
 N_LEADS = 300
 N_EVENTS = 40_000  # more than a run sends: the feeder stops at the kill
-BURST = 4_000
-FEED_RATE = 2_000.0  # events/s after the burst; well under a worker's rate, so it keeps up
-
-
-class Feeder(threading.Thread):
-    """Sends a burst, then a steady stream until stopped, so the worker is mid-stream whenever
-    the test freezes or kills it. Sending everything up front let a fast worker drain the input
-    before the test froze it: no batch was ever caught between its Redis update and its
-    delivery. A steady stream also makes every freeze leave a backlog for the next thaw."""
-
-    def __init__(self, s, events: list[dict]) -> None:
-        super().__init__(daemon=True)
-        self.s, self.events = s, events
-        self.sent = 0
-        self.errors: list = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        from leadscore.infra.producer import EventProducer
-
-        producer = EventProducer(self.s)
-        start = time.monotonic()
-        for n, event in enumerate(self.events, start=1):
-            if self._halt.is_set():
-                break
-            producer.send(event)
-            self.sent = n
-            ahead = (n - BURST) / FEED_RATE - (time.monotonic() - start)
-            if n > BURST and ahead > 0:
-                self._halt.wait(ahead)
-        producer.flush(60)
-        self.errors = producer.errors
-
-    def stop(self) -> list[dict]:
-        """Stop sending; the events that reached the broker, in the order sent."""
-        self._halt.set()
-        self.join(90)
-        assert not self.is_alive(), "the feeder did not stop"
-        assert self.errors == [], self.errors[:3]
-        assert self.sent < len(self.events), "the feeder ran out before the kill"
-        return self.events[: self.sent]
 
 
 def applied_ids(redis_url: str, leads: set[str]) -> set[str]:
