@@ -48,6 +48,26 @@ def test_dockerfile_installs_every_package():
         assert f"COPY {pkg} ./{pkg}" in text
 
 
+def _assignments(text: str) -> dict[str, str]:
+    import re
+
+    pattern = r'^(?:ARG )?(BUILD_PACKAGES|RUNTIME_PACKAGES|EXTRAS)="([^"]*)"$'
+    return {m[1]: m[2] for m in re.finditer(pattern, text, re.M)}
+
+
+def test_the_rootfs_smoke_script_installs_what_the_dockerfile_installs():
+    image = _assignments((ROOT / "Dockerfile").read_text())
+    script = _assignments((ROOT / "deploy/smoke-rootfs.sh").read_text())
+    assert set(image) == {"BUILD_PACKAGES", "RUNTIME_PACKAGES", "EXTRAS"}
+    assert image == script
+    assert "libgomp1" in image["RUNTIME_PACKAGES"].split()
+    # Every service's extra, none of the demo's.
+    assert set(image["EXTRAS"].split(",")) == {"postgres", "parquet", "webhook", "api"}
+    text = (ROOT / "Dockerfile").read_text()
+    assert "FROM debian:bookworm-slim AS build" in text and "USER leadscore" in text
+    assert "HEALTHCHECK" in text
+
+
 def test_compose_provisions_grafana_and_runs_the_monitor():
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = doc["services"]
