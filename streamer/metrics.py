@@ -13,15 +13,13 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from leadscore.features import retry
+from leadscore.infra.prom import process_registry
 from leadscore.model.drift import LiveBins
 from leadscore.model.scoring import Tier
 from leadscore.schemas import SOURCES
@@ -275,10 +273,7 @@ class Metrics:
         carries the process (memory, CPU, open files), Python platform and garbage
         collector metrics ops expect from any Prometheus target."""
         if registry is None:
-            registry = CollectorRegistry()
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
+            registry = process_registry()
         live = LiveCollector()
         registry.register(live)
         m = cls(registry=registry, live=live, **{spec.attr: spec.make(registry) for spec in _SPECS})

@@ -8,11 +8,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
 )
+
+from leadscore.infra.prom import process_registry
 
 
 @dataclass
@@ -26,10 +25,7 @@ class ApiMetrics:
 
     @classmethod
     def create(cls) -> ApiMetrics:
-        r = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        r = process_registry()
         return cls(
             registry=r,
             requests=Counter(

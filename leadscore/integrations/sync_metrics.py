@@ -9,11 +9,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
     start_http_server,
 )
+
+from leadscore.infra.prom import process_registry
 
 
 @dataclass
@@ -27,10 +26,7 @@ class SyncMetrics:
 
     @classmethod
     def create(cls) -> SyncMetrics:
-        r = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        r = process_registry()
         m = cls(
             registry=r,
             records=Counter(
