@@ -20,3 +20,8 @@ class EventFileError(FeatureError):
 class FeatureStateLostError(FeatureError):
     """Raised when Redis no longer holds the store's state (restarted empty, flushed, swapped,
     or a rebuild started): nothing may be scored until ``leadscore rebuild`` has run."""
+
+
+class StateLayoutError(FeatureStateLostError):
+    """Raised when Redis holds feature state of a layout this release doesn't write (another
+    leadscore release wrote it): the worker refuses it rather than mix two layouts."""

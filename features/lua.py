@@ -26,6 +26,7 @@ from leadscore.features.definitions import (
     kept_buckets,
     kind_groups,
 )
+from leadscore.features.state import STATE_LAYOUT
 from leadscore.features.wire import lua_constants
 from leadscore.schemas import EVENT_TYPES
 
@@ -52,13 +53,14 @@ def _lua_float(x: float) -> str:
 PENDING_TTL_S = 86_400
 
 
-def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
+def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT) -> str:
     codes = kind_codes()
     res_by_kind = counted_kinds(specs)
     keep = kept_buckets(specs)
     index = {s.name: i + 1 for i, s in enumerate(specs)}
     lines = [
         lua_constants(),
+        f"local LAYOUT = {layout}",
         f"local RES_MS = {{ m = {BUCKET_MS['m']}, h = {BUCKET_MS['h']}, d = {BUCKET_MS['d']} }}",
         f"local KEEP = {{ m = {keep['m']}, h = {keep['h']}, d = {keep['d']} }}",
         f"local DAY_MS = {DAY_MS}",
@@ -115,11 +117,12 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int) -> str:
     return "\n".join(lines)
 
 
-def render_script(specs: tuple[Spec, ...], ttl_s: int) -> str:
-    """The complete Lua source for ``specs``; keys expire ``ttl_s`` after their last update."""
+def render_script(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT) -> str:
+    """The complete Lua source for ``specs``; keys expire ``ttl_s`` after their last update.
+    ``layout`` is the state layout it writes (tests render others to play another release)."""
     body = (
         resources.files(__package__ or "leadscore.features")
         .joinpath("store.lua")
         .read_text(encoding="utf-8")
     )
-    return body.replace("--@SPEC@", render_spec(specs, ttl_s), 1)
+    return body.replace("--@SPEC@", render_spec(specs, ttl_s, layout), 1)

@@ -252,6 +252,14 @@ local mode = ARGV[1]
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   return redis.error_reply(STATE_LOST_REPLY .. ' the feature store marker is missing or changed')
 end
+-- The generation also names the state layout it holds (features/state.py: a '-L<n>' suffix,
+-- none for layout 1). A script only writes the layout it was generated for, so two releases
+-- of the worker side by side never mix layouts in one lead's keys.
+local state_layout = tonumber(string.match(ARGV[2], '%-L(%d+)$')) or 1
+if state_layout ~= LAYOUT then
+  return redis.error_reply(STATE_LAYOUT_REPLY .. ' the feature state has layout ' ..
+    state_layout .. ', this script writes layout ' .. LAYOUT)
+end
 if mode == 'u' then
   -- ARGV: 'u', generation, n events, m confirmations, n x (event_id, ts, kind, profile),
   -- m x event_id. KEYS: marker, n x (state, ids, pending), m x pending.

@@ -17,12 +17,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leadscore.features.alerting import AlertPolicy
 from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
-from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.exceptions import (
+    FeatureStateLostError,
+    FeatureStoreUnavailableError,
+    StateLayoutError,
+)
 from leadscore.features.lua import render_script
 from leadscore.features.ordered import OrderedScriptCalls
 from leadscore.features.retry import Backoff
-from leadscore.features.state import StateMarker, marker_key
-from leadscore.features.wire import RESULT_SEP, STATE_LOST_REPLY, parse_vector, profile_updates
+from leadscore.features.state import STATE_LAYOUT, StateMarker, check_layout, marker_key
+from leadscore.features.wire import (
+    RESULT_SEP,
+    STATE_LAYOUT_REPLY,
+    STATE_LOST_REPLY,
+    parse_vector,
+    profile_updates,
+)
 from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event
 
@@ -178,7 +188,13 @@ class FeatureStore(Protocol):
 
 
 def _raise_if_state_lost(exc: ResponseError) -> None:
-    """The script's state-lost error reply becomes a :class:`FeatureStateLostError`."""
+    """The script's state-lost error reply becomes a :class:`FeatureStateLostError`, its
+    layout reply a :class:`StateLayoutError`."""
+    if str(exc).startswith(STATE_LAYOUT_REPLY):
+        raise StateLayoutError(
+            f"{str(exc).removeprefix(STATE_LAYOUT_REPLY).strip()}: another leadscore release "
+            "rebuilt the feature state; this worker must not write it (finish the rollout)"
+        ) from exc
     if str(exc).startswith(STATE_LOST_REPLY):
         raise FeatureStateLostError(
             "Redis lost the feature store's state (marker missing or changed); "
@@ -205,20 +221,24 @@ class RedisFeatureStore:
         per_slot: bool = False,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        layout: int = STATE_LAYOUT,
+        script: str | None = None,
     ) -> None:
+        """``layout`` and ``script`` (the Lua source) default to this release's; the tests
+        set them to play another release beside this one."""
         self._client = client
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
         # On Redis Cluster one script call may only touch keys of one slot: split each batch
         # by the leads' cluster slots (a lead's events stay in one call, in order).
         self._per_slot = per_slot
-        self.marker = StateMarker(client, cluster=per_slot)
+        self.marker = StateMarker(client, cluster=per_slot, layout=layout)
         self.generation = ""
         """The state generation every call checks (``open`` sets it): until then, and after
         Redis lost its data, calls fail with :class:`FeatureStateLostError`."""
         self._specs = specs
         self._ttl_s = ttl_s
-        script = render_script(specs, ttl_s)
+        script = script or render_script(specs, ttl_s, layout)
         self._script = client.register_script(script)
         self._max_backoff_s = max_backoff_s
         self._retry_for_s = retry_for_s
@@ -245,16 +265,19 @@ class RedisFeatureStore:
         """Adopt the store's state generation, or start the first one on an empty store.
 
         Raises :class:`FeatureStateLostError` when a rebuild is running, or when Redis holds
-        no leadscore state although ``has_history`` says events were processed before.
+        no leadscore state although ``has_history`` says events were processed before;
+        :class:`StateLayoutError` when the state is of another layout (another release).
         """
         st = await self.marker.status()
         if st.generation is not None:
+            check_layout(st.generation, self.marker.layout)
             if st.status != "ready":
                 raise FeatureStateLostError(
                     f"the feature store is being rebuilt (generation {st.generation}, "
                     f"{st.updated_at}): scoring resumes when `leadscore rebuild` finishes"
                 )
             if not await self.marker.marker_holds(st.generation):
+                await self.marker.refuse_foreign_layout()
                 raise FeatureStateLostError(
                     "the feature store's marker is missing: Redis lost its data; "
                     "run `leadscore rebuild`"
@@ -289,6 +312,7 @@ class RedisFeatureStore:
         """Raise :class:`FeatureStateLostError` if the marker no longer holds the generation
         (the worker's readiness check calls this between batches)."""
         if not self.generation or not await self.marker.marker_holds(self.generation):
+            await self.marker.refuse_foreign_layout()
             raise FeatureStateLostError(
                 "the feature store's marker is missing or changed: Redis lost its data "
                 "(or a rebuild started); run `leadscore rebuild`"

@@ -48,6 +48,8 @@ REPLY_CODES: dict[ReplyCode, str] = {
 }
 STATE_LOST_REPLY = "LEADSCORE_STATE_LOST"
 """Prefix of the error reply of a call whose state marker doesn't match (features.state)."""
+STATE_LAYOUT_REPLY = "LEADSCORE_STATE_LAYOUT"
+"""Prefix of the error reply of a call whose generation is of another state layout."""
 
 _CONTROL = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
 
@@ -93,5 +95,6 @@ def lua_constants() -> str:
     return (
         f"local SEP = '\\{ord(VECTOR_SEP)}'\n"
         f"local RESULT_SEP = '\\{ord(RESULT_SEP)}'\n"
-        f"local STATE_LOST_REPLY = '{STATE_LOST_REPLY}'"
+        f"local STATE_LOST_REPLY = '{STATE_LOST_REPLY}'\n"
+        f"local STATE_LAYOUT_REPLY = '{STATE_LAYOUT_REPLY}'"
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from leadscore.features.exceptions import StateLayoutError
 from leadscore.streamer.batch import BatchRunner
 from leadscore.streamer.exceptions import InjectedFaultError
 from leadscore.streamer.pipeline import Message
@@ -49,7 +50,13 @@ async def score_stream(app: faust.App, rt: Runtime, stream: faust.StreamT) -> No
     # aiokafka logs every send at DEBUG; under the worker's logging setup that built a
     # LogRecord per record only for it to be dropped.
     logging.getLogger("aiokafka").setLevel(max(logging.INFO, log.getEffectiveLevel()))
-    await rt.open_store()
+    try:
+        await rt.open_store()
+    except StateLayoutError as exc:
+        # Another release's state: waiting can't help (a rebuild by this release can), and
+        # exiting names the problem to the supervisor and the logs.
+        die(rt, exc)
+        await asyncio.Event().wait()
     ack: Callable[[Sequence[Any]], None] | None = None
     batch_wait = settings.batch_wait_ms / 1000
     if settings.faust_fastpath:

@@ -16,7 +16,7 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from leadscore.features import retry
 from leadscore.features.exceptions import FeatureStateLostError
-from leadscore.features.state import wait_for_ready
+from leadscore.features.state import check_layout, wait_for_ready
 from leadscore.features.store import RedisFeatureStore
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import group_has_history
@@ -175,6 +175,8 @@ class Runtime:
             and st.generation
             and await self.store.marker.marker_holds(st.generation)
         ):
+            # Another release's rebuild: stay not ready (check_redis reports it).
+            check_layout(st.generation, self.store.marker.layout)
             self.store.generation = st.generation
             self.health.state = None
             self.metrics.state_lost.set(0)

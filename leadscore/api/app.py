@@ -40,6 +40,7 @@ from leadscore.api.scoring import (
     score_features,
 )
 from leadscore.features.exceptions import FeatureStateLostError, FeatureStoreUnavailableError
+from leadscore.features.state import check_layout
 from leadscore.features.store import RedisFeatureStore
 from leadscore.infra.redis import redis_client
 from leadscore.schemas import load_schema
@@ -71,6 +72,7 @@ class ApiState:
             raise FeatureStateLostError(
                 "Redis holds no leadscore feature state yet (no worker has started on it)"
             )
+        check_layout(st.generation)
         if st.status != "ready":
             raise FeatureStateLostError(f"the feature store is being rebuilt ({st.status})")
         if not await self.store.marker.marker_holds(st.generation):
