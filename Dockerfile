@@ -5,9 +5,10 @@
 ARG BUILD_PACKAGES="python3 python3-venv python3-pip ca-certificates"
 # libgomp1: LightGBM links the system OpenMP runtime; without it the worker dies on import.
 ARG RUNTIME_PACKAGES="python3 libgomp1 ca-certificates"
-# The services' extras (sync sinks, archive, API) only: the demo's embedded broker, Redis and
-# live table stay out.
-ARG EXTRAS="postgres,parquet,webhook,api"
+# The services' extras (sync sinks, archive and registry on S3, API) only: the demo's embedded
+# broker, Redis and live table stay out. The versions come from requirements/image.txt, the
+# lock deploy/update-locks.sh resolves for these extras (hashes checked on install).
+ARG EXTRAS="postgres,parquet,s3,webhook,api"
 
 FROM debian:bookworm-slim AS build
 ARG BUILD_PACKAGES
@@ -16,6 +17,9 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $BUILD_PACKAGES \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+COPY requirements/image.txt ./requirements/image.txt
+RUN python3 -m venv /opt/leadscore \
+    && /opt/leadscore/bin/pip install --no-cache-dir --require-hashes -r requirements/image.txt
 COPY pyproject.toml README.md ./
 # leadscore/ holds the package root and links to the four folders beside it.
 COPY leadscore ./leadscore
@@ -23,8 +27,8 @@ COPY streamer ./streamer
 COPY features ./features
 COPY model ./model
 COPY schemas ./schemas
-RUN python3 -m venv /opt/leadscore \
-    && /opt/leadscore/bin/pip install --no-cache-dir ".[$EXTRAS]"
+# The project itself, without resolving anything: every dependency is in the lock above.
+RUN /opt/leadscore/bin/pip install --no-cache-dir --no-deps .
 
 FROM debian:bookworm-slim
 ARG RUNTIME_PACKAGES

@@ -12,7 +12,7 @@ set -euo pipefail
 
 BUILD_PACKAGES="python3 python3-venv python3-pip ca-certificates"
 RUNTIME_PACKAGES="python3 libgomp1 ca-certificates"
-EXTRAS="postgres,parquet,webhook,api"
+EXTRAS="postgres,parquet,s3,webhook,api"
 
 ROOT="${1:-/tmp/leadscore-rootfs}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -46,8 +46,8 @@ in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-re
   $BUILD_PACKAGES $RUNTIME_PACKAGES >/dev/null
 rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
 cp -a "$HERE/pyproject.toml" "$HERE/README.md" "$HERE/leadscore" "$HERE/streamer" \
-  "$HERE/features" "$HERE/model" "$HERE/schemas" "$ROOT/src/"
-say "build stage: pip install '.[$EXTRAS]' into /opt/leadscore ..."
+  "$HERE/features" "$HERE/model" "$HERE/schemas" "$HERE/requirements" "$ROOT/src/"
+say "build stage: pip install the lock of '.[$EXTRAS]' (requirements/image.txt) into /opt/leadscore ..."
 rm -rf "$ROOT/opt/leadscore"
 in_root python3 -m venv /opt/leadscore
 # Behind a TLS-inspecting proxy, pip needs the proxy's CA: the host's PIP_CERT bundle, if set.
@@ -56,7 +56,9 @@ if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
   cp "$PIP_CERT" "$ROOT/etc/ssl/certs/build-ca-bundle.crt"
   pip_env=(PIP_CERT=/etc/ssl/certs/build-ca-bundle.crt)
 fi
-in_root env "${pip_env[@]}" /opt/leadscore/bin/pip install -q --no-cache-dir "/src[$EXTRAS]"
+in_root env "${pip_env[@]}" /opt/leadscore/bin/pip install -q --no-cache-dir --require-hashes \
+  -r /src/requirements/image.txt
+in_root env "${pip_env[@]}" /opt/leadscore/bin/pip install -q --no-cache-dir --no-deps /src
 # The runtime stage has only the runtime packages: remove what only the build needed.
 only_build=$(comm -23 <(tr ' ' '\n' <<<"$BUILD_PACKAGES" | sort) <(tr ' ' '\n' <<<"$RUNTIME_PACKAGES" | sort))
 in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $only_build >/dev/null
