@@ -45,6 +45,10 @@ DECISIONS_FILE = "DECISIONS.jsonl"
 CARD_FILE = "card.json"
 SHADOW_FILE = "SHADOW"
 EXPERIMENT_FILE = "EXPERIMENT"
+#: The registry's files besides its versions: pointers (each replaced whole) and logs
+#: (appended to), what a backup holds beside every version.
+POINTER_FILES = (CHAMPION_FILE, SHADOW_FILE, EXPERIMENT_FILE)
+LOG_FILES = (HISTORY_FILE, DECISIONS_FILE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,45 @@ class Registry:
 
     def decisions(self) -> list[dict[str, Any]]:
         return self._read_log(DECISIONS_FILE)
+
+    # Backup and restore (leadscore.jobs.backup): the registry's files as they are stored,
+    # through the same store, so a backup of a folder restores to S3 and back.
+
+    def pointer_bytes(self, name: str) -> bytes | None:
+        """A pointer file (:data:`POINTER_FILES`) as stored; None when absent."""
+        return self._store.read(name)
+
+    def restore_pointer(self, name: str, data: bytes) -> None:
+        """Replace a pointer file whole (atomically, as :meth:`promote` does)."""
+        self._ensure_root()
+        self._store.write(name, data)
+
+    def log_lines(self, name: str) -> list[bytes]:
+        """A log's (:data:`LOG_FILES`) records as stored, oldest first, without newlines."""
+        return [line.rstrip(b"\n") for line in self._store.read_log(name) if line.strip()]
+
+    def append_lines(self, name: str, lines: list[bytes]) -> None:
+        """Append records (each one line, without its newline) to a log."""
+        self._ensure_root()
+        for line in lines:
+            self._store.append(name, line + b"\n")
+
+    def import_version(self, version: str, source: Path) -> None:
+        """Publish a copy of ``version`` from the directory ``source`` (a backup's copy):
+        its files as they are, the whole version at once, as :meth:`save` publishes."""
+        self._ensure_root()
+        self.path(version)
+        if self._store.has_version(version):
+            raise RegistryError(f"model version {version} already exists in {self.location}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
+        try:
+            for f in sorted(source.iterdir()):
+                if f.is_file():
+                    shutil.copyfile(f, tmp / f.name)
+            self._store.publish(version, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _json(self, version: str, name: str) -> Any:
         """A version's JSON file, parsed (None if it has no such file)."""

@@ -12,7 +12,18 @@ import logging
 from collections.abc import Callable, Sequence
 
 from leadscore import __version__
-from leadscore.cli import api, data, learning, models, monitoring, ops, tools, worker
+from leadscore.cli import (
+    api,
+    backup,
+    capacity,
+    data,
+    learning,
+    models,
+    monitoring,
+    ops,
+    tools,
+    worker,
+)
 from leadscore.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, parse_duration_ms, say
 from leadscore.errors import LeadscoreError
 from leadscore.settings import Settings, load_settings
@@ -33,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     p.add_argument("--version", action="version", version=f"leadscore {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (tools, worker, api, data, models, learning, ops, monitoring):
+    for group in (tools, capacity, worker, api, data, models, learning, ops, backup, monitoring):
         group.register(sub)
     return p
 

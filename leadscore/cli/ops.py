@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from leadscore.cli.common import emit, say
+from leadscore.errors import ConfigError
 from leadscore.settings import Settings
 
 
@@ -58,6 +60,19 @@ def register(sub: Any) -> None:
         action="append",
         metavar="SOURCE:PARTITION:OFFSET",
         help="replay this partition from this offset, e.g. web:0:1500 (repeatable)",
+    )
+    rb.add_argument(
+        "--from-offsets-file",
+        type=Path,
+        metavar="FILE",
+        help="catch a restored snapshot up: replay from the offsets a backup recorded "
+        "(DIR/offsets.json of `leadscore backup`) onto the state Redis holds, which must be "
+        "the backup's (see docs/runbook.md, 'Backup and restore')",
+    )
+    rb.add_argument(
+        "--force",
+        action="store_true",
+        help="--from-offsets-file: don't check that Redis holds the backup's state generation",
     )
     rb.add_argument(
         "--no-scores", action="store_true", help="don't restore latest scores from leads.scores"
@@ -119,10 +134,24 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from leadscore.jobs.rebuild import parse_from_offsets, parse_from_time, run_rebuild
 
     settings.require_kafka()
+    base: str | None = None
+    if args.from_offsets_file is not None:
+        from leadscore.jobs.backup import read_offsets
+
+        if args.from_time or args.from_offset:
+            raise ConfigError("--from-offsets-file goes alone, without --from-time/--from-offset")
+        backup = read_offsets(settings, args.from_offsets_file)
+        offsets, base = backup.offsets, backup.generation
+    else:
+        if args.force:
+            raise ConfigError("--force goes with --from-offsets-file only")
+        offsets = parse_from_offsets(settings, args.from_offset or ())
     report = run_rebuild(
         settings,
         from_ms=parse_from_time(args.from_time),
-        from_offsets=parse_from_offsets(settings, args.from_offset or ()),
+        from_offsets=offsets,
+        base_generation=base,
+        force=args.force,
         restore_scores=not args.no_scores,
         progress=say,
     )

@@ -17,6 +17,16 @@ script rebuilds the state exactly (the same code computes it). Steps:
 
 The state is exact only if the topics still hold every event since the rebuild's start that
 a feature window can reach (30 days): keep the input topics' retention above that.
+
+**On top of a restored snapshot** (``leadscore backup``, then ``--from-offsets-file``): the
+rebuild never clears the state, it only starts a new generation; so replaying from the
+offsets the worker group had committed before the snapshot was taken brings the snapshot's
+state up to date. Everything below those offsets is in the snapshot (the worker writes Redis
+before it commits); the events above that the snapshot holds as well come back as
+duplicates (their event ids are in the state) and change nothing; the rest are applied. The
+rebuild checks first that Redis holds the snapshot's state (its generation is the one the
+backup recorded): on an empty Redis the replay would build a state that lacks everything
+below the offsets.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from leadscore.errors import ConfigError
+from leadscore.errors import ConfigError, LeadscoreError
+from leadscore.features.state import StateStatus
 from leadscore.features.store import Confirmation, RedisFeatureStore
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import committed_offsets, end_offsets, input_partitions
@@ -45,9 +56,16 @@ BATCH = 1000
 Progress = Callable[[str], None]
 
 
+class RebuildError(LeadscoreError):
+    """Raised when a rebuild can't start: a start offset the topics no longer hold, or a
+    Redis that does not hold the snapshot the replay should continue."""
+
+
 @dataclass
 class RebuildReport:
     generation: str = ""
+    continued_from: str = ""
+    """The restored snapshot's generation the replay went on from (``--from-offsets-file``)."""
     events: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -63,6 +81,7 @@ class RebuildReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
+            "continued_from_generation": self.continued_from or None,
             "events": self.events,
             "applied": self.applied,
             "duplicates": self.duplicates,
@@ -105,7 +124,46 @@ def start_offsets(
             # -1: no record at or after the time; the partition has nothing to replay.
             starts[(tp.topic, tp.partition)] = tp.offset
     starts.update(from_offsets)
+    for (topic, part), offset in sorted(from_offsets.items()):
+        low, _high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=30)
+        if offset < low:
+            # The consumer would jump to the partition's end (librdkafka's default reset)
+            # and the replay would silently leave these events out.
+            raise RebuildError(
+                f"{topic}:{part}: the replay should start at offset {offset}, but the topic "
+                f"holds offsets from {low} on (retention deleted the events between): the "
+                "state can't be caught up from there; rebuild from the beginning or "
+                "--from-time instead"
+            )
     return starts
+
+
+def check_base_state(status: StateStatus, generation: str, *, force: bool = False) -> None:
+    """Raise :class:`RebuildError` unless Redis holds the state of ``generation`` (a
+    restored snapshot) for a replay from that snapshot's offsets to continue.
+
+    >>> check_base_state(StateStatus("g1", "ready"), "g1")
+    >>> check_base_state(StateStatus(None, None), "g1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    leadscore.jobs.rebuild.RebuildError: Redis holds no feature state: ...
+    """
+    if force:
+        return
+    if status.generation is None:
+        raise RebuildError(
+            "Redis holds no feature state: restore the backup's snapshot first (see "
+            "docs/runbook.md, Backup and restore); a replay from its offsets onto an empty "
+            "Redis would lack every event below them (to rebuild everything, run "
+            "`leadscore rebuild` without --from-offsets-file)"
+        )
+    if status.generation != generation:
+        raise RebuildError(
+            f"Redis holds feature state generation {status.generation} ({status.status}, "
+            f"{status.updated_at}: {status.note}), not the backup's {generation}: restore the "
+            "backup's snapshot first. If it was restored and a catch-up from it was cut short "
+            "(the state is then the snapshot's plus part of the replay), run again with --force"
+        )
 
 
 async def rebuild(
@@ -113,10 +171,16 @@ async def rebuild(
     *,
     from_ms: int | None = None,
     from_offsets: dict[tuple[str, int], int] | None = None,
+    base_generation: str | None = None,
+    force: bool = False,
     restore_scores: bool = True,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    """Rebuild the feature state from the input topics (see the module docstring)."""
+    """Rebuild the feature state from the input topics (see the module docstring).
+
+    ``base_generation``: the replay continues a restored snapshot of this generation from
+    ``from_offsets`` (its backup's); refused unless Redis holds it (``force``: don't check).
+    """
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
     report = RebuildReport()
@@ -130,8 +194,14 @@ async def rebuild(
         starts = start_offsets(
             settings, consumer, partitions, from_ms=from_ms, from_offsets=from_offsets or {}
         )
+        if base_generation is not None:
+            check_base_state(await store.marker.status(), base_generation, force=force)
+            report.continued_from = base_generation
+            what = f"the offsets of a backup of generation {base_generation}"
+        else:
+            what = "the beginning" if from_ms is None else str(from_ms)
         report.generation = store.generation = await store.marker.begin_rebuild(
-            f"rebuild from {'the beginning' if from_ms is None else from_ms} started"
+            f"rebuild from {what} started"
         )
         say(
             f"rebuilding generation {report.generation} from {len(partitions)} partitions "
@@ -251,6 +321,11 @@ async def _apply(
                 report.pending += 1
         elif upd.outcome in ("dup", "redelivered"):
             report.duplicates += 1
+            # Redelivered: a restored snapshot's event whose score was pending when the
+            # snapshot was taken. Published since (below the committed offsets): confirmed
+            # now, else the pending vector would linger; not yet: left for the worker.
+            if upd.outcome == "redelivered" and published:
+                nxt.append((ev.lead_id, ev.event_id))
         elif upd.outcome == "late":
             report.late += 1
         else:
