@@ -62,8 +62,16 @@ def register(sub: Any) -> None:
         "--soak-seconds",
         type=float,
         default=0.0,
-        help="then keep the worker busy at --rate for this long, sampling its memory and the "
-        "latency per minute (600 = the 10-minute soak; default: no soak)",
+        help="then keep the worker busy at --rate for this long, one produce request per "
+        "event, sampling its memory and the event-to-score latency per minute (600 = the "
+        "10-minute soak; default: no soak)",
+    )
+    b.add_argument(
+        "--soak-batched",
+        action="store_true",
+        help="in the soak, send each second's events as one batch per partition instead of "
+        "one request per event: the embedded broker slows with every batch it holds, so "
+        "this lets a long soak watch the worker's memory rather than the broker",
     )
     b.add_argument(
         "--shadow",
@@ -100,6 +108,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         latency_seconds=args.latency_seconds,
         soak_seconds=args.soak_seconds,
+        soak_batched=args.soak_batched,
         shadow=args.shadow,
         throughput_only=args.throughput_only,
         say=say,

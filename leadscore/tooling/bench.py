@@ -37,6 +37,14 @@ from leadscore.infra.topics import ensure_topics
 from leadscore.model.registry import Registry
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
+from leadscore.tooling.costs import (
+    BrokerCpu,
+    id_set_bytes,
+    lead_memory,
+    record_bytes,
+    redis_info_sums,
+    sync_redis,
+)
 from leadscore.tooling.cpu import CpuMeter, Target, rss_mb
 from leadscore.tooling.embedded import (
     Services,
@@ -91,6 +99,8 @@ class ScoreReader:
         self._settings = settings
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self.count = 0
+        self.bytes = 0
+        """Keys and values of the records counted: the broker's bytes out per score."""
         self.first: float | None = None
         self.last: float | None = None
         self.latencies: list[tuple[float, float]] = []
@@ -150,6 +160,7 @@ class ScoreReader:
                 self.meter.start()
         self.last = now
         self.count += len(records)
+        self.bytes += sum(len(m.value or b"") + len(m.key or b"") for m in records)
         if self.track_latency:
             for m in records:
                 rec = orjson.loads(m.value)
@@ -246,8 +257,13 @@ def redis_bytes_per_lead(redis_url: str, lead_ids: list[str]) -> dict[str, float
     return {"mean": float(np.mean(per_lead)), "p90": float(np.percentile(per_lead, 90))}
 
 
-async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict[str, float]:
-    """Replay a history into the feature store (as the worker would) and measure its keys."""
+async def _history_memory(
+    redis_url: str, events: list[Event], tag: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Replay a history into the feature store (as the worker would) and measure its keys:
+    their sum per lead, and each key's mean (:func:`lead_memory`; no latest score, as the
+    replay scores nothing)."""
+    import redis
     import redis.asyncio as aioredis
 
     from leadscore.features.store import RedisFeatureStore, apply_in_batches
@@ -264,7 +280,12 @@ async def _history_memory(redis_url: str, events: list[Event], tag: str) -> dict
     finally:
         await client.aclose()
     leads = sorted({e.lead_id for e in tagged})
-    return redis_bytes_per_lead(redis_url, leads[:1000])
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        by_key = {k: round(v, 1) for k, v in lead_memory(sync, leads[:1000]).items()}
+    finally:
+        sync.close()
+    return redis_bytes_per_lead(redis_url, leads[:1000]), by_key
 
 
 def _event_at(template: list[dict[str, Any]], i: int, tag: str, ts_ms: int) -> dict[str, Any]:
@@ -310,8 +331,15 @@ def _by_period(
     return [{label: k, **_percentiles(np.array(v))} for k, v in sorted(groups.items())]
 
 
-SOAK_TICK_S = 1.0
-"""The soak sends each second's events together (one produce batch per partition)."""
+SOAK_BATCH_TICK_S = 1.0
+"""With ``batched``, the soak sends each second's events together (one produce batch per
+partition)."""
+
+
+def _p99_since(latencies: list[tuple[float, float]], since: float) -> float | None:
+    """p99 (ms) of the latencies of events stamped at or after ``since`` (epoch seconds)."""
+    recent = [lat for t, lat in latencies[-200_000:] if t >= since]
+    return round(float(np.percentile(recent, 99)) * 1000, 1) if recent else None
 
 
 def run_soak(
@@ -325,18 +353,21 @@ def run_soak(
     worker_pid: int,
     meter: CpuMeter,
     say: Callable[[str], None],
+    batched: bool = False,
 ) -> dict[str, Any]:
-    """Keep the worker busy at ``rate`` events/s for ``seconds`` and watch its memory.
+    """Keep the worker busy at ``rate`` events/s for ``seconds``: its memory, and the
+    event-to-score latency minute by minute.
 
-    Events go out once a second, a second's worth at a time, as a collector forwarding web
-    traffic might send them, rather than one produce request each. The embedded broker
-    (Tansu, in-memory storage) lists every batch ever stored in a partition on each fetch
-    that returns data, so its cost grows with the batches written: with per-event requests,
-    or even 100 ms ticks, it fell behind within minutes (docs/performance.md). Fewer, larger
-    batches let it last the run; the soak is about the worker, not that broker.
+    Each event goes out in its own produce request, evenly spaced, as the latency run sends
+    them (and as a web front end producing per request would). ``batched`` sends each
+    second's events together instead (one batch per partition a second), as a collector
+    forwarding traffic might: on the embedded broker, whose cost per fetch grows with the
+    batches it holds (docs/performance.md), that lets a long run watch the worker's memory
+    rather than the broker slowing down.
     """
-    producer = EventProducer(settings, linger_ms=5)
-    per_tick = max(1, round(rate * SOAK_TICK_S))
+    tick_s = SOAK_BATCH_TICK_S if batched else 1.0 / rate
+    per_tick = max(1, round(rate * SOAK_BATCH_TICK_S)) if batched else 1
+    producer = EventProducer(settings, linger_ms=5 if batched else 0)
     base = reader.count
     reader.latencies.clear()
     reader.to_scored.clear()
@@ -346,6 +377,7 @@ def run_soak(
     sent = ticks = 0
     meter.start()
     start = time.monotonic()
+    wall_start = time.time()
     next_sample, next_report = start, start + 60.0
     while (now := time.monotonic()) - start < seconds:
         ts_ms = int(time.time() * 1000)
@@ -356,13 +388,16 @@ def run_soak(
             samples.append(rss_mb(worker_pid))
             next_sample += RSS_SAMPLE_S
         if now >= next_report:
+            minute_start = wall_start + (next_report - start) - 60.0
             say(
                 f"  soak {now - start:,.0f} s: {sent:,} sent, {reader.count - base:,} scored, "
+                f"p99 of the last minute's events scored so far "
+                f"{_p99_since(reader.latencies, minute_start)} ms, "
                 f"worker RSS {samples[-1]:.1f} MB"
             )
             next_report += 60.0
         ticks += 1
-        ahead = start + ticks * SOAK_TICK_S - time.monotonic()
+        ahead = start + ticks * tick_s - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
     producer.flush_or_raise(60)
@@ -371,9 +406,13 @@ def run_soak(
     reader.track_latency = False
     cpu = meter.read()
     worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before
+    # The reader appends a record's two figures together, so they pair up by position (a
+    # record being counted as the run ends may have only the first).
+    to_scored = [(t, s) for (t, _), s in zip(reader.latencies, reader.to_scored, strict=False)]
     return {
         "seconds": seconds,
         "rate_eps": rate,
+        "requests": "one batch a second" if batched else "one per event",
         "sent": sent,
         "scored": reader.count - base,
         "worker_events_done": int(worker_done),
@@ -381,6 +420,18 @@ def run_soak(
         "cpu_percent": cpu,
         "latency_ms": _percentiles(np.array([lat for _, lat in reader.latencies]) * 1000),
         "latency_ms_by_minute": _by_period(reader.latencies, 60.0, "minute"),
+        # Up to the worker's scored_at only (the broker hop in, the batch, Redis, the model):
+        # the reader's own hop out of the broker slows down with it too.
+        "event_to_scored_ms_by_minute": _by_period(to_scored, 60.0, "minute"),
+        # Finer, to find when p99 first passes a bound.
+        "p99_ms_by_10s": [
+            {"from_s": 10 * a["s"], "n": a["n"], "p99": a["p99"], "p99_to_scored": b["p99"]}
+            for a, b in zip(
+                _by_period(reader.latencies, 10.0, "s"),
+                _by_period(to_scored, 10.0, "s"),
+                strict=False,
+            )
+        ],
     }
 
 
@@ -482,6 +533,7 @@ def run_bench(
     rate: float,
     latency_seconds: float,
     soak_seconds: float = 0.0,
+    soak_batched: bool = False,
     shadow: bool = False,
     throughput_only: bool = False,
     say: Callable[[str], None],
@@ -508,12 +560,15 @@ def run_bench(
                 "events": events,
                 "throughput_eps": round(burst["steady"], 1),
                 "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
+                "per_event_costs": burst["costs"],
                 "model_version": setup.model_version,
                 "shadow_version": setup.shadow_version,
             }
-        latency = _latency(setup, rate, latency_seconds, soak_seconds, say)
+        latency = _latency(
+            setup, rate, latency_seconds, soak_seconds, say, soak_batched=soak_batched
+        )
         say("measuring Redis memory per lead on the simulated 90-day history ...")
-        memory = asyncio.run(
+        memory, burst["costs"]["redis_bytes_per_lead_90d_history"] = asyncio.run(
             _history_memory(setup.base.require_redis(), setup.history, f"m{setup.uid}")
         )
         say("running the seed article's scoring path ...")
@@ -537,6 +592,15 @@ def _result(
         "events": events,
         "throughput_eps": round(burst["steady"], 1),
         "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
+        "per_event_costs": {
+            **burst["costs"],
+            # At --rate with one produce request per event: small micro-batches, so the
+            # fixed costs per batch and per fetch weigh on every event.
+            "worker_cpu_us_at_rate": {
+                "rate_eps": rate,
+                "us": latency["latency_ms"]["worker_cpu_us_per_event"],
+            },
+        },
         # Who had the CPU while each phase was measured (percent of one core; "machine" is
         # every process, this benchmark's own load generator and reader included).
         "cpu_percent": {"burst": burst["cpu"], "latency": latency["cpu"]},
@@ -612,12 +676,20 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
     s = _phase_settings(setup.base, setup.uid, "t")
     ensure_topics(s)
     say(f"pre-filling the input topics with {events:,} events ...")
+    evs = _events_now(setup.template, events, f"t{setup.uid}")
     producer = EventProducer(s, linger_ms=20)
     filled = Progress("pre-filled", total=events)
-    producer.send_all(_events_now(setup.template, events, f"t{setup.uid}"), progress=filled)
+    broker_in = BrokerCpu(_child_pid(setup.svc, "broker"))
+    broker_in.start()
+    producer.send_all(evs, progress=filled)
     filled.close()
     producer.flush_or_raise(120)
     producer.close()
+    broker_in_us = broker_in.us_per_event(events)
+    redis_conn = sync_redis(s)
+    # Redis's CPU from before the worker starts to the last score record: every event's
+    # store calls fall inside (an idle Redis costs well under 1 % of that).
+    redis_before = redis_info_sums(redis_conn)
     # Only counts here: long fetch waits cost the broker far less than short ones and add at
     # most one wait to a burst that lasts several seconds.
     reader = ScoreReader(s, fetch_max_wait_ms=100)
@@ -637,6 +709,7 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
             raise ServiceStartError("the score reader saw no records")
         steady = events / max(reader.last - reader.first, 1e-9)
         cpu = meter.read()
+        redis_scored = redis_info_sums(redis_conn)
         worker_s = meter.used.get("worker", float("nan"))
         cpu_us = worker_s / max(events - reader.count_at_first, 1) * 1e6
         result = {
@@ -654,7 +727,96 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
         f"throughput: {steady:,.0f} events/s over {events:,} events; "
         f"worker CPU {cpu_us:,.0f} us/event; CPU % {_cpu_text(cpu)}"
     )
+    try:
+        costs = _burst_costs(
+            setup,
+            redis_conn,
+            evs,
+            reader,
+            meter,
+            worker_us=cpu_us,
+            broker_in_us=broker_in_us,
+            redis_before=redis_before,
+            redis_scored=redis_scored,
+        )
+    finally:
+        redis_conn.close()
+    say(_costs_text(costs))
+    result["costs"] = costs
     return result
+
+
+def _child_pid(svc: Services, name: str) -> int | None:
+    """The process id of a service the bench started, None for one it was given."""
+    return next((x.proc.pid for x in svc.started if x.name == name and x.proc), None)
+
+
+def _burst_costs(
+    setup: _Setup,
+    redis_conn: Any,
+    evs: list[dict[str, Any]],
+    reader: ScoreReader,
+    meter: CpuMeter,
+    *,
+    worker_us: float,
+    broker_in_us: float | None,
+    redis_before: dict[str, float],
+    redis_scored: dict[str, float],
+) -> dict[str, Any]:
+    """What one event of the burst cost each service (docs/capacity.md uses these): CPU
+    microseconds, record bytes in and out, Redis memory per lead and per event id kept."""
+    events = len(evs)
+    leads = sorted({str(e["lead_id"]) for e in evs})
+    after = redis_info_sums(redis_conn)
+    own_redis = _child_pid(setup.svc, "redis") is not None
+    broker_burst = meter.used.get("broker")
+    per_lead = lead_memory(redis_conn, leads[:: max(1, len(leads) // 1000)])
+    return {
+        "events": events,
+        "worker_cpu_us": round(worker_us, 1),
+        "redis_cpu_us": round((redis_scored["cpu_s"] - redis_before["cpu_s"]) / events * 1e6, 1),
+        # INFO counts the whole server: on a shared Redis, other clients' work too.
+        "redis_shared": not own_redis,
+        # The embedded broker's (Tansu, in memory), as it accepted the pre-fill and then
+        # served the worker's fetches and produces and the reader's fetches; not Kafka's.
+        "broker_cpu_us": None
+        if broker_in_us is None or broker_burst is None
+        else {
+            "produce_in": broker_in_us,
+            "burst": round(broker_burst / max(events - reader.count_at_first, 1) * 1e6, 1),
+        },
+        "bytes_in": round(record_bytes(evs), 1),
+        "bytes_out": round(reader.bytes / max(reader.count, 1), 1),
+        "leads": len(leads),
+        # The burst's leads, each ~events/leads events within the last minutes: every key
+        # (state, ids, latest score, announced tier; pending holds the last unconfirmed batch).
+        "redis_bytes_per_lead": {k: round(v, 1) for k, v in per_lead.items()},
+        # Growth of Redis's used_memory over the burst per lead: MEMORY USAGE plus what it
+        # leaves out (expiry entries, hash tables, allocator rounding).
+        "redis_used_memory_per_lead": round(
+            (after["used_memory"] - redis_before["used_memory"]) / max(len(leads), 1), 1
+        ),
+        "redis_bytes_per_id": id_set_bytes(redis_conn, setup.uid),
+    }
+
+
+def _costs_text(c: dict[str, Any]) -> str:
+    """The per-event costs in one progress line."""
+    broker = c["broker_cpu_us"]
+    ids = ", ".join(f"{x['bytes_per_id']:.0f} ({x['encoding']})" for x in c["redis_bytes_per_id"])
+    return (
+        f"per-event costs: worker CPU {c['worker_cpu_us']:.1f} us, Redis CPU "
+        f"{c['redis_cpu_us']:.1f} us{' (shared Redis)' if c['redis_shared'] else ''}, "
+        + (
+            f"broker CPU {broker['produce_in']:.1f} us in + {broker['burst']:.1f} us burst, "
+            if broker
+            else ""
+        )
+        + f"{c['bytes_in']:.0f} bytes in, {c['bytes_out']:.0f} bytes out; Redis "
+        f"{c['redis_bytes_per_lead'].get('total', 0):,.0f} bytes per lead with "
+        f"{c['redis_bytes_per_lead'].get('ids_per_lead', 0):.1f} ids "
+        f"(used_memory {c['redis_used_memory_per_lead']:,.0f}), bytes per id kept: {ids}"
+    )
 
 
 def _latency(
@@ -663,6 +825,8 @@ def _latency(
     latency_seconds: float,
     soak_seconds: float,
     say: Callable[[str], None],
+    *,
+    soak_batched: bool = False,
 ) -> dict[str, Any]:
     """Latency at a fixed rate (and the soak): fresh topics, a fresh worker."""
     s = _phase_settings(setup.base, setup.uid, "l")
@@ -688,6 +852,7 @@ def _latency(
                 worker_pid=worker.pid,
                 meter=_meter(setup.svc, worker.pid),
                 say=say,
+                batched=soak_batched,
             )
         rss_end = rss_mb(worker.pid)
     finally:

@@ -16,6 +16,7 @@ import orjson
 
 from leadscore.infra.topics import ensure_topics
 from leadscore.settings import Settings
+from leadscore.tooling.broker_watch import P99_LIMIT_S, STORED_LIMIT, BrokerWatch
 from leadscore.tooling.embedded import (
     Service,
     free_port,
@@ -72,7 +73,9 @@ def run_up(
             procs.append(spawn_command(live, log_dir / "api.log", "api", "--port", str(api_port)))
             addresses["api"] = f"http://127.0.0.1:{api_port}"
         _announce(addresses, say, as_json)
+        watch = BrokerWatch(live, say, worker_port=live.web_port)
         while all(p.poll() is None for p in procs):
+            watch.poll()
             time.sleep(0.5)
         dead = next(p for p in procs if p.poll() is not None)
         name = "worker" if dead is procs[0] else "api"
@@ -109,4 +112,10 @@ def _announce(addresses: dict[str, str], say: Callable[[str], None], as_json: bo
         + (f", API {addresses['api']}" if "api" in addresses else "")
         + "; produce events to leads.web/email/crm (keyed by lead_id) at the broker above; "
         "scores on leads.scores. Ctrl-C stops everything (the data is in memory only)."
+    )
+    say(
+        "the embedded broker is for trying things: it slows with every batch it holds and "
+        f"never frees one, so event-to-score p99 stays under {P99_LIMIT_S * 1000:.0f} ms for "
+        f"at most about the first {STORED_LIMIT:,} produce requests (docs/performance.md). "
+        "A watchdog here says when it nears that or stalls, and what to do."
     )

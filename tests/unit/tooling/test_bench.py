@@ -133,12 +133,15 @@ def test_cpu_figures_come_from_proc_for_this_process_and_the_machine() -> None:
 class _Record:
     def __init__(self, event_ts: str, scored_at: str) -> None:
         self.value = orjson.dumps({"event_ts": event_ts, "scored_at": scored_at})
+        self.key = b"L-1"
 
 
 def test_the_score_reader_splits_each_latency_at_the_workers_scored_at() -> None:
     reader = ScoreReader(Settings(kafka_bootstrap="127.0.0.1:1"))
-    reader._count([_Record("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.030Z")], 0.0)
+    first = _Record("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.030Z")
+    reader._count([first], 0.0)
     assert reader.count == 1 and reader.latencies == [] and reader.to_scored == []
+    assert reader.bytes == len(first.value) + len(first.key)  # the broker's bytes out
     reader.track_latency = True
     now = parse_ts_ms("2026-01-01T00:00:01.050Z") / 1000  # type: ignore[operator]
     reader._count(
