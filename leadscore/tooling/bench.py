@@ -406,9 +406,6 @@ def run_soak(
     reader.track_latency = False
     cpu = meter.read()
     worker_done = _metric_sums(settings.web_port).get("events", 0.0) - done_before
-    # The reader appends a record's two figures together, so they pair up by position (a
-    # record being counted as the run ends may have only the first).
-    to_scored = [(t, s) for (t, _), s in zip(reader.latencies, reader.to_scored, strict=False)]
     return {
         "seconds": seconds,
         "rate_eps": rate,
@@ -418,6 +415,16 @@ def run_soak(
         "worker_events_done": int(worker_done),
         "worker_rss_mb": _rss_summary(samples),
         "cpu_percent": cpu,
+        **_soak_latencies(reader),
+    }
+
+
+def _soak_latencies(reader: ScoreReader) -> dict[str, Any]:
+    """The soak's latency figures: overall, per minute, and p99 per 10 s."""
+    # The reader appends a record's two figures together, so they pair up by position (a
+    # record being counted as the run ends may have only the first).
+    to_scored = [(t, s) for (t, _), s in zip(reader.latencies, reader.to_scored, strict=False)]
+    return {
         "latency_ms": _percentiles(np.array([lat for _, lat in reader.latencies]) * 1000),
         "latency_ms_by_minute": _by_period(reader.latencies, 60.0, "minute"),
         # Up to the worker's scored_at only (the broker hop in, the batch, Redis, the model):

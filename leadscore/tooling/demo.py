@@ -199,7 +199,9 @@ def run_demo(
         # 2,500 leads: enough for the promotion gate's data-sufficiency bar (1,000 leads
         # and 120 conversions among the training moments).
         say("simulating 90 days of history for 2,500 leads ...")
-        history = simulated_events(SimConfig(leads=2500, events=70_000, seed=seed, days=90.0))
+        history = simulated_events(
+            SimConfig(leads=2500, events=70_000, seed=seed, start_ms=_history_start(), days=90.0)
+        )
         report = train_from_event_list(
             history, horizon_ms=30 * DAY_MS, out_dir=live.model_dir, progress=say
         )
@@ -229,6 +231,23 @@ def run_demo(
             f"{summary['seconds']} s; stopped the worker, broker and Redis"
         )
     return 0
+
+
+def _history_start(days: int = 90) -> int:
+    """Start of the training history: ``days`` before the last week boundary (epoch weeks).
+
+    The simulator's days, hours and weekdays (its weekday effects) then fall the same way
+    on every run, so one seed gives the same history, the same model and the same gate
+    decision whatever the day or time; a history ending "now" shifted every bucket boundary
+    and made the first model (and whether the gate promotes it) vary from run to run.
+
+    >>> week = 7 * DAY_MS
+    >>> start = _history_start()
+    >>> (start + 90 * DAY_MS) % week, time.time() * 1000 - (start + 90 * DAY_MS) < week
+    (0, True)
+    """
+    week = 7 * DAY_MS
+    return (int(time.time() * 1000) // week) * week - days * DAY_MS
 
 
 def _run_live(

