@@ -6,8 +6,10 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import ConfigError
@@ -147,9 +149,27 @@ class Settings(BaseSettings):
         description="how long that wait may take; a batch not replicated by then is not "
         "committed, and the worker exits for its supervisor to restart it",
     )
+    redis_username: str | None = Field(
+        default=None,
+        description="the Redis ACL user (Redis 6+; docs/security.md has the ACL leadscore "
+        "needs); requires LEADSCORE_REDIS_PASSWORD",
+    )
     redis_password: SecretStr | None = None
-    redis_tls: bool = False
-    redis_tls_cafile: Path | None = None
+    redis_tls: bool = Field(
+        default=False, description="TLS to Redis (a rediss:// REDIS_URL turns it on as well)"
+    )
+    redis_tls_cafile: Path | None = Field(
+        default=None,
+        description="the CA certificates Redis's certificate is checked against (default: "
+        "the system's)",
+    )
+    redis_tls_certfile: Path | None = Field(
+        default=None,
+        description="mutual TLS: this client's certificate (PEM), with REDIS_TLS_KEYFILE",
+    )
+    redis_tls_keyfile: Path | None = Field(
+        default=None, description="mutual TLS: the private key of REDIS_TLS_CERTFILE (PEM)"
+    )
 
     sync_webhook_authorization: SecretStr | None = Field(
         default=None,
@@ -294,6 +314,35 @@ class Settings(BaseSettings):
         """The same connection settings as keyword arguments for an aiokafka client."""
         return KafkaConnection.of(self).aiokafka()
 
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        # Half-configured security must not start: a client would otherwise connect without
+        # the credentials or the TLS it was given (or fail later with an opaque broker error).
+        problems = kafka_security_problems(self)
+        if problems:
+            raise PydanticCustomError(
+                "kafka_security",
+                "incomplete Kafka security settings: " + "; ".join(problems),
+            )
+        return self
+
+    @property
+    def redis_uses_tls(self) -> bool:
+        """TLS to Redis: ``LEADSCORE_REDIS_TLS``, or a ``rediss://`` URL."""
+        return self.redis_tls or _url_scheme(self.redis_url) == "rediss"
+
+    @model_validator(mode="after")
+    def _redis_security_complete(self) -> Settings:
+        # As for Kafka: a half-configured Redis connection would connect without the TLS or
+        # the credentials it was given, or fail later with an error that names no setting.
+        problems = redis_security_problems(self)
+        if problems:
+            raise PydanticCustomError(
+                "redis_security",
+                "incomplete Redis security settings: " + "; ".join(problems),
+            )
+        return self
+
 
 @dataclass(frozen=True)
 class KafkaConnection:
@@ -395,6 +444,110 @@ class KafkaConnection:
             mechanism=self.sasl_mechanism or "PLAIN",
             ssl_context=self.ssl_context(),
         )
+
+
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """What is missing or contradictory in the Kafka security settings, each naming the
+    ``LEADSCORE_*`` variable to set. TLS and SASL are never implied by the other settings:
+    the protocol says which are on, and what it turns on must be complete."""
+    protocol = settings.kafka_security_protocol
+    password = settings.kafka_sasl_password
+    sasl_given = {
+        "LEADSCORE_KAFKA_SASL_MECHANISM": bool(settings.kafka_sasl_mechanism),
+        "LEADSCORE_KAFKA_SASL_USERNAME": bool(settings.kafka_sasl_username),
+        "LEADSCORE_KAFKA_SASL_PASSWORD": password is not None and bool(password.get_secret_value()),
+    }
+    tls_given = {
+        "LEADSCORE_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile is not None,
+        "LEADSCORE_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile is not None,
+        "LEADSCORE_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile is not None,
+    }
+    problems: list[str] = []
+    sasl_on = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+    if sasl_on or any(sasl_given.values()):
+        problems += [
+            f"{name} is not set (SASL needs a mechanism, a username and a password)"
+            for name, given in sasl_given.items()
+            if not given
+        ]
+    if not sasl_on and any(sasl_given.values()):
+        named = ", ".join(name for name, given in sasl_given.items() if given)
+        problems.append(
+            f"LEADSCORE_KAFKA_SECURITY_PROTOCOL is {protocol}, not SASL_SSL or SASL_PLAINTEXT, "
+            f"yet {named} is set"
+        )
+    if protocol not in ("SSL", "SASL_SSL") and any(tls_given.values()):
+        named = ", ".join(name for name, given in tls_given.items() if given)
+        problems.append(
+            f"LEADSCORE_KAFKA_SECURITY_PROTOCOL is {protocol}, not SSL or SASL_SSL, yet {named} "
+            "is set"
+        )
+    cert, key = tls_given["LEADSCORE_KAFKA_SSL_CERTFILE"], tls_given["LEADSCORE_KAFKA_SSL_KEYFILE"]
+    if cert and not key:
+        problems.append(
+            "LEADSCORE_KAFKA_SSL_KEYFILE is not set (the client certificate's private key; "
+            "for a PEM holding both, name it in both settings)"
+        )
+    if key and not cert:
+        problems.append("LEADSCORE_KAFKA_SSL_CERTFILE is not set (the key's client certificate)")
+    return problems
+
+
+def _url_scheme(url: str | None) -> str:
+    return urlsplit(url).scheme.lower() if url else ""
+
+
+def redis_security_problems(settings: Settings) -> list[str]:
+    """What is missing or contradictory in the Redis security settings, each naming the
+    ``LEADSCORE_*`` variable to set or unset. The URL may carry the TLS scheme (``rediss://``)
+    and the credentials (``redis://user:password@host``); redis-py would let a credential in
+    the URL silently override the setting, so each may be given in one place only. A
+    ``rediss://`` URL means TLS whatever ``LEADSCORE_REDIS_TLS`` says (the safer reading, and
+    settings passed on as environment variables carry ``LEADSCORE_REDIS_TLS=False``)."""
+    url = urlsplit(settings.redis_url or "")
+    scheme = url.scheme.lower()
+    problems: list[str] = []
+    if scheme == "unix" and settings.redis_tls:
+        problems.append(
+            "LEADSCORE_REDIS_TLS is true, yet LEADSCORE_REDIS_URL is a unix socket (no TLS)"
+        )
+    tls_files = {
+        "LEADSCORE_REDIS_TLS_CAFILE": settings.redis_tls_cafile,
+        "LEADSCORE_REDIS_TLS_CERTFILE": settings.redis_tls_certfile,
+        "LEADSCORE_REDIS_TLS_KEYFILE": settings.redis_tls_keyfile,
+    }
+    given = [name for name, path in tls_files.items() if path is not None]
+    if given and not settings.redis_uses_tls:
+        problems.append(
+            f"LEADSCORE_REDIS_TLS is not set (nor is LEADSCORE_REDIS_URL rediss://), yet "
+            f"{', '.join(given)} is set: TLS would be off"
+        )
+    cert, key = settings.redis_tls_certfile, settings.redis_tls_keyfile
+    if cert is not None and key is None:
+        problems.append(
+            "LEADSCORE_REDIS_TLS_KEYFILE is not set (the client certificate's private key; "
+            "for a PEM holding both, name it in both settings)"
+        )
+    if key is not None and cert is None:
+        problems.append("LEADSCORE_REDIS_TLS_CERTFILE is not set (the key's client certificate)")
+    if url.username and settings.redis_username:
+        problems.append(
+            "LEADSCORE_REDIS_URL carries a user name and LEADSCORE_REDIS_USERNAME is set too: "
+            "give it in one place"
+        )
+    if url.password and settings.redis_password is not None:
+        problems.append(
+            "LEADSCORE_REDIS_URL carries a password and LEADSCORE_REDIS_PASSWORD is set too: "
+            "give it in one place"
+        )
+    password = settings.redis_password
+    has_password = bool(url.password or (password and password.get_secret_value()))
+    if (url.username or settings.redis_username) and not has_password:
+        problems.append(
+            "LEADSCORE_REDIS_PASSWORD is not set (a user name is given, and an ACL user logs "
+            "in with a password)"
+        )
+    return problems
 
 
 def load_settings() -> Settings:

@@ -28,6 +28,7 @@ import redis
 from redis.exceptions import RedisError, ResponseError
 
 from leadscore.errors import LeadscoreError
+from leadscore.infra.redis import connection_kwargs
 from leadscore.settings import Settings
 
 #: Bytes of the mark that ends a diskless transfer (``$EOF:<mark>`` announces it).
@@ -68,12 +69,11 @@ class Snapshot:
 
 
 def _client_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"socket_connect_timeout": 10.0, "socket_timeout": IDLE_TIMEOUT_S}
-    if settings.redis_password is not None:
-        kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_tls and settings.redis_tls_cafile:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
-    return kwargs
+    return {
+        "socket_connect_timeout": 10.0,
+        "socket_timeout": IDLE_TIMEOUT_S,
+        **connection_kwargs(settings),
+    }
 
 
 def redis_nodes(settings: Settings) -> list[RedisNode]:

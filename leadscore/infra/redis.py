@@ -55,6 +55,24 @@ class HiredisPackUnixConnection(_HiredisPack, UnixDomainSocketConnection):
     pass
 
 
+def connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """redis-py keyword arguments for the settings' credentials and TLS (the URL gives the
+    rest, and may carry them instead: ``Settings`` refuses a credential given twice). The
+    caller makes the connections TLS ones when :attr:`Settings.redis_uses_tls`."""
+    kwargs: dict[str, Any] = {}
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_uses_tls:
+        if settings.redis_tls_cafile:
+            kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
+        if settings.redis_tls_certfile:
+            kwargs["ssl_certfile"] = str(settings.redis_tls_certfile)
+            kwargs["ssl_keyfile"] = str(settings.redis_tls_keyfile)
+    return kwargs
+
+
 def redis_client(settings: Settings) -> Any:
     """A Redis (or, with ``LEADSCORE_REDIS_CLUSTER``, a Redis Cluster) asyncio client."""
     # No read timeout: a Redis that pauses must make the worker wait for the reply. A timeout
@@ -64,16 +82,13 @@ def redis_client(settings: Settings) -> Any:
         "socket_timeout": None,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
+        **connection_kwargs(settings),
     }
-    if settings.redis_password is not None:
-        kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_tls and settings.redis_tls_cafile:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_cafile)
     if settings.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
         kwargs.pop("health_check_interval", None)
-        if settings.redis_tls:
+        if settings.redis_uses_tls:
             kwargs["ssl"] = True
         return RedisCluster.from_url(settings.require_redis(), **kwargs)
     pool = aioredis.ConnectionPool.from_url(settings.require_redis(), **kwargs)
