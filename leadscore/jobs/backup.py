@@ -22,7 +22,6 @@ holds are recognised by their event ids and change nothing, the others are appli
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import shutil
 import time
@@ -40,6 +39,7 @@ from leadscore.features.state import StateMarker, StateStatus
 from leadscore.infra.rdb import RedisNode, Snapshot, fetch_snapshot, redis_nodes
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import committed_offsets, end_offsets, input_partitions
+from leadscore.model.integrity import file_sha256
 from leadscore.model.registry import LOG_FILES, POINTER_FILES, Registry
 from leadscore.settings import Settings
 
@@ -66,14 +66,6 @@ class FileEntry:
     size: int
     sha256: str
     kind: Kind
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _entry(root: Path, path: Path, kind: Kind) -> FileEntry:

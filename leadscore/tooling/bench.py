@@ -37,6 +37,7 @@ from leadscore.infra.topics import ensure_topics
 from leadscore.model.registry import Registry
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
+from leadscore.tooling.broker_watch import histogram_buckets
 from leadscore.tooling.costs import (
     BrokerCpu,
     id_set_bytes,
@@ -194,18 +195,6 @@ def _metric_sums(port: int) -> dict[str, float]:
             out[stage] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("leadscore_events_total{"):
             out["events"] = out.get("events", 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def _histogram(port: int, name: str) -> list[tuple[float, float]]:
-    """The cumulative ``(upper bound, count)`` buckets of a Prometheus histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
-        text = r.read().decode()
-    out: list[tuple[float, float]] = []
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out.append((float(le), float(line.rsplit(" ", 1)[1])))
     return out
 
 
@@ -880,8 +869,8 @@ def _measure_latency(
     """Produce one request per event at ``rate``; each event's latency to its record."""
     n_lat = int(rate * seconds)
     say(f"latency: producing {n_lat:,} events at {rate:,.0f}/s, one request each ...")
-    lag_before = _histogram(s.web_port, "leadscore_consume_lag_seconds")
-    batch_before = _histogram(s.web_port, "leadscore_score_latency_seconds")
+    lag_before = histogram_buckets(s.web_port, "leadscore_consume_lag_seconds")
+    batch_before = histogram_buckets(s.web_port, "leadscore_score_latency_seconds")
     reader.track_latency = True
     base_count = reader.count
     producer = EventProducer(s, linger_ms=0)
@@ -914,8 +903,8 @@ def _measure_latency(
             f"score {split['event_to_scored']['p99']} ms, after it "
             f"{split['scored_to_reader']['p99']} ms"
         )
-    lag_after = _histogram(s.web_port, "leadscore_consume_lag_seconds")
-    batch_after = _histogram(s.web_port, "leadscore_score_latency_seconds")
+    lag_after = histogram_buckets(s.web_port, "leadscore_consume_lag_seconds")
+    batch_after = histogram_buckets(s.web_port, "leadscore_score_latency_seconds")
     return {
         "cpu": cpu,
         "latency_ms": {

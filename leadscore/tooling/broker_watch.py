@@ -106,7 +106,9 @@ def verdict(reading: Reading, stored_limit: int = STORED_LIMIT) -> str | None:
     )
 
 
-def _histogram(port: int, name: str) -> list[tuple[float, float]]:
+def histogram_buckets(port: int, name: str) -> list[tuple[float, float]]:
+    """The cumulative ``(upper bound, count)`` buckets of a Prometheus histogram on the
+    worker's ``/metrics`` (the bench reads its own through this too)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
         text = r.read().decode()
     out: list[tuple[float, float]] = []
@@ -157,7 +159,7 @@ class BrokerWatch:
         events: float | None = None
         slow = 0.0
         if self._worker_port is not None:
-            hist = _histogram(self._worker_port, _HISTOGRAM)
+            hist = histogram_buckets(self._worker_port, _HISTOGRAM)
             if self._hist is not None:
                 events, slow = slow_share(self._hist, hist, P99_LIMIT_S)
             self._hist = hist

@@ -295,9 +295,8 @@ def metric_total(worker: WorkerProcess, outcome: str | None = None) -> int:
     return int(total)
 
 
-def offline_features(events: list[dict]) -> dict[str, dict]:
-    """Each lead's features from the reference (offline) replay of ``events``."""
-    from leadscore.features.offline import replay
+def as_events(events: list[dict]) -> list:
+    """Event envelopes (as produced) as the validated ``Event`` records the store takes."""
     from leadscore.schemas.validation import Event, parse_ts_ms
 
     evs = []
@@ -309,7 +308,14 @@ def offline_features(events: list[dict]) -> dict[str, dict]:
                 e["event_id"], e["lead_id"], e["source"], e["type"], e["ts"], ts_ms, e["attributes"]
             )
         )
-    return {lead: state.features() for lead, state in replay(evs).items()}
+    return evs
+
+
+def offline_features(events: list[dict]) -> dict[str, dict]:
+    """Each lead's features from the reference (offline) replay of ``events``."""
+    from leadscore.features.offline import replay
+
+    return {lead: state.features() for lead, state in replay(as_events(events)).items()}
 
 
 def assert_features_match_replay(worker: WorkerProcess, events: list[dict]) -> None:

@@ -19,27 +19,14 @@ import redis.asyncio as aioredis
 from leadscore.features.exceptions import FeatureStateLostError, StateLayoutError
 from leadscore.features.state import STATE_LAYOUT, layout_of, status_key, wait_for_ready
 from leadscore.features.store import RedisFeatureStore, lead_keys
-from leadscore.schemas.validation import Event, parse_ts_ms
+from leadscore.schemas.validation import Event
 from leadscore.tooling.embedded import start_redis
 
-from .helpers import offline_features, recent_events
+from .helpers import as_events, offline_features, recent_events
 
 pytestmark = pytest.mark.integration
 
 PREVIOUS_RELEASE_SCRIPT = Path(__file__).parents[1] / "fixtures" / "store_layout1_789dc2f.lua"
-
-
-def _events(raw: list[dict]) -> list[Event]:
-    out = []
-    for e in raw:
-        ts_ms = parse_ts_ms(e["ts"])
-        assert ts_ms is not None
-        out.append(
-            Event(
-                e["event_id"], e["lead_id"], e["source"], e["type"], e["ts"], ts_ms, e["attributes"]
-            )
-        )
-    return out
 
 
 def _batches(events: list[Event], size: int) -> list[list[Event]]:
@@ -63,7 +50,7 @@ async def _rolling_upgrade(url: str) -> None:
         # Side by side, as during a rollout: batches alternate between the two releases, the
         # same lead's events going through both; the state equals the offline replay.
         raw = recent_events(60, 1_200, seed=27, dup_every=40)
-        events = _events(raw)
+        events = as_events(raw)
         stores = (previous, current)
         outcomes = []
         for i, batch in enumerate(_batches(events, 50)):
@@ -115,7 +102,7 @@ async def _rolling_upgrade(url: str) -> None:
         assert await client.exists(status_key(2)) == 1
 
         # The next release's own writes go through.
-        updates = await nxt.apply_batch(_events(recent_events(5, 20, seed=28)))
+        updates = await nxt.apply_batch(as_events(recent_events(5, 20, seed=28)))
         assert {u.outcome for u in updates} == {"ok"}
     finally:
         for store in (previous, current):
