@@ -93,6 +93,10 @@ def kind_groups(kind: str) -> list[str]:
 
 #: CRM event types that carry profile attributes.
 PROFILE_EVENT_TYPES = frozenset({"lead_created", "lead_updated"})
+#: The CRM attribute that opts a lead out of scoring (CCPA "do not sell or share", a GDPR
+#: objection): true stops the lead's score records until an event with it false (or null)
+#: lifts it; the newer event by event time wins, as for profile attributes. Not a feature.
+OPT_OUT_FIELD = "opt_out"
 PROFILE_FIELDS: tuple[str, ...] = (
     "company_size",
     "industry",

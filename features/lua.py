@@ -12,6 +12,7 @@ from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
     ENGAGEMENT_POINTS,
+    OPT_OUT_FIELD,
     PROFILE_FIELDS,
     RECENCY_FIELD,
     RETENTION_MS,
@@ -68,6 +69,7 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
         f"local TTL_S = {ttl_s}",
         f"local PENDING_TTL_S = {min(ttl_s, PENDING_TTL_S)}",
         "local PROFILE = { " + ", ".join(_lua_str(p) for p in PROFILE_FIELDS) + " }",
+        f"local OPT_OUT = {_lua_str(OPT_OUT_FIELD)}",
         "local KINDS = {",
     ]
     for kind in all_kinds():

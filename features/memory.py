@@ -20,6 +20,7 @@ class MemoryFeatureStore:
         self.scores: dict[str, dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], dict[str, FeatureValue]] = {}
         self.announced: dict[str, Announced] = {}
+        self.erased: set[str] = set()
         self._ordered = ordered
 
     @property
@@ -37,6 +38,9 @@ class MemoryFeatureStore:
         out: list[Update] = []
         applied_now: set[tuple[str, str]] = set()
         for ev in events:
+            if ev.lead_id in self.erased:
+                out.append(Update("erased"))
+                continue
             key = (ev.lead_id, ev.event_id)
             state = self.leads.setdefault(ev.lead_id, LeadState())
             outcome = state.apply(ev)
@@ -96,7 +100,20 @@ class MemoryFeatureStore:
     async def durable(self) -> None:
         """Nothing to wait for: there are no replicas."""
 
-    async def forget(self, lead_id: str) -> int:
-        n = int(self.leads.pop(lead_id, None) is not None)
-        self.announced.pop(lead_id, None)
-        return n + int(self.scores.pop(lead_id, None) is not None)
+    async def erase(self, lead_ids: Sequence[str], suppress_s: int, now_ms: int) -> dict[str, int]:
+        out = await self.sweep(lead_ids)
+        for lead in lead_ids:
+            out[lead] += int(self.leads.pop(lead, None) is not None)
+            self.erased.add(lead)
+        return out
+
+    async def sweep(self, lead_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for lead in lead_ids:
+            n = int(self.announced.pop(lead, None) is not None)
+            n += int(self.scores.pop(lead, None) is not None)
+            pending = [key for key in self.pending if key[0] == lead]
+            for key in pending:
+                del self.pending[key]
+            out[lead] = n + int(bool(pending))
+        return out

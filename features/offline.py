@@ -15,6 +15,7 @@ from typing import Literal
 from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
+    OPT_OUT_FIELD,
     RECENCY_FIELD,
     RETENTION_MS,
     SPECS,
@@ -32,9 +33,10 @@ from leadscore.features.definitions import (
 from leadscore.features.exceptions import EventFileError
 from leadscore.features.wire import profile_updates
 from leadscore.schemas import FeatureValue
+from leadscore.schemas.privacy import Redactor
 from leadscore.schemas.validation import Event, Invalid, validate_event
 
-Outcome = Literal["ok", "dup", "late"]
+Outcome = Literal["ok", "dup", "late", "opted_out"]
 
 _RES: tuple[Resolution, ...] = ("m", "h", "d")
 
@@ -77,6 +79,7 @@ class LeadState:
     profile: dict[str, str] = field(default_factory=dict)
     stamps: dict[str, tuple[int, str]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    opted_out: bool = False
 
     def apply(self, ev: Event) -> Outcome:
         """Apply one event. ``dup`` changes nothing; ``late`` (older than the retention before
@@ -102,7 +105,7 @@ class LeadState:
             day = ts // DAY_MS
             self.engagement[day] = self.engagement.get(day, 0) + pts
         self._prune()
-        return "ok"
+        return "opted_out" if self.opted_out else "ok"
 
     def _update_stamps(self, ev: Event, kind: str) -> None:
         # Order-independent and idempotent (max/min and newest-stamp-wins), so late events
@@ -119,7 +122,9 @@ class LeadState:
             stamp = self.stamps.get(attr)
             if stamp is None or (ts, ev.event_id) > stamp:
                 self.stamps[attr] = (ts, ev.event_id)
-                if value is None:
+                if attr == OPT_OUT_FIELD:
+                    self.opted_out = value is not None
+                elif value is None:
                     self.profile.pop(attr, None)
                 else:
                     self.profile[attr] = value
@@ -177,10 +182,12 @@ class LeadState:
         return out
 
 
-def history_parser() -> Callable[[bytes], Event | Invalid]:
+def history_parser(redactor: Redactor | None = None) -> Callable[[bytes], Event | Invalid]:
     """How a stored history (a JSONL line, an archived value) becomes an event: the worker's
     validation without the key check (files have no keys) and with any timestamp accepted
-    (histories may be simulated into the future)."""
+    (histories may be simulated into the future). With the worker's ``redactor``
+    (``Settings.redactor``) the events' attributes are what the worker keeps, so profile
+    features computed offline equal the online ones."""
     import time
 
     now_ms = int(time.time() * 1000)
@@ -188,18 +195,26 @@ def history_parser() -> Callable[[bytes], Event | Invalid]:
 
     def parse(raw: bytes) -> Event | Invalid:
         return validate_event(
-            raw, topic_source=None, key=None, now_ms=now_ms, max_future_ms=far, check_key=False
+            raw,
+            topic_source=None,
+            key=None,
+            now_ms=now_ms,
+            max_future_ms=far,
+            check_key=False,
+            redactor=redactor,
         )
 
     return parse
 
 
-def read_events(path: str | Path) -> Iterator[tuple[int, Event | Invalid]]:
+def read_events(
+    path: str | Path, redactor: Redactor | None = None
+) -> Iterator[tuple[int, Event | Invalid]]:
     """Yield ``(line_number, event or error)`` for each non-blank line of a JSONL history."""
     p = Path(path)
     if not p.exists():
         raise EventFileError(f"event file {p} does not exist")
-    parse = history_parser()
+    parse = history_parser(redactor)
     try:
         with p.open("rb") as fh:
             for n, line in enumerate(fh, start=1):
@@ -244,13 +259,16 @@ class FileFeatures:
 
 
 def features_from_file(
-    path: str | Path, at_ms: int | None = None, on_invalid: Callable[[str], None] | None = None
+    path: str | Path,
+    at_ms: int | None = None,
+    on_invalid: Callable[[str], None] | None = None,
+    redactor: Redactor | None = None,
 ) -> FileFeatures:
     """Replay a JSONL history; each lead's features as of ``at_ms`` (or its latest event).
     Invalid lines are skipped and reported to ``on_invalid``."""
     events: list[Event] = []
     invalid = 0
-    for n, res in read_events(path):
+    for n, res in read_events(path, redactor):
         if isinstance(res, Event):
             events.append(res)
         else:

@@ -8,7 +8,8 @@
 --                once at its end, so applying an event costs table operations, not a round
 --                of hash commands and field-name parsing (measured here: server time per
 --                event down from ~130 to ~80 us).
---                m: latest event ts; g: {lw, le, la, cr} (last web, last email engagement,
+--                m: latest event ts; o: 1 while the lead opts out of scoring;
+--                g: {lw, le, la, cr} (last web, last email engagement,
 --                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
 --                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points}
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
@@ -17,6 +18,8 @@
 --                features/alerting.py has the rule in Python)
 --   ls:{id}:p    hash: event_id -> feature vector of applied events whose score records are
 --                not yet confirmed on the broker (see "pending" below)
+--   An erased lead (integrations/erase.py) has, for the suppression period, only ls:{id}:b
+--   holding {x = erased at ms} (no other field) and ls:{id}:x: its events are dropped ('X').
 --@SPEC@
 
 local floor = math.floor
@@ -188,6 +191,13 @@ local function update_stamps(st, eid, ts, k, prof)
         if v == cjson.null then st.p[a] = nil else st.p[a] = v end
       end
     end
+    -- The opt-out (features/definitions.py, OPT_OUT_FIELD): stamped like a profile value,
+    -- kept apart from the profile (it is not a feature).
+    local o = attrs[OPT_OUT]
+    if o ~= nil and newer(ts, eid, st.s[OPT_OUT]) then
+      st.s[OPT_OUT] = ts .. '|' .. eid
+      if o == cjson.null then st.o = nil else st.o = 1 end
+    end
   end
 end
 
@@ -200,6 +210,9 @@ local applied_now = {}
 local function apply(kB, kI, kP, eid, ts, kind, prof)
   local L = load(kB, kI, kP)
   local st = L.st
+  -- Erased: checked here, in the call that would apply the event, so an erasure racing a
+  -- batch can't bring the lead back (the erasure's own write is atomic too).
+  if st.x then return 'X' end
   local maxts = st.m
   local seen = redis.call('ZSCORE', kI, eid)
   -- Ids older than the retention count as forgotten even before the end-of-call trim.
@@ -237,6 +250,8 @@ local function apply(kB, kI, kP, eid, ts, kind, prof)
       st.e[d] = (st.e[d] or 0) + k.pts
     end
   end
+  -- Opted out: the state stays exact (a lifted opt-out scores from it), but no score.
+  if st.o then return 'O' end
   local vector = compute(st, maxts)
   redis.call('HSET', kP, eid, vector)
   L.applied = true
@@ -263,8 +278,9 @@ end
 if mode == 'u' then
   -- ARGV: 'u', generation, n events, m confirmations, n x (event_id, ts, kind, profile),
   -- m x event_id. KEYS: marker, n x (state, ids, pending), m x pending.
-  -- Returns each event's result ('F' or 'R' and its vector, 'D', 'L', or 'E' and an error
-  -- message), RS-separated.
+  -- Returns each event's result ('F' or 'R' and its vector, 'D', 'L', 'X' (erased lead),
+  -- 'O' (applied, but the lead opted out of scoring), or 'E' and an error message),
+  -- RS-separated.
   local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
   for c = 1, m do
     redis.call('HDEL', KEYS[1 + 3 * n + c], ARGV[4 + 4 * n + c])

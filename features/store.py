@@ -88,14 +88,57 @@ def lead_keys(lead_id: str) -> LeadKeys:
     return LeadKeys(f"ls:{tag}:b", f"ls:{tag}:i", f"ls:{tag}:r", f"ls:{tag}:p", f"ls:{tag}:a")
 
 
-UpdateOutcome = Literal["ok", "dup", "late", "redelivered", "error"]
+def erased_key(lead_id: str) -> str:
+    """The key that says the lead was erased (its value: when, in epoch ms), kept for the
+    suppression period. The script reads the marker in the lead's state key instead (no key
+    more per event); this one is for readers outside it (the archiver)."""
+    return f"ls:{hash_tag(lead_id)}:x"
+
+
+def erased_state(erased_at_ms: int) -> bytes:
+    """The state an erased lead keeps for the suppression period: MessagePack of
+    ``{x = erased_at_ms}`` and nothing else (store.lua drops its events)."""
+    return b"\x81\xa1x\xd3" + erased_at_ms.to_bytes(8, "big", signed=True)
+
+
+# Erasing one or more leads in one atomic call (the leads' keys in one slot on a cluster):
+# KEYS per lead: state, ids, latest, pending, announced, erased; ARGV: the erased state, the
+# suppression in seconds, 'e' (erase and suppress) or 's' (sweep: delete what an in-flight
+# batch may have written since, keep the suppression). Returns per lead the keys deleted
+# (the suppression marker of an earlier erasure not counted).
+_ERASE_LUA = """
+local out = {}
+for j = 1, #KEYS, 6 do
+  local n
+  if ARGV[3] == 'e' then
+    local old = redis.call('GET', KEYS[j])
+    n = redis.call('DEL', KEYS[j], KEYS[j + 1], KEYS[j + 2], KEYS[j + 3], KEYS[j + 4])
+    if old and string.sub(old, 1, 3) == '\\129\\161x' then n = n - 1 end
+    redis.call('SET', KEYS[j], ARGV[1], 'EX', ARGV[2])
+    redis.call('SET', KEYS[j + 5], ARGV[4], 'EX', ARGV[2])
+  else
+    n = redis.call('DEL', KEYS[j + 1], KEYS[j + 2], KEYS[j + 3], KEYS[j + 4])
+  end
+  out[#out + 1] = n
+end
+return out
+"""
+
+
+UpdateOutcome = Literal["ok", "dup", "late", "redelivered", "erased", "opted_out", "error"]
 Confirmation = tuple[str, str]
 """(lead_id, event_id) of an event whose score record reached the broker."""
+
+
+#: The script's replies that carry no vector: duplicate, late, erased lead.
+_BARE: dict[str, UpdateOutcome] = {"D": "dup", "L": "late", "X": "erased", "O": "opted_out"}
 
 
 class Update:
     """What applying one event did: ``ok`` with the lead's features after it, dup or late;
     ``redelivered``: applied before but its score never confirmed, with the features it had;
+    ``erased``: the lead was erased (its events are dropped for the suppression period);
+    ``opted_out``: applied, but the lead opted out of scoring (no vector, no score);
     ``error``: the store failed on this event alone (``error`` says why).
 
     The Redis store hands over the feature vector as the script returned it (``vector``:
@@ -179,7 +222,16 @@ class FeatureStore(Protocol):
 
     async def latest_score(self, lead_id: str) -> dict[str, Any] | None: ...
 
-    async def forget(self, lead_id: str) -> int: ...
+    async def erase(self, lead_ids: Sequence[str], suppress_s: int, now_ms: int) -> dict[str, int]:
+        """Delete each lead's state and keep only a suppression marker for ``suppress_s``:
+        the lead's events are dropped (``erased``) until it expires. Returns the keys
+        deleted per lead."""
+        ...
+
+    async def sweep(self, lead_ids: Sequence[str]) -> dict[str, int]:
+        """Delete what a batch in flight during :meth:`erase` wrote for the leads since (the
+        latest score, pending vectors); the suppression stays. Returns keys deleted."""
+        ...
 
     async def durable(self) -> None:
         """Return once every write made so far is on the replicas the store is configured to
@@ -367,10 +419,8 @@ class RedisFeatureStore:
             head = text[0]
             if head == "F":
                 out.append(Update("ok", vector=text[1:], specs=specs))
-            elif head == "D":
-                out.append(Update("dup"))
-            elif head == "L":
-                out.append(Update("late"))
+            elif head in _BARE:
+                out.append(Update(_BARE[head]))
             elif head == "E":
                 out.append(Update("error", error=text[1:]))
             else:
@@ -561,9 +611,51 @@ class RedisFeatureStore:
         raw = await self._client.get(lead_keys(lead_id).latest)
         return None if raw is None else orjson.loads(raw)
 
-    async def forget(self, lead_id: str) -> int:
-        deleted: int = await self._client.delete(*lead_keys(lead_id))
-        return deleted
+    async def erase(self, lead_ids: Sequence[str], suppress_s: int, now_ms: int) -> dict[str, int]:
+        return await self._erase_call(lead_ids, "e", suppress_s, now_ms)
+
+    async def sweep(self, lead_ids: Sequence[str]) -> dict[str, int]:
+        return await self._erase_call(lead_ids, "s", 1, 0)
+
+    async def _erase_call(
+        self, lead_ids: Sequence[str], mode: str, suppress_s: int, now_ms: int
+    ) -> dict[str, int]:
+        leads = list(dict.fromkeys(lead_ids))
+        if not leads:
+            return {}
+        groups: dict[int | None, list[str]] = {}
+        for lead in leads:
+            groups.setdefault(lead_slot(lead) if self._per_slot else None, []).append(lead)
+        script = self._client.register_script(_ERASE_LUA)
+        args: list[Any] = [erased_state(now_ms), max(1, int(suppress_s)), mode, now_ms]
+        out: dict[str, int] = {}
+        for group in groups.values():
+            keys: list[str] = []
+            for lead in group:
+                k = lead_keys(lead)
+                keys += [k.state, k.ids, k.latest, k.pending, k.announced, erased_key(lead)]
+            backoff = Backoff(self._max_backoff_s, self._retry_for_s)
+            while True:
+                try:
+                    counts = await script(keys=keys, args=args)
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    await backoff.wait(exc)
+            out.update(zip(group, (int(n) for n in counts), strict=True))
+        return out
+
+
+async def erased_leads(client: aioredis.Redis, lead_ids: Sequence[str]) -> set[str]:
+    """The leads among ``lead_ids`` under an erasure's suppression (one pipelined round of
+    EXISTS; on a cluster redis-py splits it by node)."""
+    leads = list(dict.fromkeys(lead_ids))
+    if not leads:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for lead in leads:
+        pipe.exists(erased_key(lead))
+    found = await pipe.execute()
+    return {lead for lead, n in zip(leads, found, strict=True) if n}
 
 
 async def apply_in_batches(

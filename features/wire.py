@@ -23,6 +23,7 @@ import math
 from typing import Literal
 
 from leadscore.features.definitions import (
+    OPT_OUT_FIELD,
     PROFILE_EVENT_TYPES,
     PROFILE_FIELDS,
     SPECS,
@@ -65,11 +66,26 @@ def profile_updates(event: Event) -> dict[str, str | None]:
     if event.source != "crm" or event.type not in PROFILE_EVENT_TYPES:
         return {}
     out: dict[str, str | None] = {}
+    attrs = event.attributes
     for attr in PROFILE_FIELDS:
-        if attr in event.attributes:
-            v = event.attributes[attr]
+        if attr in attrs:
+            v = attrs[attr]
             out[attr] = None if v is None else scrub(str(v))
+    if OPT_OUT_FIELD in attrs:
+        out[OPT_OUT_FIELD] = "1" if opted_out(attrs[OPT_OUT_FIELD]) else None
     return out
+
+
+def opted_out(value: object) -> bool:
+    """Whether an ``opt_out`` attribute's value sets the opt-out (true, "true", "yes", 1);
+    anything else (false, null, "no", 0) lifts it.
+
+    >>> [opted_out(v) for v in (True, "Yes", 1, False, None, "no", 0)]
+    [True, True, True, False, False, False, False]
+    """
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1", "y")
+    return value is True or (isinstance(value, int | float) and value == 1)
 
 
 def parse_value(raw: str, spec: Spec) -> FeatureValue:

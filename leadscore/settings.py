@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from leadscore.errors import ConfigError
+from leadscore.features.definitions import DAY_MS, RETENTION_MS, WINDOW_MS
+from leadscore.schemas.privacy import (
+    DEFAULT_PII_ATTRIBUTES,
+    DEFAULT_PII_PATTERNS,
+    Redactor,
+    compile_patterns,
+)
+
+#: The longest stretch of event time a lead's state must remember: the longest feature
+#: window, or the retention that late events and event ids are kept within.
+LONGEST_WINDOW_MS = max(*WINDOW_MS.values(), RETENTION_MS)
+
+#: The shortest ``LEADSCORE_PRIVACY_KEY`` accepted.
+MIN_PRIVACY_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -39,6 +55,20 @@ class Settings(BaseSettings):
         default=None,
         description="the event archive (`leadscore archive`): a directory or an fsspec URL "
         "such as s3://bucket/prefix; `retrain` and `train --events` read it",
+    )
+    erasure_suppress_days: int = Field(
+        default=30,
+        ge=1,
+        description="after an erasure (`leadscore forget`, leads.erasure) the lead's later "
+        "events are dropped and counted for this long, so a producer still sending them "
+        "can't bring the lead back; then the suppression entry expires too",
+    )
+    erasure_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="an erasure waits up to this long for the worker and archive groups to "
+        "finish what they had read before it, so their records land before its tombstones "
+        "and its archive rewrite (the audit record says whether they did)",
     )
     web_port: int = 6066
     web_host: str = "0.0.0.0"  # noqa: S104 - the worker serves /metrics to Prometheus in compose
@@ -81,6 +111,40 @@ class Settings(BaseSettings):
         le=128 * 1024,
         description="original bytes kept in a DLQ record (the rest is described by its length "
         "and SHA-256); at most 131072, so that a record always fits a 1 MiB producer request",
+    )
+    dlq_keep_raw: bool = Field(
+        default=False,
+        description="DLQ records keep the rejected message's original bytes; by default they "
+        "keep a redacted copy (PII_ATTRIBUTES, PII_PATTERNS) and nothing of a message that "
+        "isn't a JSON object, so no raw personal data waits in leads.dlq",
+    )
+
+    # No raw PII at rest (schemas/privacy.py): applied to every event at validation, before
+    # anything is stored in Redis or the archive, or published (scores, DLQ).
+    pii_attributes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_PII_ATTRIBUTES,
+        description="attributes (at any depth) whose values are personal data: dropped or "
+        "pseudonymised (PII_ACTION); comma-separated or a JSON array, matched without case "
+        "and separators (first_name = firstName); empty: none",
+    )
+    pii_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_PII_PATTERNS,
+        description="a JSON array of regular expressions, or builtin:email, builtin:phone, "
+        "builtin:ipv4, builtin:ipv6: their matches in any string of an event are replaced "
+        "(PII_ACTION); a bad one refuses to start; []: none",
+    )
+    pii_action: Literal["hmac", "drop"] | None = Field(
+        default=None,
+        description="hmac: replace by a keyed pseudonym (hmac:<24 hex>; equal values stay "
+        "equal, for counting and joining), drop: remove the attribute (a match becomes "
+        "[redacted]); unset: hmac when PRIVACY_KEY is set, else drop",
+    )
+    privacy_key: SecretStr | None = Field(
+        default=None,
+        description="the key of every keyed hash (PII pseudonyms, the erasure audit's lead "
+        "hash): without it anyone could reverse a hash by hashing guesses; at least 16 "
+        "characters (e.g. 64 hex digits from `openssl rand -hex 32`), the same for every "
+        "service, and kept: a new key gives every value a new pseudonym",
     )
     shutdown_timeout_s: float = Field(
         default=8.0,
@@ -262,7 +326,79 @@ class Settings(BaseSettings):
         "never used as model features",
     )
 
+    # Retention: how long each kind of data is kept (`leadscore retention` reports it all).
+    state_idle_ttl_days: int = Field(
+        default=37,
+        description="a lead's feature state in Redis (and its event ids) expires this many "
+        "days after its last update, so idle leads are forgotten on their own; it must be "
+        "longer than the longest feature window (30 days), or an idle lead would lose "
+        "window counts that still count",
+    )
+    input_retention_days: int = Field(
+        default=35,
+        ge=0,
+        description="retention of the input topics leadscore creates (leads.web/email/crm): "
+        "`leadscore rebuild` replays them and needs the 30 days a feature window reaches, "
+        "plus 5 days to notice a lost Redis and run it; 0 keeps them forever",
+    )
+    dlq_retention_days: int = Field(
+        default=14,
+        ge=1,
+        description="retention of leads.dlq: two weeks to look into and replay rejected "
+        "messages; an erased lead's DLQ records are gone this long after its erasure at most",
+    )
+    alerts_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="retention of leads.alerts: tier changes are notifications, read as they "
+        "come; a week covers a notifier down over a long weekend",
+    )
+    erasure_request_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="retention of leads.erasure (requests name leads in clear): long enough "
+        "for the erasure consumer to catch up after an outage, no longer",
+    )
+    erasure_audit_retention_days: int = Field(
+        default=2190,
+        ge=1,
+        description="retention of leads.erasure.audit: six years (the longest common "
+        "limitation period for claims) to show that each erasure was done; a record names "
+        "the lead by keyed hash only",
+    )
+    archive_retention_days: int = Field(
+        default=395,
+        ge=0,
+        description="the event archive's date partitions older than this are deleted (by "
+        "`leadscore archive` hourly, and `leadscore retention --apply`): a year of history "
+        "for retraining across a full seasonal cycle, plus the 30-day feature warm-up; "
+        "0 keeps it forever",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("state_idle_ttl_days")
+    @classmethod
+    def _state_outlives_the_windows(cls, days: int) -> int:
+        # Expiry is counted from a lead's last update; were it shorter than a window, an
+        # idle lead's state would vanish while its events still count in that window (and
+        # the online features would part from the offline replay's).
+        if days * DAY_MS <= LONGEST_WINDOW_MS:
+            longest = LONGEST_WINDOW_MS // DAY_MS
+            raise PydanticCustomError(
+                "state_idle_ttl",
+                "{days} days is not longer than the longest feature window ({longest} days): "
+                "a lead's state would expire while its events still count; set it to "
+                "{least} or more (default 37)",
+                {"days": days, "longest": longest, "least": longest + 1},
+            )
+        return days
+
+    @property
+    def state_ttl_s(self) -> int:
+        """A lead's Redis keys expire this many seconds after its last update
+        (``state_idle_ttl_days``; the feature store's ``ttl_s``)."""
+        return self.state_idle_ttl_days * DAY_MS // 1000
 
     @property
     def registry_root(self) -> str | Path:
@@ -313,6 +449,84 @@ class Settings(BaseSettings):
     def aiokafka_client_config(self) -> dict[str, Any]:
         """The same connection settings as keyword arguments for an aiokafka client."""
         return KafkaConnection.of(self).aiokafka()
+
+    @field_validator("pii_attributes", mode="before")
+    @classmethod
+    def _names_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("pii_patterns", mode="before")
+    @classmethod
+    def _patterns_list(cls, value: Any) -> Any:
+        # A JSON array, not a comma-separated list: regular expressions hold commas.
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, list):
+                raise ValueError(
+                    "must be a JSON array of regular expressions or builtin:NAME, e.g. "
+                    '["builtin:email", "builtin:phone", "\\\\bDE\\\\d{9}\\\\b"]'
+                )
+            return parsed
+        return value
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        compile_patterns(value)  # a PrivacyConfigError (a ValueError) names the pattern
+        return value
+
+    @field_validator("privacy_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        # Compose passes an unset variable as "" (LEADSCORE_PRIVACY_KEY: ${...:-}): no key.
+        return None if value == "" else value
+
+    @field_validator("privacy_key")
+    @classmethod
+    def _key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value():
+            return None  # an empty variable (compose's `${LEADSCORE_PRIVACY_KEY:-}`) is no key
+        # A short key can be guessed, and with it every pseudonym reversed by hashing
+        # candidate e-mail addresses or lead ids.
+        if key is not None and len(key.get_secret_value()) < MIN_PRIVACY_KEY_CHARS:
+            raise PydanticCustomError(
+                "privacy_key",
+                "is shorter than {least} characters: use a random one, e.g. 64 hex digits "
+                "from `openssl rand -hex 32`",
+                {"least": MIN_PRIVACY_KEY_CHARS},
+            )
+        return key
+
+    @model_validator(mode="after")
+    def _pii_action_has_key(self) -> Settings:
+        # Asked for pseudonyms without a key, falling back to dropping would silently lose
+        # what the operator wanted to keep (joins, distinct counts): refuse instead.
+        if self.pii_action == "hmac" and self.privacy_key is None:
+            raise PydanticCustomError(
+                "pii_action",
+                "LEADSCORE_PII_ACTION is hmac but LEADSCORE_PRIVACY_KEY is not set: set a key "
+                "(at least 16 characters), or LEADSCORE_PII_ACTION=drop",
+            )
+        return self
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """The PII policy of these settings, built once (``schemas/privacy.py``)."""
+        key = self.privacy_key.get_secret_value().encode("utf-8") if self.privacy_key else None
+        return Redactor.build(
+            attributes=self.pii_attributes,
+            patterns=self.pii_patterns,
+            key=key,
+            action=self.pii_action,
+        )
 
     @model_validator(mode="after")
     def _kafka_security_complete(self) -> Settings:

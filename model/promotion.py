@@ -9,7 +9,9 @@ scorer's score), so anyone can recompute each figure; it is also appended to the
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,7 +114,9 @@ def judge(
     )
     holdout = pd.DataFrame(
         {
-            "lead_id": held.lead_id if held.lead_id is not None else np.arange(len(held.y)),
+            "lead_id": _unlinkable(held.lead_id)
+            if held.lead_id is not None
+            else np.arange(len(held.y)),
             "time_ms": held.time_ms if held.time_ms is not None else np.zeros(len(held.y)),
             "y": held.y.astype(int),
             "challenger": held.challenger,
@@ -146,6 +150,17 @@ def finish_card(judgement: Judgement, version: str | None, *, force: bool) -> di
     if force and not judgement.decision.promote:
         outcome = "forced"
     return {**judgement.card, "version": version, "promoted": promoted, "outcome": outcome}
+
+
+def _unlinkable(lead_ids: Any) -> list[str]:
+    """Each lead id as a pseudonym salted for this file alone (the salt is not kept): rows of
+    one lead still group together, but the registry names no lead, so an erased lead leaves
+    nothing in it and two versions' files can't be joined on a lead."""
+    salt = os.urandom(16)
+    return [
+        hashlib.blake2b(str(lead).encode("utf-8"), digest_size=8, key=salt).hexdigest()
+        for lead in lead_ids
+    ]
 
 
 def write_card(d: Path, card: dict[str, Any], holdout: pd.DataFrame) -> None:

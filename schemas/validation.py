@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ import orjson
 
 from leadscore.errors import LeadscoreError
 from leadscore.schemas import MAX_EVENT_BYTES, SOURCES, Source, load_schema
+from leadscore.schemas.privacy import Redactor
 
 ErrorCode = Literal[
     "oversized",
@@ -46,7 +48,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
 }
 _score_validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema("score"))
 _record_validators: dict[str, Callable[[Any], Any]] = {
-    name: fastjsonschema.compile(load_schema(name)) for name in ("score", "alert", "dlq")
+    name: fastjsonschema.compile(load_schema(name))
+    for name in ("score", "alert", "dlq", "erasure_request", "erasure_audit")
 }
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,7 @@ def validate_event(
     now_ms: int,
     max_future_ms: int,
     check_key: bool = True,
+    redactor: Redactor | None = None,
 ) -> Event | Invalid:
     """Decode and validate one message; never raises.
 
@@ -148,11 +152,21 @@ def validate_event(
     any source is allowed). ``key`` is the Kafka key, which must equal ``lead_id`` so that
     all events of a lead land on one partition: a message without one is ``missing_key``.
     Files have no keys: pass ``check_key=False``.
+
+    With ``redactor`` (``Settings.redactor``), the event's attributes are redacted before
+    the schema is checked: what is validated is what is kept, so a redacted copy (the
+    archive's) validates exactly when the event did.
     """
     try:
-        return _validate(raw, topic_source, key, now_ms, max_future_ms, check_key)
+        return _validate(raw, topic_source, key, now_ms, max_future_ms, check_key, redactor)
     except Exception as exc:  # noqa: BLE001 - a check that fails must not stop the worker
-        log.exception("validating a message failed")
+        # The exception's message may quote the event (personal data): the log gets its
+        # type and where it was raised; the DLQ record gets the message, redacted.
+        log.error(
+            "validating a message failed: %s\n%s",
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__, limit=-8)).rstrip(),
+        )
         return Invalid("internal_error", f"validation failed: {type(exc).__name__}: {exc}")
 
 
@@ -163,6 +177,7 @@ def _validate(
     now_ms: int,
     max_future_ms: int,
     check_key: bool,
+    redactor: Redactor | None = None,
 ) -> Event | Invalid:
     """``validate_event`` without its safety net (the fuzz tests call this one)."""
     obj = _decode(raw)
@@ -171,6 +186,10 @@ def _validate(
     source = _source(obj, topic_source)
     if isinstance(source, Invalid):
         return source
+    if redactor is not None:
+        attrs = obj.get("attributes")
+        if isinstance(attrs, dict) and attrs:
+            obj["attributes"] = redactor.redact_value(attrs)
     try:
         _VALIDATORS[source](obj)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -283,12 +302,28 @@ def dlq_record(
     error: Invalid,
     max_value_bytes: int = DLQ_MAX_VALUE_BYTES,
     now_ms: int | None = None,
+    redactor: Redactor | None = None,
+    keep_raw: bool = False,
 ) -> dict[str, Any]:
     """The value written to ``leads.dlq`` (``schemas/dlq.json``): where the message came from,
     why it was rejected, and its bytes up to ``max_value_bytes`` with the whole message's
     SHA-256 and length, so that the record always fits a producer request however large the
-    message was."""
-    value, value_encoding, value_truncated = _excerpt(raw, max_value_bytes)
+    message was.
+
+    With ``redactor`` the bytes kept are the message redacted (``Redactor.redact_message``)
+    and the error message has the patterns' matches replaced; a message that is not a JSON
+    object (up to ``PARSE_LIMIT`` bytes) can't be redacted field by field, so none of it is
+    kept. ``keep_raw`` (``LEADSCORE_DLQ_KEEP_RAW``) keeps the original bytes instead; without
+    a redactor they are kept too (no policy to apply).
+    """
+    kept: bytes | None = raw
+    redacted = redactor is not None and not keep_raw and raw is not None
+    message = error.message
+    if redactor is not None:
+        message = redactor.redact_text(message)
+        if redacted and raw is not None:
+            kept = redactor.redact_message(raw) if len(raw) <= PARSE_LIMIT else None
+    value, value_encoding, value_truncated = _excerpt(kept, max_value_bytes)
     key_text, key_encoding, key_truncated = _excerpt(key, DLQ_MAX_KEY_BYTES)
     return {
         "topic": topic,
@@ -299,8 +334,9 @@ def dlq_record(
         "key_length": None if key is None else len(key),
         "key_truncated": key_truncated,
         "error_code": error.code,
-        "error_message": _clip(error.message, DLQ_MAX_MESSAGE_CHARS),
+        "error_message": _clip(message, DLQ_MAX_MESSAGE_CHARS),
         "value": value,
+        "value_redacted": redacted,
         "value_encoding": value_encoding,
         "value_length": None if raw is None else len(raw),
         "value_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),

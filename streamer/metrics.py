@@ -25,7 +25,16 @@ from leadscore.model.scoring import Tier
 from leadscore.schemas import SOURCES
 from leadscore.schemas.validation import ErrorCode
 
-EVENT_OUTCOMES = ("scored", "redelivered", "duplicate", "late", "invalid", "failed")
+EVENT_OUTCOMES = (
+    "scored",
+    "redelivered",
+    "duplicate",
+    "late",
+    "erased",
+    "opted_out",
+    "invalid",
+    "failed",
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -52,8 +61,8 @@ _SPECS: tuple[_Spec, ...] = (
         "events",
         Counter,
         "leadscore_events_total",
-        "Events consumed, by source and outcome (scored, redelivered, duplicate, late, invalid, "
-        "failed)",
+        "Events consumed, by source and outcome (scored, redelivered, duplicate, late, erased: "
+        "an erased lead's, dropped; opted_out: applied, not scored; invalid, failed)",
         ("source", "outcome"),
         None,
     ),

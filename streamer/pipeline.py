@@ -28,6 +28,7 @@ from leadscore.features.wire import VECTOR_SEP, parse_value
 from leadscore.model.experiment import Arm
 from leadscore.model.scoring import FeatureBatch, Rows, ScoredRecord, Scorer
 from leadscore.schemas import SOURCES, FeatureValue, Source
+from leadscore.schemas.privacy import Redactor
 from leadscore.schemas.validation import (
     DLQ_MAX_VALUE_BYTES,
     Event,
@@ -151,8 +152,14 @@ class Pipeline:
         shadow: Callable[[], Scorer | None] | None = None,
         experiment: Callable[[], ActiveExperiment | None] | None = None,
         alert_policy: AlertSettings | None = None,
+        redactor: Redactor | None = None,
+        dlq_keep_raw: bool = False,
     ) -> None:
         self._store = store
+        # The worker's PII policy (Settings.redactor): events are redacted as they are
+        # validated, before they reach Redis or any record; DLQ records keep a redacted copy.
+        self._redactor = redactor
+        self._dlq_keep_raw = dlq_keep_raw
         self._shadow = shadow
         self._experiment = experiment
         self._chunk = max(1, chunk)
@@ -502,6 +509,7 @@ class Pipeline:
             key=msg.key,
             now_ms=now_ms,
             max_future_ms=self._max_future_ms,
+            redactor=self._redactor,
         )
         if not isinstance(res, Invalid):
             return res
@@ -520,6 +528,8 @@ class Pipeline:
             error=error,
             max_value_bytes=self._dlq_max_value_bytes,
             now_ms=int(self._clock() * 1000) if now_ms is None else now_ms,
+            redactor=self._redactor,
+            keep_raw=self._dlq_keep_raw,
         )
         out.dlq.append((dlq_key(msg.key), orjson.dumps(rec)))
         out.dlq_msgs.append(index)
@@ -616,6 +626,8 @@ class Pipeline:
                     counts[(ev.source, "redelivered")] += 1
             elif upd.outcome == "error":
                 self._dead_letter(msg, i, Invalid("internal_error", upd.error), out)
+            elif upd.outcome in ("erased", "opted_out"):
+                counts[(ev.source, upd.outcome)] += 1
             else:
                 outcome = "duplicate" if upd.outcome == "dup" else "late"
                 counts[(ev.source, outcome)] += 1

@@ -73,6 +73,7 @@ class Runtime:
         store = RedisFeatureStore(
             redis_client(settings),
             per_slot=settings.redis_cluster,
+            ttl_s=settings.state_ttl_s,
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
@@ -86,6 +87,8 @@ class Runtime:
             fallback=models.rules,
             on_state_lost=lambda exc: wait_for_state(store, health, metrics, exc),
             dlq_max_value_bytes=settings.dlq_max_value_bytes,
+            redactor=settings.redactor,
+            dlq_keep_raw=settings.dlq_keep_raw,
             shadow=lambda: models.shadow,
             experiment=lambda: models.experiment,
             alert_policy=AlertSettings(

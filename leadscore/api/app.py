@@ -125,7 +125,10 @@ def create_app(settings: Settings, *, models: ModelHolder | None = None) -> Fast
         state.metrics.set_model(holder.current.version)
         client = redis_client(settings)
         state.store = RedisFeatureStore(
-            client, per_slot=settings.redis_cluster, retry_for_s=REDIS_WAIT_S
+            client,
+            per_slot=settings.redis_cluster,
+            retry_for_s=REDIS_WAIT_S,
+            ttl_s=settings.state_ttl_s,
         )
         refresher = asyncio.create_task(_refresh_models(state))
         try:

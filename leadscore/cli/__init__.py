@@ -21,6 +21,8 @@ from leadscore.cli import (
     models,
     monitoring,
     ops,
+    privacy,
+    retention,
     tools,
     worker,
 )
@@ -44,7 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     p.add_argument("--version", action="version", version=f"leadscore {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (tools, capacity, worker, api, data, models, learning, ops, backup, monitoring):
+    for group in (
+        tools,
+        capacity,
+        worker,
+        api,
+        data,
+        models,
+        learning,
+        ops,
+        privacy,
+        backup,
+        retention,
+        monitoring,
+    ):
         group.register(sub)
     return p
 

@@ -108,7 +108,7 @@ def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
         at_ms = parse_ts_ms(args.at)
         if at_ms is None:
             raise LeadscoreError(f"--at {args.at!r} is not an RFC 3339 timestamp with offset")
-    result = features_from_file(args.events, at_ms, on_invalid=say)
+    result = features_from_file(args.events, at_ms, on_invalid=say, redactor=settings.redactor)
     for lead_id, feats in result.features:
         emit({"lead_id": lead_id, "features": feats})
     say(

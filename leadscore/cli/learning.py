@@ -120,6 +120,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
             policy=gate_policy(args),
             progress=say,
             sensitive=Settings.names(settings.sensitive),
+            redactor=settings.redactor,
         )
 
     if args.every is None:

@@ -137,6 +137,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             until_ms=args.until,
             progress=say,
             sensitive=Settings.names(settings.sensitive),
+            redactor=settings.redactor,
         )
     else:
         if not args.data or not args.target:

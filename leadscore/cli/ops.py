@@ -1,4 +1,4 @@
-"""``leadscore sync``, ``forget``, ``rebuild``: running alongside the workers."""
+"""``leadscore sync``, ``rebuild``: running alongside the workers."""
 
 from __future__ import annotations
 
@@ -29,16 +29,6 @@ def register(sub: Any) -> None:
     )
     sy.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     sy.set_defaults(func=cmd_sync)
-
-    fg = sub.add_parser(
-        "forget",
-        help="erase a lead's features and score (and tombstone it)",
-        description="Deletes the lead's Redis keys and writes a tombstone on leads.scores. "
-        "Prints a JSON summary (--json: the same, stated for scripts).",
-    )
-    fg.add_argument("lead_id")
-    fg.add_argument("--json", action="store_true", help="print the summary as one JSON line")
-    fg.set_defaults(func=cmd_forget)
 
     rb = sub.add_parser(
         "rebuild",
@@ -121,13 +111,6 @@ def _redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
-    from leadscore.integrations.erase import run_forget
-
-    emit(run_forget(settings, args.lead_id))
-    return 0
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,9 +11,10 @@ events again, and :func:`read_archive` keeps one copy of each event id. Each fil
 whole or not at all: a local file is written under a temporary name, synced and renamed;
 an object store's put is atomic.
 
-Each row keeps the event exactly as it was sent (``value``) beside the columns a query
-needs, so training from the archive gives the same events as training from a JSONL file
-of the same messages.
+Each row keeps the event as it was sent, redacted as the worker redacts it (``value``; no
+raw PII at rest, ``leadscore.schemas.privacy``), beside the columns a query needs, so
+training from the archive gives the same events as training from a JSONL file of the same
+messages.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from leadscore.errors import LeadscoreError
+from leadscore.features.definitions import DAY_MS
 from leadscore.schemas.validation import Event, Invalid
 
 COLUMNS = (
@@ -123,25 +125,30 @@ class ArchiveWriter:
         return paths
 
     def _put(self, directory: str, path: str, table: Any, pq: Any) -> None:
-        try:
-            if self.local:
-                os.makedirs(directory, exist_ok=True)
-                tmp = f"{directory}/.{uuid.uuid4().hex}.tmp"
-                with open(tmp, "wb") as fh:
-                    pq.write_table(table, fh, compression="zstd")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                dir_fd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            else:
-                with self.fs.open(path, "wb") as fh:
-                    pq.write_table(table, fh, compression="zstd")
-        except OSError as exc:
-            raise ArchiveError(f"can't write {path}: {exc}") from exc
+        _put_table(self.fs, self.local, directory, path, table, pq)
+
+
+def _put_table(fs: Any, local: bool, directory: str, path: str, table: Any, pq: Any) -> None:
+    """Write ``table`` to ``path`` whole or not at all (see the module's docstring)."""
+    try:
+        if local:
+            os.makedirs(directory, exist_ok=True)
+            tmp = f"{directory}/.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        else:
+            with fs.open(path, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+    except OSError as exc:
+        raise ArchiveError(f"can't write {path}: {exc}") from exc
 
 
 def _schema(pa: Any) -> Any:
@@ -255,3 +262,147 @@ def read_archive(
             yield topic, part, off, ev
         else:
             raise ArchiveError(f"archived event {eid!r} no longer parses: {ev.message}")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveErasure:
+    """What :func:`erase_from_archive` removed: rows per lead, and the files it rewrote or
+    deleted (a file left empty is deleted)."""
+
+    removed: dict[str, int]
+    files_rewritten: int
+    files_deleted: int
+    files_scanned: int
+
+
+def erase_from_archive(
+    root: str,
+    lead_ids: Sequence[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> ArchiveErasure:
+    """Rewrite every archive file that holds an event of ``lead_ids`` without those events.
+
+    Each file's ``lead_id`` column is read first (Parquet reads one column alone), so files
+    without the leads cost a column read, not a rewrite. A rewritten file replaces the old
+    one atomically, under the same name (as a flush writes it). The cost grows with the
+    archive: the erasure consumer erases its requests in batches for that reason.
+    """
+    _, pa, pq = _libs()
+    import pyarrow.compute as pc
+
+    fs, base = open_root(root, storage_options)
+    try:
+        files = sorted(fs.glob(f"{base}/source=*/date=*/part-*.parquet")) if fs.exists(base) else []
+    except OSError as exc:
+        raise ArchiveError(f"can't list the archive at {root!r}: {exc}") from exc
+    wanted = pa.array(sorted(set(lead_ids)), type=pa.string())
+    local = _is_local(fs)
+    removed: dict[str, int] = dict.fromkeys(lead_ids, 0)
+    rewritten = deleted = 0
+    for path in files:
+        try:
+            with fs.open(path, "rb") as fh:
+                leads = pq.read_table(fh, columns=["lead_id"]).column("lead_id")
+            hit = pc.is_in(leads, value_set=wanted)
+            if not pc.any(hit).as_py():
+                continue
+            with fs.open(path, "rb") as fh:
+                table = pq.read_table(fh)
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"can't read {path}: {exc}") from exc
+        for lead in pc.filter(leads, hit).to_pylist():
+            removed[lead] = removed.get(lead, 0) + 1
+        kept = table.filter(pc.invert(hit))
+        if kept.num_rows == 0:
+            try:
+                fs.rm(path)
+            except OSError as exc:
+                raise ArchiveError(f"can't delete {path}: {exc}") from exc
+            deleted += 1
+        else:
+            _put_table(fs, local, path.rsplit("/", 1)[0], path, kept, pq)
+            rewritten += 1
+    return ArchiveErasure(removed, rewritten, deleted, len(files))
+
+
+_PARTITION = re.compile(r"source=(?P<source>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePartition:
+    """One date partition of one source: a directory (a prefix on an object store)."""
+
+    source: str
+    date: str
+    path: str
+
+    @property
+    def name(self) -> str:
+        return f"source={self.source}/date={self.date}"
+
+
+def _partitions(fs: Any, base: str, root: str) -> list[ArchivePartition]:
+    try:
+        if not fs.exists(base):
+            return []
+        paths = fs.glob(f"{base}/source=*/date=*")
+    except OSError as exc:
+        raise ArchiveError(f"can't list the archive at {root!r}: {exc}") from exc
+    found = [(m, p) for p in paths if (m := _PARTITION.search(str(p).rstrip("/")))]
+    return sorted(
+        (ArchivePartition(m["source"], m["date"], str(p).rstrip("/")) for m, p in found),
+        key=lambda part: (part.date, part.source),
+    )
+
+
+def archive_partitions(
+    root: str, *, storage_options: dict[str, Any] | None = None
+) -> list[ArchivePartition]:
+    """The archive's date partitions, oldest first (none while nothing was archived)."""
+    fs, base = open_root(root, storage_options)
+    return _partitions(fs, base, root)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePrune:
+    """What :func:`prune_archive` deleted: the partitions dated before ``cutoff``."""
+
+    cutoff: str
+    deleted: list[str]
+
+
+def prune_archive(
+    root: str,
+    older_than_days: int,
+    now_ms: int,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    dry_run: bool = False,
+) -> ArchivePrune:
+    """Delete the date partitions whose every event is more than ``older_than_days`` days
+    older than ``now_ms``: those dated before the day of ``now - older_than_days``.
+
+    A partition holds one day of event time (UTC), so the day that straddles the limit is
+    kept whole until its last moment is past it. Partitions are deleted oldest first: a
+    prune that fails halfway leaves no gap in the history a retrain reads. ``dry_run``
+    deletes nothing and says what it would delete.
+    """
+    if older_than_days < 1:
+        raise ArchiveError(
+            f"prune_archive keeps {older_than_days} days: give 1 or more (keeping the "
+            "archive forever means not pruning it)"
+        )
+    cutoff = event_date(now_ms - older_than_days * DAY_MS)
+    fs, base = open_root(root, storage_options)
+    old = [p for p in _partitions(fs, base, root) if p.date < cutoff]
+    for part in old:
+        if dry_run:
+            continue
+        try:
+            fs.rm(part.path, recursive=True)
+        except FileNotFoundError:
+            continue  # pruned meanwhile by another process (the archiver or the command)
+        except OSError as exc:
+            raise ArchiveError(f"can't delete {part.path}: {exc}") from exc
+    return ArchivePrune(cutoff, [p.name for p in old])

@@ -5,26 +5,93 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from leadscore.errors import KafkaUnavailableError
+from leadscore.features.definitions import DAY_MS
 from leadscore.settings import Settings
 
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = ("web", "email", "crm")
 OUTPUT_TOPICS = ("scores", "alerts", "dlq", "scores.shadow")
+#: Erasure requests (``leadscore erasure`` consumes them) and the erasure audit log.
+ERASURE_TOPICS = ("erasure", "erasure.audit")
+#: The output topics whose records are keyed by lead: an erasure writes a tombstone on each.
+LEAD_KEYED_OUTPUTS = ("scores", "scores.shadow", "alerts", "dlq")
 
 
 def all_topics(settings: Settings) -> list[str]:
-    return [settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+    return [settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, *ERASURE_TOPICS)]
+
+
+#: A tombstone stays on a compacted topic this long after compaction reached it, so a
+#: consumer that was down (the CRM sync) still reads the erasure and deletes its copy.
+TOMBSTONE_RETENTION_MS = 7 * DAY_MS
+#: A record is compacted away at most this long after a newer record of its key (or a
+#: tombstone) was written: it bounds how long an erased lead's older scores stay readable.
+#: Without it Kafka compacts only once enough of the log is dirty, which on a quiet topic
+#: may be never.
+MAX_COMPACTION_LAG_MS = 7 * DAY_MS
+#: The topic configs :func:`topic_configs` sets (`leadscore retention` compares them).
+RETENTION_CONFIGS = (
+    "cleanup.policy",
+    "retention.ms",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
+)
+
+
+def retention_ms(days: int) -> str:
+    """A topic's ``retention.ms`` for ``days`` (0: keep forever, Kafka's ``-1``)."""
+    return str(days * DAY_MS) if days > 0 else "-1"
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The retention config of every topic leadscore creates, by full name (in
+    :func:`all_topics`' order): the compacted score topics keep each lead's latest record
+    until a tombstone erases it; the others delete records after their retention."""
+
+    def delete_after(days: int) -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": retention_ms(days)}
+
+    def compacted() -> dict[str, str]:
+        return {
+            "cleanup.policy": "compact",
+            "delete.retention.ms": str(TOMBSTONE_RETENTION_MS),
+            "max.compaction.lag.ms": str(MAX_COMPACTION_LAG_MS),
+        }
+
+    by_name = {
+        **{name: delete_after(settings.input_retention_days) for name in INPUT_TOPICS},
+        "scores": compacted(),
+        "scores.shadow": compacted(),
+        "alerts": delete_after(settings.alerts_retention_days),
+        "dlq": delete_after(settings.dlq_retention_days),
+        "erasure": delete_after(settings.erasure_request_retention_days),
+        "erasure.audit": delete_after(settings.erasure_audit_retention_days),
+    }
+    # A topic added to the lists above without a config here fails loudly (KeyError).
+    return {
+        settings.topic(name): by_name[name]
+        for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, *ERASURE_TOPICS)
+    }
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the leads.* topics that don't exist yet; return the ones created."""
+    """Create the leads.* topics that don't exist yet, with :func:`topic_configs`; return
+    the ones created."""
     admin = AdminClient(settings.kafka_client_config())
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -32,16 +99,18 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         raise KafkaUnavailableError(
             f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
         ) from exc
-    wanted = [t for t in all_topics(settings) if t not in existing]
+    configs = topic_configs(settings)
+    wanted = [t for t in configs if t not in existing]
     if not wanted:
         return []
-    cfg = {"cleanup.policy": "compact"}
+    # Topics that exist keep their configs: changing a live topic's retention is an
+    # operator's decision (`leadscore retention --apply`), never a side effect of a start.
     new = [
         NewTopic(
             t,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication,
-            config=cfg if t == settings.topic("scores") else {},
+            config=configs[t],
         )
         for t in wanted
     ]
@@ -151,3 +220,102 @@ def group_has_history(settings: Settings) -> bool:
     """Whether the worker group has committed any offset on the input topics."""
     parts = input_partitions(settings)
     return bool(parts) and any(off > 0 for off in committed_offsets(settings, parts).values())
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDrift:
+    """A retention config that a topic holds otherwise than the settings say."""
+
+    topic: str
+    key: str
+    want: str
+    have: str | None
+    """``None``: the broker reports no value for it (its default applies)."""
+
+
+def broker_topic_configs(
+    settings: Settings, topics: Iterable[str], timeout: float = 10.0
+) -> dict[str, dict[str, str] | None]:
+    """What the broker reports (DescribeConfigs) for the :data:`RETENTION_CONFIGS` of each
+    topic; ``None`` for a topic that does not exist. Raises :class:`KafkaUnavailableError`
+    when the broker does not answer."""
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
+        ) from exc
+    names = list(topics)
+    out: dict[str, dict[str, str] | None] = dict.fromkeys(names)
+    present = [ConfigResource(ResourceType.TOPIC, t) for t in names if t in existing]
+    if not present:
+        return out
+    for res, fut in admin.describe_configs(present, request_timeout=timeout).items():
+        try:
+            entries = fut.result(timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(
+                f"can't read the configs of topic {res.name}: {exc}"
+            ) from exc
+        out[res.name] = {
+            key: entry.value
+            for key, entry in entries.items()
+            if key in RETENTION_CONFIGS and entry.value is not None
+        }
+    return out
+
+
+def config_drift(
+    wanted: Mapping[str, Mapping[str, str]], reported: Mapping[str, Mapping[str, str] | None]
+) -> list[ConfigDrift]:
+    """Every wanted config that an existing topic holds otherwise (a missing topic is not
+    drift: :func:`ensure_topics` creates it with its configs)."""
+    drift = []
+    for topic, want in wanted.items():
+        have = reported.get(topic)
+        if have is None:
+            continue
+        drift += [
+            ConfigDrift(topic, key, value, have.get(key))
+            for key, value in want.items()
+            if have.get(key) != value
+        ]
+    return drift
+
+
+def alter_topic_configs(
+    settings: Settings, drift: Iterable[ConfigDrift], timeout: float = 30.0
+) -> list[ConfigDrift]:
+    """Set every drifted config to the wanted value; returns the ones set.
+
+    IncrementalAlterConfigs changes only the keys it names (the legacy AlterConfigs would
+    reset every other config of the topic to the broker's default)."""
+    by_topic: dict[str, list[ConfigDrift]] = {}
+    for d in drift:
+        by_topic.setdefault(d.topic, []).append(d)
+    if not by_topic:
+        return []
+    admin = AdminClient(settings.kafka_client_config())
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(d.key, d.want, incremental_operation=AlterConfigOpType.SET)
+                for d in changes
+            ],
+        )
+        for topic, changes in by_topic.items()
+    ]
+    applied: list[ConfigDrift] = []
+    for res, fut in admin.incremental_alter_configs(resources, request_timeout=timeout).items():
+        try:
+            fut.result(timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(
+                f"can't change the configs of topic {res.name}: {exc}"
+            ) from exc
+        applied += by_topic[res.name]
+    log.info("changed %d topic configs", len(applied))
+    return applied

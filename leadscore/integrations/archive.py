@@ -12,6 +12,8 @@ again, and the reader keeps one copy per event id. Memory is bounded by the buff
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -20,19 +22,35 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from leadscore.infra.archive import ArchivedEvent, ArchiveWriter
+from leadscore.features.store import erased_leads
+from leadscore.infra.archive import ArchivedEvent, ArchiveError, ArchiveWriter, prune_archive
+from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import INPUT_TOPICS
 from leadscore.schemas import Source
 from leadscore.schemas.validation import Event, validate_event
 from leadscore.settings import Settings
 
 Say = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+#: The archiver deletes partitions past ``archive_retention_days`` at start and this often:
+#: a partition is a day, so an hour keeps each one at most an hour past its retention.
+PRUNE_EVERY_S = 3600.0
+
+
+async def _erased(settings: Settings, leads: list[str]) -> set[str]:
+    client = redis_client(settings)
+    try:
+        return await erased_leads(client, leads)
+    finally:
+        await client.aclose()
 
 
 @dataclass(slots=True)
 class ArchiveStats:
     archived: int = 0
     invalid: int = 0
+    erased: int = 0
     files: int = 0
     flushes: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
@@ -59,7 +77,10 @@ class Archiver:
         progress: Say | None = None,
     ) -> None:
         self.settings = settings
+        self.root = root
+        self.storage_options = storage_options
         self.writer = ArchiveWriter(root, storage_options)
+        self._pruned_at: float | None = None
         self.limits = limits or ArchiveLimits()
         self.say = progress or (lambda _m: None)
         self.stats = ArchiveStats()
@@ -86,20 +107,28 @@ class Archiver:
         topic, part, off = msg.topic(), msg.partition(), msg.offset()
         self._positions[(topic, part)] = off + 1
         raw = msg.value()
+        redactor = self.settings.redactor
         res = validate_event(
             raw,
             topic_source=self._sources.get(topic),
             key=msg.key(),
             now_ms=int(time.time() * 1000),
             max_future_ms=self.settings.max_future_skew_s * 1000,
+            redactor=redactor,
         )
         if not isinstance(res, Event):
             self.stats.invalid += 1
             return
+        # The archive keeps the message redacted as the worker redacts it (no raw PII at
+        # rest); the reader validates it again into the same event.
+        value = redactor.redact_message(raw) if redactor.active else raw
+        if value is None:  # not a JSON object: validate_event would not have passed it
+            self.stats.invalid += 1
+            return
         if not self._buffer:
             self._since = time.monotonic()
-        self._buffer.append(ArchivedEvent(res, raw, topic, part, off))
-        self._bytes += len(raw)
+        self._buffer.append(ArchivedEvent(res, value, topic, part, off))
+        self._bytes += len(value)
 
     def _due(self) -> bool:
         lim = self.limits
@@ -109,8 +138,22 @@ class Archiver:
             or (bool(self._positions) and time.monotonic() - self._since >= lim.flush_seconds)
         )
 
+    def _drop_erased(self) -> None:
+        """Drop the buffered events of erased leads (``leadscore forget``): they must not
+        reach the archive while the erasure's suppression lasts. Without Redis configured
+        the archiver can't know; the erasure's own archive rewrite is then all there is."""
+        if not self._buffer or not self.settings.redis_url:
+            return
+        leads = list({r.event.lead_id for r in self._buffer})
+        erased = asyncio.run(_erased(self.settings, leads))
+        if erased:
+            before = len(self._buffer)
+            self._buffer = [r for r in self._buffer if r.event.lead_id not in erased]
+            self.stats.erased += before - len(self._buffer)
+
     def flush(self) -> None:
         """Write the buffer, then commit every position read (valid or not)."""
+        self._drop_erased()
         if self._buffer:
             paths = self.writer.write(self._buffer, int(time.time() * 1000))
             self.stats.files += len(paths)
@@ -128,6 +171,26 @@ class Archiver:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         self._buffer, self._bytes, self._positions = [], 0, {}
         self._since = time.monotonic()
+
+    def prune(self, now_ms: int | None = None) -> list[str]:
+        """Delete the partitions past ``archive_retention_days`` (0: none); returns them.
+        A failure is logged and tried again an hour later: archiving goes on meanwhile."""
+        self._pruned_at = time.monotonic()
+        days = self.settings.archive_retention_days
+        if days <= 0:
+            return []
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        try:
+            pruned = prune_archive(self.root, days, now_ms, storage_options=self.storage_options)
+        except ArchiveError as exc:
+            log.error("archive retention: %s (tried again in %.0f s)", exc, PRUNE_EVERY_S)
+            return []
+        if pruned.deleted:
+            self.say(
+                f"deleted {len(pruned.deleted)} archive partitions dated before "
+                f"{pruned.cutoff} (LEADSCORE_ARCHIVE_RETENTION_DAYS={days})"
+            )
+        return pruned.deleted
 
     def _on_revoke(self, _consumer: Any, _partitions: list[Any]) -> None:
         # Flush what was read from the partitions being taken away before another member
@@ -158,6 +221,8 @@ class Archiver:
                     last_msg = time.monotonic()
                 if self._due():
                     self.flush()
+                if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    self.prune()
                 done = (
                     max_events is not None and self.stats.archived + len(self._buffer) >= max_events
                 )

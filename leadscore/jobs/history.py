@@ -8,6 +8,7 @@ from pathlib import Path
 
 from leadscore.features.offline import history_parser, read_events
 from leadscore.infra.archive import read_archive
+from leadscore.schemas.privacy import Redactor
 from leadscore.schemas.validation import Event
 
 
@@ -23,9 +24,11 @@ def load_events(
     since_ms: int | None = None,
     until_ms: int | None = None,
     progress: Callable[[str], None] | None = None,
+    redactor: Redactor | None = None,
 ) -> list[Event]:
     """The valid events of ``source`` with ``since <= ts < until`` (invalid JSONL lines are
-    skipped, as the worker would send them to the DLQ)."""
+    skipped, as the worker would send them to the DLQ), redacted by ``redactor`` (the
+    worker's, ``Settings.redactor``) as the worker would."""
 
     def inside(ev: Event) -> bool:
         return (since_ms is None or ev.ts_ms >= since_ms) and (
@@ -37,13 +40,13 @@ def load_events(
         # archive keeps one copy).
         seen: set[str] = set()
         events = []
-        for _, e in read_events(source):
+        for _, e in read_events(source, redactor):
             if isinstance(e, Event) and e.event_id not in seen and inside(e):
                 seen.add(e.event_id)
                 events.append(e)
         kind = "JSONL history"
     else:
-        parse = history_parser()
+        parse = history_parser(redactor)
         events = [
             ev
             for _, _, _, ev in read_archive(

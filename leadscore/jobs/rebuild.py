@@ -42,7 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from leadscore.errors import ConfigError, LeadscoreError
 from leadscore.features.state import StateStatus
-from leadscore.features.store import Confirmation, RedisFeatureStore
+from leadscore.features.store import Confirmation, RedisFeatureStore, erased_leads
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import committed_offsets, end_offsets, input_partitions
 from leadscore.schemas import SOURCES, Source
@@ -70,6 +70,7 @@ class RebuildReport:
     applied: int = 0
     duplicates: int = 0
     late: int = 0
+    erased: int = 0
     invalid: int = 0
     failed: int = 0
     pending: int = 0
@@ -86,6 +87,7 @@ class RebuildReport:
             "applied": self.applied,
             "duplicates": self.duplicates,
             "late": self.late,
+            "erased_skipped": self.erased,
             "invalid_skipped": self.invalid,
             "failed": self.failed,
             "left_pending": self.pending,
@@ -185,7 +187,7 @@ async def rebuild(
     t0 = time.monotonic()
     report = RebuildReport()
     client = redis_client(settings)
-    store = RedisFeatureStore(client, per_slot=settings.redis_cluster)
+    store = RedisFeatureStore(client, per_slot=settings.redis_cluster, ttl_s=settings.state_ttl_s)
     consumer = _consumer(settings)
     try:
         partitions = input_partitions(settings)
@@ -270,6 +272,7 @@ async def _replay(
                 key=msg.key(),
                 now_ms=now_ms,
                 max_future_ms=future_ms,
+                redactor=settings.redactor,  # the state it rebuilds is the worker's: redacted
             )
             if not isinstance(res, Event):
                 report.invalid += 1
@@ -313,7 +316,9 @@ async def _apply(
     updates = await store.apply_batch([e for e, _ in batch], confirm)
     nxt: list[Confirmation] = []
     for (ev, published), upd in zip(batch, updates, strict=True):
-        if upd.outcome == "ok":
+        if upd.outcome == "opted_out":
+            report.applied += 1  # applied; the lead opted out, so it has no score pending
+        elif upd.outcome == "ok":
             report.applied += 1
             if published:
                 nxt.append((ev.lead_id, ev.event_id))
@@ -328,6 +333,10 @@ async def _apply(
                 nxt.append((ev.lead_id, ev.event_id))
         elif upd.outcome == "late":
             report.late += 1
+        elif upd.outcome == "erased":
+            # The lead was erased: its suppression marker survives the rebuild (which never
+            # clears the state), so the replay does not bring it back.
+            report.erased += 1
         else:
             report.failed += 1
             log.warning("event %s of lead %s failed: %s", ev.event_id, ev.lead_id, upd.error)
@@ -363,6 +372,9 @@ async def _restore_latest(settings: Settings, store: RedisFeatureStore, say: Pro
     finally:
         consumer.close()
     records = [(lead, v) for lead, v in latest.items() if v is not None]
+    # An erased lead whose tombstone is not yet on the topic keeps no latest score either.
+    erased = await erased_leads(store.client, [lead for lead, _ in records])
+    records = [(lead, v) for lead, v in records if lead not in erased]
     for k in range(0, len(records), BATCH):
         part = records[k : k + BATCH]
         await store.save_scores([{"lead_id": lead} for lead, _ in part], [v for _, v in part])

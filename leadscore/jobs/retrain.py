@@ -16,6 +16,7 @@ from leadscore.features.definitions import DAY_MS
 from leadscore.jobs.history import load_events
 from leadscore.jobs.train_events import Window, train_from_event_list
 from leadscore.model.gate import GatePolicy
+from leadscore.schemas.privacy import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def retrain_once(
     policy: GatePolicy | None = None,
     progress: Say | None = None,
     sensitive: Sequence[str] = (),
+    redactor: Redactor | None = None,
 ) -> dict[str, Any]:
     """Train on the moments of ``[until - days, until)`` (until: now) and run the gate.
 
@@ -49,7 +51,11 @@ def retrain_once(
     until = until_ms if until_ms is not None else int(time.time() * 1000)
     since = until - int(days * DAY_MS)
     events = load_events(
-        source, since_ms=since - WARMUP_DAYS * DAY_MS, until_ms=until, progress=say
+        source,
+        since_ms=since - WARMUP_DAYS * DAY_MS,
+        until_ms=until,
+        progress=say,
+        redactor=redactor,
     )
     report = train_from_event_list(
         events,

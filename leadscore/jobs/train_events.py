@@ -42,6 +42,7 @@ from leadscore.model.train import (
     reference_of,
     save_fitted,
 )
+from leadscore.schemas.privacy import Redactor
 from leadscore.schemas.validation import Event
 
 Say = Callable[[str], None]
@@ -340,12 +341,16 @@ def train_from_events(
     until_ms: int | None = None,
     progress: Say | None = None,
     sensitive: Sequence[str] = (),
+    redactor: Redactor | None = None,
 ) -> dict[str, Any]:
     """``source``: a JSONL history or an event archive root (see
-    :mod:`leadscore.integrations.archive`), optionally cut to ``[since, until)``."""
+    :mod:`leadscore.integrations.archive`), optionally cut to ``[since, until)``; events
+    redacted by ``redactor`` (the worker's) as the worker would."""
     from leadscore.jobs.history import load_events
 
-    events = load_events(source, since_ms=since_ms, until_ms=until_ms, progress=progress)
+    events = load_events(
+        source, since_ms=since_ms, until_ms=until_ms, progress=progress, redactor=redactor
+    )
     return train_from_event_list(
         events,
         horizon_ms=horizon_ms,

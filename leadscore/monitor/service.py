@@ -340,7 +340,8 @@ class Monitor:
             if isinstance(attrs, dict)
             else {}
         )
-        self.book.crm(lead, kind, t, seg)
+        # Kept in the monitor's state: redacted as the worker redacts what it keeps.
+        self.book.crm(lead, kind, t, self.settings.redactor.redact_value(seg) if seg else seg)
 
     # ---------------------------------------------------------------------- models
     def meta(self, version: str) -> dict[str, Any] | None:

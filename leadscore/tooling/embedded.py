@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -288,6 +289,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, (list, tuple)):
+            value = json.dumps(list(value))  # as the settings read a list (PII_PATTERNS)
         env[f"LEADSCORE_{name.upper()}"] = str(value)
     env.update(extra)
     return env

@@ -248,7 +248,8 @@ def wait_caught_up(s: Settings, workers: list[WorkerProcess], timeout: float) ->
 
 
 def read_to_end(s: Settings, name: str, *, timeout: float = 60.0) -> list[dict]:
-    """Every record of ``leads.<name>`` up to the current end of each partition (values).
+    """Every record of ``leads.<name>`` up to the current end of each partition (values;
+    None for a tombstone).
 
     The ends come from ``end_offsets``: the embedded broker's ListOffsets answer stops short
     of a partition's last batch, and a read that ended there could miss the rest of it. (It
@@ -275,7 +276,7 @@ def read_to_end(s: Settings, name: str, *, timeout: float = 60.0) -> list[dict]:
             for m in c.consume(1000, 0.5):
                 if m.error():
                     continue
-                out.append(orjson.loads(m.value()))
+                out.append(None if m.value() is None else orjson.loads(m.value()))
                 if m.offset() + 1 >= ends[m.partition()]:
                     todo.discard(m.partition())
         return out

@@ -106,6 +106,9 @@ def archived(kafka_bootstrap: str, redis_url: str, tmp_path_factory) -> Archived
         # and partition at each flush, and reading fewer files keeps the five retrainings
         # short. Several partitions are still read and committed.
         topic_partitions=2,
+        # The history's calendar is fixed; the archiver's retention would delete its oldest
+        # days once the clock is a retention past them.
+        archive_retention_days=0,
         web_port=free_port(),
         web_host="127.0.0.1",
     )

@@ -29,7 +29,7 @@ from leadscore.features.state import STATE_LAYOUT
 from leadscore.features.store import DEFAULT_TTL_S, lead_keys
 from leadscore.infra.rdb import SnapshotError, fetch_snapshot, redis_nodes
 from leadscore.infra.redis import connection_kwargs
-from leadscore.integrations.erase import forget_lead
+from leadscore.integrations.erase import erase_leads
 from leadscore.settings import Settings
 from leadscore.tooling.embedded import Service, free_port, start_process
 
@@ -132,7 +132,10 @@ def test_redis_over_tls_with_the_leadscore_acl_user(
             "redis_tls_keyfile": pki.client_key,
         }
         s = settings_factory(
-            **tls, redis_username="leadscore", redis_password=PASSWORDS["leadscore"]
+            **tls,
+            redis_username="leadscore",
+            redis_password=PASSWORDS["leadscore"],
+            privacy_key="redis-security-test-key",
         )
         admin = sync_client(s, username=ADMIN[0], password=ADMIN[1])
         admin.set(OUTSIDE, "not leadscore's")
@@ -151,7 +154,7 @@ def test_redis_over_tls_with_the_leadscore_acl_user(
         assert status == 200, raw
         assert json.loads(raw)["lead_id"] == lead
         assert api.get(f"/leads/{quote(lead, safe='')}/score")[0] == 200
-        erased = asyncio.run(forget_lead(s, gone))
+        (erased,) = asyncio.run(erase_leads(s, [gone], requested_by="test"))
         assert erased["redis_keys_deleted"] >= 1, erased
         assert api.get(f"/leads/{quote(gone, safe='')}")[0] == 404
         backup = Settings(

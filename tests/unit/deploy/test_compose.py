@@ -122,7 +122,9 @@ def test_every_leadscore_variable_in_compose_is_a_setting():
 def test_every_service_restarts_reports_its_health_and_runs_a_real_command():
     parser = build_parser()
     services = _services()
-    assert {"api", "crm-sync", "archive", "retrain", "monitor", "seed-model"} <= set(services)
+    assert {"api", "crm-sync", "archive", "erasure", "retrain", "monitor", "seed-model"} <= set(
+        services
+    )
     for name, svc in services.items():
         if name == "seed-model":  # one-shot, in the demo profile only
             assert svc["profiles"] == ["demo"] and svc["restart"] == "no"

@@ -46,7 +46,7 @@ CRDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
 #: The services of docker-compose.yml that run the image, by the component label here.
-COMPONENTS = {"worker", "api", "crm-sync", "archive", "monitor", "retrain"}
+COMPONENTS = {"worker", "api", "crm-sync", "archive", "erasure", "monitor", "retrain"}
 WORKLOADS = {"Deployment", "CronJob"}
 #: The pods' temp directory (Python's default in the image), not this machine's.
 POD_TMP = "/tmp"  # noqa: S108

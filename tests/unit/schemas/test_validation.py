@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 
 import orjson
 import pytest
 
 from leadscore.schemas import EVENT_TYPES, load_schema
+from leadscore.schemas.privacy import DEFAULT_PII_ATTRIBUTES, DEFAULT_PII_PATTERNS, Redactor
 from leadscore.schemas.validation import (
     ERROR_CODES,
     Event,
@@ -17,6 +20,7 @@ from leadscore.schemas.validation import (
     format_ts_ms,
     parse_ts_ms,
     validate_event,
+    validate_record,
     validate_score,
 )
 
@@ -122,6 +126,62 @@ def test_dlq_record_keeps_original_bytes_base64_when_not_utf8():
         b"{bad", topic="t", partition=0, offset=1, key=None, error=Invalid("not_json", "m")
     )
     assert text["value"] == "{bad" and text["value_encoding"] == "utf-8"
+    assert not rec["value_redacted"] and not text["value_redacted"]  # no redactor: no policy
+
+
+_PII_EVENT = {
+    "event_id": "e-9",
+    "lead_id": "L-9",
+    "source": "web",
+    "type": "page_vieww",
+    "ts": "2026-11-27T14:03:11Z",
+    "attributes": {"email": "jane@example.com", "note": "call +1 415-555-0123", "url": "/x"},
+}
+_REDACTOR = Redactor.build(
+    attributes=DEFAULT_PII_ATTRIBUTES, patterns=DEFAULT_PII_PATTERNS, key=b"k" * 32
+)
+
+
+def _dlq(raw: bytes | None, message: str = "m", **kw: object) -> dict:
+    rec = dlq_record(
+        raw,
+        topic="leads.web",
+        partition=0,
+        offset=3,
+        key=b"L-9",
+        error=Invalid("unknown_type", message),
+        now_ms=NOW,
+        **kw,  # type: ignore[arg-type]
+    )
+    validate_record("dlq", rec)
+    return rec
+
+
+def test_dlq_record_keeps_a_redacted_copy_and_the_originals_hash():
+    raw = orjson.dumps(_PII_EVENT)
+    rec = _dlq(raw, "type 'jane@example.com' is unknown", redactor=_REDACTOR)
+    assert rec["value_redacted"] and rec["value_encoding"] == "utf-8"
+    assert "jane@example.com" not in json.dumps(rec) and "415-555-0123" not in rec["value"]
+    copy = json.loads(rec["value"])
+    assert copy["attributes"]["url"] == "/x" and copy["type"] == "page_vieww"
+    assert copy["attributes"]["email"] == _REDACTOR.token("jane@example.com")
+    assert rec["error_message"] == f"type '{_REDACTOR.token('jane@example.com')}' is unknown"
+    assert (rec["value_length"], rec["value_sha256"]) == (len(raw), hashlib.sha256(raw).hexdigest())
+
+
+@pytest.mark.parametrize("raw", [b"jane@example.com", b"\xff\xfejane@example.com", b'["a@b.co"]'])
+def test_dlq_record_keeps_nothing_of_a_message_that_is_not_an_object(raw: bytes):
+    rec = _dlq(raw, redactor=_REDACTOR)
+    assert rec["value"] is None and rec["value_encoding"] == "null" and rec["value_redacted"]
+    assert (rec["value_length"], rec["value_sha256"]) == (len(raw), hashlib.sha256(raw).hexdigest())
+
+
+def test_dlq_record_keeps_the_raw_bytes_only_when_asked():
+    raw = orjson.dumps(_PII_EVENT)
+    rec = _dlq(raw, redactor=_REDACTOR, keep_raw=True)
+    assert rec["value"] == raw.decode() and not rec["value_redacted"]
+    binary = _dlq(b"\xff\x00", redactor=_REDACTOR, keep_raw=True)
+    assert base64.b64decode(binary["value"]) == b"\xff\x00" and not binary["value_redacted"]
 
 
 def test_timestamps_round_trip_through_epoch_ms():

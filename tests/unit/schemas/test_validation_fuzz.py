@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadscore.schemas import load_schema
+from leadscore.schemas.privacy import DEFAULT_PII_ATTRIBUTES, DEFAULT_PII_PATTERNS, Redactor
 from leadscore.schemas.validation import (
     DLQ_MAX_KEY_BYTES,
     DLQ_VALUE_BYTES_LIMIT,
@@ -57,11 +58,19 @@ json_values = st.recursive(
 )
 
 
+REDACTOR = Redactor.build(
+    attributes=DEFAULT_PII_ATTRIBUTES, patterns=DEFAULT_PII_PATTERNS, key=b"fuzz-key" * 4
+)
+
+
 def check(raw: bytes | None, key: bytes | None = b"L-1", topic: str | None = "web"):
     res = _validate(raw, topic, key, NOW, DAY, True)  # type: ignore[arg-type]
     assert isinstance(res, Event | Invalid)
     if isinstance(res, Invalid):
         assert res.code in ERROR_CODES and res.message
+    # Redacted, the same message gets the same kind of outcome (no crash either).
+    redacted = _validate(raw, topic, key, NOW, DAY, True, REDACTOR)  # type: ignore[arg-type]
+    assert type(redacted) is type(res)
     return res
 
 
@@ -160,3 +169,46 @@ def test_the_largest_dlq_record_fits_a_producer_request() -> None:
         now_ms=NOW,
     )
     assert len(orjson.dumps(rec)) + len(dlq_key(worst) or b"") < PRODUCER_LIMIT - 1024
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.one_of(
+        st.none(),
+        st.binary(max_size=300),
+        st.dictionaries(st.text(max_size=10), json_values, max_size=6).map(_dumps),
+        st.builds(lambda f, v: _dumps({**GOOD, f: v}), st.sampled_from(FIELDS), json_values),
+    ),
+    limit=st.integers(min_value=0, max_value=400),
+)
+def test_redacted_dlq_records_hold_an_object_or_nothing(raw, limit):
+    rec = dlq_record(
+        raw,
+        topic="leads.web",
+        partition=0,
+        offset=1,
+        key=b"L-1",
+        error=Invalid("not_json", "m"),
+        max_value_bytes=limit,
+        now_ms=NOW,
+        redactor=REDACTOR,
+    )
+    _dlq_validator(rec)
+    assert rec["value_redacted"] == (raw is not None)
+    if raw is not None:
+        assert rec["value_sha256"] == hashlib.sha256(raw).hexdigest()
+    if rec["value"] is not None and not rec["value_truncated"]:
+        assert isinstance(orjson.loads(rec["value"]), dict)
+    elif raw is not None and rec["value"] is None:
+        assert not isinstance(_parsed(raw), dict)
+
+
+def _parsed(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None

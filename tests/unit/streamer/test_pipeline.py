@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from leadscore.features.memory import MemoryFeatureStore
 from leadscore.model.rules import RuleScorer
+from leadscore.schemas.privacy import Redactor
 from leadscore.schemas.validation import format_ts_ms, validate_event, validate_score
 from leadscore.settings import Settings
 from leadscore.streamer import pipeline as pipeline_module
@@ -17,7 +18,9 @@ from leadscore.streamer.metrics import Metrics
 from leadscore.streamer.pipeline import Message, Pipeline, topic_sources
 
 
-def make(chunk: int = 128) -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
+def make(
+    chunk: int = 128, redactor: Redactor | None = None, dlq_keep_raw: bool = False
+) -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
     store = MemoryFeatureStore()
     metrics = Metrics.create(CollectorRegistry())
     rules = RuleScorer.default()
@@ -29,6 +32,8 @@ def make(chunk: int = 128) -> tuple[Pipeline, MemoryFeatureStore, Metrics]:
         topic_sources=topic_sources(s.topic),
         max_future_ms=86_400_000,
         chunk=chunk,
+        redactor=redactor,
+        dlq_keep_raw=dlq_keep_raw,
     )
     return p, store, metrics
 
@@ -255,3 +260,68 @@ async def test_reasons_explain_the_rule_score():
     assert reasons[0]["feature"] == "web_demo_requests_30d"
     assert reasons[0]["value"] == 1
     assert out.records[0]["model_version"] == "rules-v1"
+
+
+def crm(i: int, lead: str, **attrs: object) -> dict:
+    return {**ev(i, "lead_updated", lead=lead, src="crm"), "attributes": attrs}
+
+
+async def test_an_opted_out_lead_is_not_scored_until_the_opt_out_is_lifted():
+    p, store, m = make()
+    out = await p.process(
+        [msg(0, ev(0, lead="L-o")), msg(1, crm(1, "L-o", opt_out=True), "leads.crm")]
+    )
+    out2 = await p.process([msg(2, ev(2, lead="L-o")), msg(3, ev(3, lead="L-k"))])
+    # Lifted by a newer event; an older one saying "opted out" changes nothing.
+    out3 = await p.process(
+        [
+            msg(4, crm(4, "L-o", opt_out="false"), "leads.crm"),
+            msg(5, crm(-5, "L-o", opt_out="yes"), "leads.crm"),
+            msg(6, ev(6, lead="L-o")),
+        ]
+    )
+    for o in (out, out2, out3):
+        p.delivered(o)
+    assert [r["event_id"] for r in out.records] == ["e0"]
+    assert [r["event_id"] for r in out2.records] == ["e3"]
+    # e-5 is scored: the lead is not opted out (the newer e4 lifted it).
+    assert [r["event_id"] for r in out3.records] == ["e4", "e-5", "e6"]
+    assert value(m, "leadscore_events_total", source="crm", outcome="opted_out") == 1
+    assert value(m, "leadscore_events_total", source="web", outcome="opted_out") == 1
+    # The state kept counting while opted out.
+    feats = await store.read("L-o")
+    assert feats is not None and feats["web_page_views_1h"] == 3
+
+
+async def test_an_erased_leads_events_are_dropped_and_counted():
+    p, store, m = make()
+    p.delivered(await p.process([msg(0, ev(0, lead="L-e")), msg(1, ev(1, lead="L-k"))]))
+    await store.erase(["L-e"], 86_400, now_ms=0)
+    out = await p.process([msg(2, ev(2, lead="L-e")), msg(3, ev(3, lead="L-k"))])
+    p.delivered(out)
+    assert [r["lead_id"] for r in out.records] == ["L-k"]
+    assert out.dlq == []
+    assert value(m, "leadscore_events_total", source="web", outcome="erased") == 1
+    assert await store.read("L-e") is None
+
+
+async def test_pii_is_redacted_before_the_store_and_the_dlq_see_it():
+    s = Settings(kafka_bootstrap="unused:9092", privacy_key="pipeline-test-key-0123456789")
+    redactor = s.redactor
+    p, store, _m = make(redactor=redactor)
+    crm = {
+        **ev(0, "lead_created", src="crm"),
+        "attributes": {"email": "jane@example.com", "job_title": "CTO, jane@example.com"},
+    }
+    bad = {**ev(1), "type": "page_vieww", "attributes": {"phone": "+1 415-555-0123"}}
+    out = await p.process([msg(0, crm, topic="leads.crm"), msg(1, bad)])
+    feats = await store.read("L-1")
+    assert feats is not None
+    assert feats["job_title"] == "CTO, " + redactor.token("jane@example.com")
+    [(_key, dlq)] = out.dlq
+    assert b"415-555-0123" not in dlq and orjson.loads(dlq)["value_redacted"]
+    for record in out.records:
+        assert b"jane@example.com" not in orjson.dumps(record)
+    raw_p, _, _ = make(redactor=redactor, dlq_keep_raw=True)
+    [(_key, kept)] = (await raw_p.process([msg(1, bad)])).dlq
+    assert orjson.loads(kept)["value"] == orjson.dumps(bad).decode()
