@@ -17,8 +17,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Resolution = Literal["m", "h", "d"]
 BUCKET_MS: dict[Resolution, int] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -50,6 +51,17 @@ ACTIVITY_KINDS = frozenset(
 )
 EMAIL_ENGAGEMENT_KINDS = frozenset({"email:email_open", "email:email_click"})
 
+#: A comment's sentiment (VADER's compound score, set at validation: schemas/sentiment.py)
+#: splits it into one of three kinds, VADER's usual cut-offs: counting the positive and
+#: negative ones is exact in Lua and Python alike, where a sum of floats would depend on
+#: the order events arrive in.
+POSITIVE_SENTIMENT = 0.05
+NEGATIVE_SENTIMENT = -0.05
+#: Event kinds that are not ``source:type`` of a schema but derived from an event's
+#: attributes (:func:`event_kind`); they come after the schema's kinds in the store's kind
+#: codes, so adding one renumbers nothing.
+DERIVED_KINDS: tuple[str, ...] = ("social:comment_positive", "social:comment_negative")
+
 # Points per event kind for the decayed engagement score (integers, so the per-day sums are exact).
 ENGAGEMENT_POINTS: dict[str, int] = {
     "web:page_view": 1,
@@ -60,9 +72,25 @@ ENGAGEMENT_POINTS: dict[str, int] = {
     "email:email_open": 1,
     "email:email_click": 3,
 }
+#: Points per social kind for ``social_engagement_decayed``: a pool of its own, so a new
+#: source adds features and changes none of the old ones.
+SOCIAL_ENGAGEMENT_POINTS: dict[str, int] = {
+    "social:follow": 2,
+    "social:mention": 3,
+    "social:share": 4,
+    "social:reply": 3,
+    "social:comment": 3,
+    "social:comment_positive": 5,
+    "social:comment_negative": 1,
+}
+#: Each decayed pool: its field in a lead's state and its points per kind.
+DECAY_POOLS: dict[str, Mapping[str, int]] = {
+    "e": ENGAGEMENT_POINTS,
+    "es": SOCIAL_ENGAGEMENT_POINTS,
+}
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
-RecencyGroup = Literal["web", "email", "activity", "created"]
+RecencyGroup = Literal["web", "email", "activity", "created", "social"]
 #: The field of a lead's state that holds each recency group's timestamp (short: it is
 #: stored per lead).
 RECENCY_FIELD: dict[RecencyGroup, str] = {
@@ -70,7 +98,27 @@ RECENCY_FIELD: dict[RecencyGroup, str] = {
     "email": "le",
     "activity": "la",
     "created": "cr",
+    "social": "ls",
 }
+
+
+def event_kind(source: str, event_type: str, attributes: Mapping[str, Any]) -> str:
+    """The kind the feature store counts an event as: ``source:type``, except a social
+    comment, whose sentiment makes it positive, negative or neither.
+
+    >>> event_kind("social", "comment", {"sentiment": 0.6696})
+    'social:comment_positive'
+    >>> event_kind("social", "comment", {}), event_kind("web", "page_view", {})
+    ('social:comment', 'web:page_view')
+    """
+    if source == "social" and event_type == "comment":
+        s = attributes.get("sentiment")
+        if isinstance(s, int | float) and not isinstance(s, bool):
+            if s >= POSITIVE_SENTIMENT:
+                return "social:comment_positive"
+            if s <= NEGATIVE_SENTIMENT:
+                return "social:comment_negative"
+    return f"{source}:{event_type}"
 
 
 def kind_groups(kind: str) -> list[str]:
@@ -88,6 +136,8 @@ def kind_groups(kind: str) -> list[str]:
         groups.append(RECENCY_FIELD["activity"])
     if kind == "crm:lead_created":
         groups.append(RECENCY_FIELD["created"])
+    if kind.startswith("social:"):
+        groups.append(RECENCY_FIELD["social"])
     return groups
 
 
@@ -108,11 +158,17 @@ PROFILE_FIELDS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """Number of events of ``kind`` (``source:type``) in ``window``."""
+    """Number of events of ``kind`` (``source:type``), and of the kinds in ``also``, in
+    ``window``."""
 
     name: str
     kind: str
     window: str
+    also: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (self.kind, *self.also)
 
     @property
     def resolution(self) -> Resolution:
@@ -142,10 +198,12 @@ class Recency:
 
 @dataclass(frozen=True, slots=True)
 class Decayed:
-    """Sum of engagement points per day, each day weighted by ``0.5 ** (age_days / half_life)``."""
+    """Sum of engagement points per day, each day weighted by ``0.5 ** (age_days / half_life)``.
+    ``pool`` names the points per kind (:data:`DECAY_POOLS`); all pools share one half-life."""
 
     name: str
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
+    pool: str = "e"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +221,10 @@ class Profile:
 Spec = Count | Rate | Recency | Decayed | Profile
 
 
-def _count(source: str, what: str, event_type: str, windows: tuple[str, ...]) -> list[Count]:
-    return [Count(f"{source}_{what}_{w}", f"{source}:{event_type}", w) for w in windows]
+def _count(
+    source: str, what: str, event_type: str, windows: tuple[str, ...], also: tuple[str, ...] = ()
+) -> list[Count]:
+    return [Count(f"{source}_{what}_{w}", f"{source}:{event_type}", w, also) for w in windows]
 
 
 def build_specs(half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> tuple[Spec, ...]:
@@ -188,6 +248,22 @@ def build_specs(half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> tuple[Spec, .
         Recency("days_since_created", "created"),
         Decayed("engagement_decayed", half_life_days),
         *[Profile(f) for f in PROFILE_FIELDS],
+        # leads.social: after the others, so the columns of models trained before keep
+        # their positions.
+        *_count("social", "mentions", "mention", ("7d", "30d")),
+        *_count("social", "replies", "reply", ("30d",)),
+        *_count("social", "shares", "share", ("30d",)),
+        *_count("social", "follows", "follow", ("30d",)),
+        *_count("social", "comments", "comment", ("7d", "30d"), DERIVED_KINDS),
+        *_count("social", "positive_comments", "comment_positive", ("30d",)),
+        *_count("social", "negative_comments", "comment_negative", ("30d",)),
+        Rate(
+            "social_positive_comment_rate_30d",
+            "social_positive_comments_30d",
+            "social_comments_30d",
+        ),
+        Recency("days_since_last_social", "social"),
+        Decayed("social_engagement_decayed", half_life_days, pool="es"),
     ]
     return tuple(specs)
 
@@ -222,7 +298,8 @@ def counted_kinds(specs: tuple[Spec, ...] = SPECS) -> dict[str, tuple[Resolution
     out: dict[str, set[Resolution]] = {}
     for s in specs:
         if isinstance(s, Count):
-            out.setdefault(s.kind, set()).add(s.resolution)
+            for kind in s.kinds:
+                out.setdefault(kind, set()).add(s.resolution)
     order: tuple[Resolution, ...] = ("m", "h", "d")
     return {k: tuple(r for r in order if r in v) for k, v in sorted(out.items())}
 

@@ -11,7 +11,8 @@ from importlib import resources
 from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
-    ENGAGEMENT_POINTS,
+    DECAY_POOLS,
+    DERIVED_KINDS,
     OPT_OUT_FIELD,
     PROFILE_FIELDS,
     RECENCY_FIELD,
@@ -33,7 +34,8 @@ from leadscore.schemas import EVENT_TYPES
 
 
 def all_kinds() -> list[str]:
-    return [f"{src}:{t}" for src, types in EVENT_TYPES.items() for t in types]
+    """Every event kind: the schemas' ``source:type`` in source order, then the derived ones."""
+    return [f"{src}:{t}" for src, types in EVENT_TYPES.items() for t in types] + list(DERIVED_KINDS)
 
 
 def kind_codes() -> dict[str, str]:
@@ -75,10 +77,14 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
     for kind in all_kinds():
         res = ", ".join(_lua_str(r) for r in res_by_kind.get(kind, ()))
         groups = ", ".join(_lua_str(g) for g in kind_groups(kind))
-        pts = ENGAGEMENT_POINTS.get(kind, 0)
+        pts = ", ".join(
+            f"{{ {_lua_str(pool)}, {points[kind]} }}"
+            for pool, points in DECAY_POOLS.items()
+            if points.get(kind, 0) > 0
+        )
         lines.append(
             f"  [{_lua_str(kind)}] = {{ code = {_lua_str(codes[kind])}, res = {{ {res} }}, "
-            f"pts = {pts}, groups = {{ {groups} }} }},"
+            f"pts = {{ {pts} }}, groups = {{ {groups} }} }},"
         )
     lines.append("}")
     features: list[str] = []
@@ -90,8 +96,9 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
         if isinstance(s, Count):
             features.append("{ t = 'c' }")
             count_idx.append(str(i))
-            key = codes[s.kind] + s.resolution
-            by_code_res.setdefault(key, []).append(f"{{ {i}, {s.n_buckets} }}")
+            for kind in s.kinds:
+                key = codes[kind] + s.resolution
+                by_code_res.setdefault(key, []).append(f"{{ {i}, {s.n_buckets} }}")
         elif isinstance(s, Rate):
             features.append(
                 f"{{ t = 'rate', a = {index[s.numerator]}, b = {index[s.denominator]} }}"
@@ -99,11 +106,12 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
         elif isinstance(s, Recency):
             features.append(f"{{ t = 'rec', g = {_lua_str(RECENCY_FIELD[s.group])} }}")
         elif isinstance(s, Decayed):
-            features.append("{ t = 'dec' }")
+            features.append(f"{{ t = 'dec', pool = {_lua_str(s.pool)} }}")
             half_life = s.half_life_days
         elif isinstance(s, Profile):
             features.append(f"{{ t = 'prof', a = {_lua_str(s.key)} }}")
     lines.append("local FEATURES = { " + ", ".join(features) + " }")
+    lines.append("local POOLS = { " + ", ".join(_lua_str(p) for p in DECAY_POOLS) + " }")
     lines.append("local COUNT_FEATURES = { " + ", ".join(count_idx) + " }")
     lines.append("local BY_CODE_RES = {")
     for key, targets in by_code_res.items():

@@ -27,6 +27,7 @@ from leadscore.features.definitions import (
     Resolution,
     Spec,
     decay_factors,
+    event_kind,
     kept_buckets,
     kind_groups,
 )
@@ -47,20 +48,26 @@ class _Compiled:
     keep: dict[Resolution, int]
     res_by_kind: dict[str, tuple[Resolution, ...]]
     decay: list[float]
-    points: dict[str, int]
+    points: dict[str, tuple[tuple[str, int], ...]]
 
 
 def _compile(specs: tuple[Spec, ...]) -> _Compiled:
-    from leadscore.features.definitions import ENGAGEMENT_POINTS, counted_kinds
+    from leadscore.features.definitions import DECAY_POOLS, counted_kinds
 
     keep = kept_buckets(specs)
     half_life = next((s.half_life_days for s in specs if isinstance(s, Decayed)), 1.0)
+    # Per kind, the (pool, points) it adds to: in DECAY_POOLS order, as the script has them.
+    points: dict[str, list[tuple[str, int]]] = {}
+    for pool, table in DECAY_POOLS.items():
+        for kind, pts in table.items():
+            if pts > 0:
+                points.setdefault(kind, []).append((pool, pts))
     return _Compiled(
         specs,
         keep,
         counted_kinds(specs),
         decay_factors(half_life, keep["d"]),
-        dict(ENGAGEMENT_POINTS),
+        {k: tuple(v) for k, v in points.items()},
     )
 
 
@@ -76,6 +83,8 @@ class LeadState:
     recency: dict[str, int] = field(default_factory=dict)
     counters: dict[tuple[str, Resolution, int], int] = field(default_factory=dict)
     engagement: dict[int, int] = field(default_factory=dict)
+    #: The decay pools other than ``e`` (:data:`DECAY_POOLS`): pool -> {day: points}.
+    pools: dict[str, dict[int, int]] = field(default_factory=dict)
     profile: dict[str, str] = field(default_factory=dict)
     stamps: dict[str, tuple[int, str]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
@@ -90,7 +99,7 @@ class LeadState:
         # An id older than the retention is forgotten (as Redis drops it from the id set).
         if seen_ts is not None and (self.max_ts is None or seen_ts >= self.max_ts - RETENTION_MS):
             return "dup"
-        kind = f"{ev.source}:{ev.type}"
+        kind = event_kind(ev.source, ev.type, ev.attributes)
         self._update_stamps(ev, kind)
         if self.max_ts is not None and ts < self.max_ts - RETENTION_MS:
             return "late"
@@ -100,10 +109,10 @@ class LeadState:
         for r in self.compiled.res_by_kind.get(kind, ()):
             key = (kind, r, ts // BUCKET_MS[r])
             self.counters[key] = self.counters.get(key, 0) + 1
-        pts = self.compiled.points.get(kind, 0)
-        if pts:
+        for pool, pts in self.compiled.points.get(kind, ()):
+            days = self._pool(pool, create=True)
             day = ts // DAY_MS
-            self.engagement[day] = self.engagement.get(day, 0) + pts
+            days[day] = days.get(day, 0) + pts
         self._prune()
         return "opted_out" if self.opted_out else "ok"
 
@@ -143,6 +152,19 @@ class LeadState:
             del self.counters[k]
         for day in [d for d in self.engagement if d <= limits["d"]]:
             del self.engagement[day]
+        for pool, days in list(self.pools.items()):
+            for day in [d for d in days if d <= limits["d"]]:
+                del days[day]
+            if not days:  # as the script drops an emptied pool
+                del self.pools[pool]
+
+    def _pool(self, pool: str, create: bool = False) -> dict[int, int]:
+        """The days of decay pool ``pool`` (``e`` is :attr:`engagement`)."""
+        if pool == "e":
+            return self.engagement
+        if create:
+            return self.pools.setdefault(pool, {})
+        return self.pools.get(pool, {})
 
     def features(self, ref_ms: int | None = None) -> dict[str, FeatureValue] | None:
         """Feature values as of ``ref_ms`` (default: the lead's latest event); None for a
@@ -157,11 +179,11 @@ class LeadState:
         out: dict[str, FeatureValue] = {}
         for s in self.compiled.specs:
             if isinstance(s, Count):
-                r, n, rb = s.resolution, s.n_buckets, refb[s.resolution]
+                r, n, rb, kinds = s.resolution, s.n_buckets, refb[s.resolution], s.kinds
                 counts[s.name] = sum(
                     c
                     for (k, res, b), c in self.counters.items()
-                    if k == s.kind and res == r and rb - n < b <= rb
+                    if k in kinds and res == r and rb - n < b <= rb
                 )
                 out[s.name] = counts[s.name]
             elif isinstance(s, Rate):
@@ -173,9 +195,10 @@ class LeadState:
             elif isinstance(s, Decayed):
                 total = 0.0
                 d_ref, keep_d = refb["d"], self.compiled.keep["d"]
-                for b in sorted(self.engagement):
+                days = self._pool(s.pool)
+                for b in sorted(days):
                     if d_ref - keep_d < b <= d_ref:
-                        total = total + self.engagement[b] * self.compiled.decay[d_ref - b]
+                        total = total + days[b] * self.compiled.decay[d_ref - b]
                 out[s.name] = total
             elif isinstance(s, Profile):
                 out[s.name] = self.profile.get(s.key)

@@ -11,7 +11,9 @@
 --                m: latest event ts; o: 1 while the lead opts out of scoring;
 --                g: {lw, le, la, cr} (last web, last email engagement,
 --                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
---                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points}
+--                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points};
+--                es: {day = social engagement points} (each decay pool's field: POOLS, made
+--                on a lead's first point of it, so a lead without one stores as before)
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
 --   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's' or 'a'
 --   ls:{id}:a    string: the lead's announced tier "tier|ms|model version" (mode 'a';
@@ -61,8 +63,14 @@ local function prune(st, from)
     end
     if next(buckets) == nil then st.c[cr] = nil end
   end
-  for b in pairs(st.e) do
-    if b <= limit.d then st.e[b] = nil end
+  for _, pool in ipairs(POOLS) do
+    local days_of = st[pool]
+    if days_of then
+      for b in pairs(days_of) do
+        if b <= limit.d then days_of[b] = nil end
+      end
+      if pool ~= 'e' and next(days_of) == nil then st[pool] = nil end
+    end
   end
 end
 
@@ -70,6 +78,7 @@ end
 -- three new tables and a string.sub per event, then collecting them, took about a third of
 -- compute()'s time.
 local counts, out, days = {}, {}, {}
+local EMPTY = {}
 local RES_OF = setmetatable({}, { __index = function(t, cr)
   local r = string.sub(cr, -1)
   t[cr] = r
@@ -110,7 +119,8 @@ local function compute(st, ref)
     elseif t == 'dec' then
       -- Ascending day order, as in the Python replay: float sums depend on order.
       local nd = 0
-      for b in pairs(st.e) do
+      local pool = st[f.pool] or EMPTY
+      for b in pairs(pool) do
         if b > rbd - KEEP.d and b <= rbd then
           nd = nd + 1
           days[nd] = b
@@ -121,7 +131,7 @@ local function compute(st, ref)
       local total = 0.0
       for j = 1, nd do
         local b = days[j]
-        total = total + st.e[b] * DECAY[rbd - b]
+        total = total + pool[b] * DECAY[rbd - b]
       end
       out[i] = format('%.17g', total)
     elseif t == 'prof' then
@@ -245,9 +255,14 @@ local function apply(kB, kI, kP, eid, ts, kind, prof)
       local b = bucket(ts, r)
       buckets[b] = (buckets[b] or 0) + 1
     end
-    if k.pts > 0 then
+    for _, pp in ipairs(k.pts) do
+      local pool = st[pp[1]]
+      if not pool then
+        pool = {}
+        st[pp[1]] = pool
+      end
       local d = bucket(ts, 'd')
-      st.e[d] = (st.e[d] or 0) + k.pts
+      pool[d] = (pool[d] or 0) + pp[2]
     end
   end
   -- Opted out: the state stays exact (a lifted opt-out scores from it), but no score.

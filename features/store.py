@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from leadscore.features.alerting import AlertPolicy
-from leadscore.features.definitions import RETENTION_MS, SPECS, Spec
+from leadscore.features.definitions import RETENTION_MS, SPECS, Spec, event_kind
 from leadscore.features.exceptions import (
     FeatureStateLostError,
     FeatureStoreUnavailableError,
@@ -439,7 +439,7 @@ class RedisFeatureStore:
             args += [
                 ev.event_id,
                 ev.ts_ms,
-                f"{ev.source}:{ev.type}",
+                event_kind(ev.source, ev.type, ev.attributes),
                 orjson.dumps(prof).decode() if prof else "",
             ]
         for lead_id, event_id in confirm:

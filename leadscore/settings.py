@@ -337,7 +337,7 @@ class Settings(BaseSettings):
     input_retention_days: int = Field(
         default=35,
         ge=0,
-        description="retention of the input topics leadscore creates (leads.web/email/crm): "
+        description="retention of the input topics leadscore creates (leads.web/email/crm/social): "
         "`leadscore rebuild` replays them and needs the 30 days a feature window reaches, "
         "plus 5 days to notice a lost Redis and run it; 0 keeps them forever",
     )

@@ -694,6 +694,7 @@ def _save_table_model(
         extra_meta=extra,
         write_extra=write_extra,
         version=version,
+        explain="treeshap",
     )
     registry.record_decision(decision_record(card))
     say(
@@ -808,7 +809,9 @@ def predict_table(
     (LightGBM's missing-value branch) and reported through ``warn``, not raised.
     """
     say = warn or log.warning
-    scorer = LightGBMScorer.load(resolve_model_dir(model_dir, version))
+    # Reasons here are TreeSHAP from the booster (_table_reasons), never the stream's path
+    # explainer, which would read every tree on load for nothing.
+    scorer = LightGBMScorer.load(resolve_model_dir(model_dir, version), explain="treeshap")
     meta = scorer.meta
     tabular = meta.extra.get("tabular") or {}
     placeholders = tabular.get("placeholders", DEFAULT_PLACEHOLDERS)

@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit, train_test
 from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
 from leadscore.model.drift import Reference, build_reference
 from leadscore.model.exceptions import TrainingError
+from leadscore.model.explain import ExplainMethod
 from leadscore.model.metrics import binary_metrics
 from leadscore.model.registry import Registry
 from leadscore.model.scoring import Thresholds
@@ -765,11 +766,14 @@ def save_fitted(
     write_extra: Callable[[Path, LightGBMScorer], None] | None = None,
     version: str | None = None,
     reference: Callable[[LightGBMScorer], Reference] | None = None,
+    explain: ExplainMethod = "path",
 ) -> tuple[str, Path, LightGBMScorer]:
     """Save ``fitted`` as a new immutable registry version (optionally the champion).
 
     ``reference`` gives the drift reference histograms from the new scorer; without it they
-    are counted over the training rows."""
+    are counted over the training rows. ``explain`` is the returned scorer's explanation
+    method: a caller that only saves passes ``"treeshap"``, which builds nothing up front
+    (the path explainer reads every tree: seconds on a large ensemble)."""
     version = version or new_version(fitted.data_hash)
     meta = ModelMeta(
         version=version,
@@ -783,7 +787,7 @@ def save_fitted(
         data_hash=fitted.data_hash,
         extra=dict(extra_meta or {}),
     )
-    scorer = LightGBMScorer(fitted.booster, meta)
+    scorer = LightGBMScorer(fitted.booster, meta, explain=explain)
     ref = reference(scorer) if reference is not None else reference_of(scorer, fitted.x)
     meta.extra["reference"] = ref.as_dict()
     scorer.set_reference(ref)

@@ -23,6 +23,7 @@ import orjson
 from leadscore.errors import LeadscoreError
 from leadscore.schemas import MAX_EVENT_BYTES, SOURCES, Source, load_schema
 from leadscore.schemas.privacy import Redactor
+from leadscore.schemas.sentiment import drop_text, replace_text
 
 ErrorCode = Literal[
     "oversized",
@@ -186,10 +187,14 @@ def _validate(
     source = _source(obj, topic_source)
     if isinstance(source, Invalid):
         return source
-    if redactor is not None:
-        attrs = obj.get("attributes")
-        if isinstance(attrs, dict) and attrs:
-            obj["attributes"] = redactor.redact_value(attrs)
+    attrs = obj.get("attributes")
+    # A comment's text is scored and dropped first: nothing after this line sees it.
+    if source == "social" and isinstance(attrs, dict):
+        problem = replace_text(attrs)
+        if problem is not None:
+            return Invalid(*problem)
+    if redactor is not None and isinstance(attrs, dict) and attrs:
+        obj["attributes"] = redactor.redact_value(attrs)
     try:
         _VALIDATORS[source](obj)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -323,6 +328,12 @@ def dlq_record(
         message = redactor.redact_text(message)
         if redacted and raw is not None:
             kept = redactor.redact_message(raw) if len(raw) <= PARSE_LIMIT else None
+    # A social comment's text is never kept, not even with keep_raw: only its score may be.
+    # Parsed, not searched for: JSON may spell the key with escapes.
+    if kept is not None and len(kept) <= PARSE_LIMIT:
+        without = _without_text(kept)
+        redacted = redacted or without != kept
+        kept = without
     value, value_encoding, value_truncated = _excerpt(kept, max_value_bytes)
     key_text, key_encoding, key_truncated = _excerpt(key, DLQ_MAX_KEY_BYTES)
     return {
@@ -343,6 +354,48 @@ def dlq_record(
         "value_truncated": value_truncated,
         "dlq_at": None if now_ms is None else format_ts_ms(now_ms),
     }
+
+
+def _without_text(raw: bytes) -> bytes:
+    """``raw`` serialized again without its attributes' text, if it is a JSON object."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if not isinstance(obj, dict):
+        return raw
+    stripped = drop_text(obj)
+    if stripped is obj:
+        return raw
+    try:
+        return orjson.dumps(stripped)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: keep nothing of it
+        return b"{}"
+
+
+def stored_value(raw: bytes, redactor: Redactor | None) -> bytes | None:
+    """The bytes kept at rest (the archive) of a message ``validate_event`` passed: redacted
+    as the worker redacts it, a social comment's text replaced by its sentiment, so reading
+    it back validates into the same event. None if it isn't a JSON object."""
+    active = redactor is not None and redactor.active
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    social = obj.get("source") == "social"
+    if not active and not social:
+        return raw
+    attrs = obj.get("attributes")
+    if social and isinstance(attrs, dict) and replace_text(attrs):
+        return None
+    if active and redactor is not None:
+        obj = redactor.redact_envelope(obj)
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def dlq_key(key: bytes | None) -> bytes | None:

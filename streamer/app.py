@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from leadscore.infra.topics import INPUT_TOPICS
 from leadscore.settings import KafkaConnection, Settings
 from leadscore.streamer import views
 from leadscore.streamer.agent import die, score_stream
@@ -83,7 +84,7 @@ def faust_app(settings: Settings) -> faust.App:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, Runtime]:
     app = faust_app(settings)
     rt = Runtime.build(settings, metrics)
-    names = (settings.topic("web"), settings.topic("email"), settings.topic("crm"))
+    names = tuple(settings.topic(t) for t in INPUT_TOPICS)
     if settings.faust_fastpath:
         from leadscore.streamer.faust_fastpath import raw_schema
 

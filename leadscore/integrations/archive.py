@@ -1,13 +1,14 @@
 """``leadscore archive``: every valid input event, kept as Parquet for retraining.
 
-A consumer of ``leads.web``, ``leads.email`` and ``leads.crm`` in its own group. It
-validates each message as the worker does (invalid ones are the worker's to dead-letter:
-they are counted here, not archived), buffers valid events, and flushes them to the
-archive (:mod:`leadscore.infra.archive`) when the buffer holds ``flush_events`` events or
-``flush_bytes`` bytes, or is ``flush_seconds`` old, and when partitions are revoked or the
-process stops. Offsets are committed only after the files of a flush are durable, so a
-crash (even ``kill -9``) loses nothing: the uncommitted messages are read again and written
-again, and the reader keeps one copy per event id. Memory is bounded by the buffer limits.
+A consumer of the input topics (``leads.web``, ``leads.email``, ``leads.crm``,
+``leads.social``) in its own group. It validates each message as the worker does (invalid
+ones are the worker's to dead-letter: they are counted here, not archived), buffers valid
+events, and flushes them to the archive (:mod:`leadscore.infra.archive`) when the buffer
+holds ``flush_events`` events or ``flush_bytes`` bytes, or is ``flush_seconds`` old, and
+when partitions are revoked or the process stops. Offsets are committed only after the
+files of a flush are durable, so a crash (even ``kill -9``) loses nothing: the uncommitted
+messages are read again and written again, and the reader keeps one copy per event id.
+Memory is bounded by the buffer limits.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from leadscore.infra.archive import ArchivedEvent, ArchiveError, ArchiveWriter, 
 from leadscore.infra.redis import redis_client
 from leadscore.infra.topics import INPUT_TOPICS
 from leadscore.schemas import Source
-from leadscore.schemas.validation import Event, validate_event
+from leadscore.schemas.validation import Event, stored_value, validate_event
 from leadscore.settings import Settings
 
 Say = Callable[[str], None]
@@ -120,8 +121,9 @@ class Archiver:
             self.stats.invalid += 1
             return
         # The archive keeps the message redacted as the worker redacts it (no raw PII at
-        # rest); the reader validates it again into the same event.
-        value = redactor.redact_message(raw) if redactor.active else raw
+        # rest) and a comment's sentiment, not its text; the reader validates it again into
+        # the same event.
+        value = stored_value(raw, redactor)
         if value is None:  # not a JSON object: validate_event would not have passed it
             self.stats.invalid += 1
             return

@@ -70,14 +70,13 @@ SINKS_NOTE = (
 def privacy_key(settings: Settings) -> bytes:
     """The key of the audit's lead hash; an erasure refuses to run without one (an unkeyed
     hash of a lead id can be reversed by hashing candidate ids)."""
-    secret = getattr(settings, "privacy_key", None)
+    secret = settings.privacy_key
     value = secret.get_secret_value() if secret is not None else ""
     if not value:
         raise ConfigError(
             "erasure needs LEADSCORE_PRIVACY_KEY: the audit log names each erased lead only by "
-            "a keyed hash. Create one (e.g. `python -c 'import secrets; "
-            "print(secrets.token_hex(32))'`), keep it as a secret, and set it for every "
-            "leadscore service"
+            "a keyed hash. Create one (e.g. `openssl rand -hex 32`), keep it as a secret, and "
+            "set the same one for every leadscore service"
         )
     return value.encode("utf-8")
 

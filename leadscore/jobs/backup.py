@@ -38,7 +38,12 @@ from leadscore.errors import LeadscoreError
 from leadscore.features.state import StateMarker, StateStatus
 from leadscore.infra.rdb import RedisNode, Snapshot, fetch_snapshot, redis_nodes
 from leadscore.infra.redis import redis_client
-from leadscore.infra.topics import committed_offsets, end_offsets, input_partitions
+from leadscore.infra.topics import (
+    INPUT_TOPICS,
+    committed_offsets,
+    end_offsets,
+    input_partitions,
+)
 from leadscore.model.integrity import file_sha256
 from leadscore.model.registry import LOG_FILES, POINTER_FILES, Registry
 from leadscore.settings import Settings
@@ -149,7 +154,7 @@ def read_offsets(settings: Settings, path: Path) -> BackupOffsets:
     except (OSError, ValueError) as exc:
         raise BackupError(f"can't read {path}: {exc}") from exc
     got = BackupOffsets.from_json(data, str(path))
-    inputs = {settings.topic(s) for s in ("web", "email", "crm")}
+    inputs = {settings.topic(s) for s in INPUT_TOPICS}
     foreign = sorted({t for t, _ in got.offsets} - inputs)
     if foreign:
         raise BackupError(

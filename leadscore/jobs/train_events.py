@@ -222,6 +222,7 @@ def train_from_event_list(
         write_extra=lambda d, _scorer: write_card(d, card, j.holdout),
         version=version,
         reference=lambda scorer: _reference(ts, scorer),
+        explain="treeshap",
     )
     registry.record_decision(decision_record(card))
     report = _report(ts, counts, fitted.metrics, card, registry, horizon_ms, t0, say)

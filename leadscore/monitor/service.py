@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from leadscore.features.definitions import DAY_MS
+from leadscore.infra.topics import INPUT_TOPICS
 from leadscore.model.drift import Reference, compare
 from leadscore.model.performance import FAIRNESS_METRICS, estimated, fairness, performance
 from leadscore.model.registry import Registry
@@ -44,7 +45,7 @@ HISTORY_MAX = 2000
 """Evaluations kept for the report's plots (about 8 hours at the default interval)."""
 STATE_FILE = "state.json"
 REPORT_FILE = "report.json"
-INPUTS = ("web", "email", "crm")
+INPUTS = INPUT_TOPICS
 
 
 def _iso(ms: int | float) -> str:

@@ -110,7 +110,7 @@ def _announce(addresses: dict[str, str], say: Callable[[str], None], as_json: bo
     say(
         f"up: worker {addresses['worker']}"
         + (f", API {addresses['api']}" if "api" in addresses else "")
-        + "; produce events to leads.web/email/crm (keyed by lead_id) at the broker above; "
+        + "; produce events to leads.web/email/crm/social (keyed by lead_id) at the broker above; "
         "scores on leads.scores. Ctrl-C stops everything (the data is in memory only)."
     )
     say(

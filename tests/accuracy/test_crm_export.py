@@ -78,7 +78,7 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
         x = reference_frame(num, ["Converted", *drop])
         return reference_auc(x, num["Converted"], tr.index, te.index)
 
-    def run(keep: tuple[str, ...]) -> tuple[dict, float, pd.DataFrame]:
+    def run(keep: tuple[str, ...], max_reasons: int) -> tuple[dict, float, pd.DataFrame]:
         rep = train_from_table(
             tmp / "train.csv",
             "Converted",
@@ -92,20 +92,25 @@ def leads(tmp_path_factory: pytest.TempPathFactory) -> dict:
             seed=7,
         )
         out = tmp / f"scored{len(keep)}.csv"
-        n = predict_table(rep["path"], tmp / "test.csv", out, warn=lambda _m: None)
+        n = predict_table(
+            rep["path"], tmp / "test.csv", out, max_reasons=max_reasons, warn=lambda _m: None
+        )
         scored = pd.read_csv(out, dtype={"Prospect ID": str})
         assert n == len(te)
         assert len(rep["search"]) == 6
         return rep, float(roc_auc_score(y_te, scored["score"])), scored
 
-    guarded = run(())
+    # The guarded run's reasons are tested below; the kept run is read for its AUC only, and
+    # reasons never change a score (test_predict_without_reasons_gives_the_same_scores), so
+    # it skips their TreeSHAP, the costliest part of scoring.
+    guarded = run((), max_reasons=5)
     flagged = tuple(
         w["column"] for w in guarded[0]["leakage_warnings"] if w["action"] == "excluded"
     )
     ids = tuple(
         d["column"] for d in guarded[0]["dropped_columns"] if d["why"].startswith("ID-like")
     )
-    kept = run(flagged + ids)
+    kept = run(flagged + ids, max_reasons=0)
     return {
         "guarded": guarded,
         "kept": kept,
@@ -361,7 +366,10 @@ def test_crm_like_table_matches_reference_and_flags_the_post_outcome_notes(
         max_trials=6,
         seed=7,
     )
-    predict_table(rep["path"], tmp_path / "test.csv", tmp_path / "s.csv", warn=lambda _m: None)
+    # Scores only: the reasons (TreeSHAP) don't change them.
+    predict_table(
+        rep["path"], tmp_path / "test.csv", tmp_path / "s.csv", max_reasons=0, warn=lambda _m: None
+    )
     ours = roc_auc_score(y[te.index], pd.read_csv(tmp_path / "s.csv")["score"])
     print(f"CRM-like seed {seed}: ours {ours:.4f}, reference {ref_auc:.4f}")
     assert ours >= ref_auc

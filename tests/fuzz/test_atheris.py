@@ -1,5 +1,8 @@
-"""A bounded coverage-guided run of ``fuzz_validator.py`` (60 s; ``LEADSCORE_FUZZ_SECONDS``
-changes it). Longer campaigns run the script directly; see its docstring."""
+"""A bounded coverage-guided run of ``fuzz_validator.py`` (12 s; ``LEADSCORE_FUZZ_SECONDS``
+changes it). The harness's coverage stops growing long before that (docs/performance.md,
+Fuzzing): the suite's run shows the validator survives the harness, and long campaigns, for
+what only many more inputs find, run the script directly (see its docstring) with their
+results in docs/performance.md."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ HARNESS = Path(__file__).with_name("fuzz_validator.py")
 
 
 def test_validator_survives_coverage_guided_fuzzing(tmp_path: Path) -> None:
-    seconds = int(os.environ.get("LEADSCORE_FUZZ_SECONDS", "60"))
+    seconds = int(os.environ.get("LEADSCORE_FUZZ_SECONDS", "12"))
     done = subprocess.run(
         [
             sys.executable,

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from leadscore.infra.topics import end_offsets
+from leadscore.infra.topics import INPUT_TOPICS, end_offsets
 from leadscore.settings import Settings
 
 BUCKET = "tansu"
@@ -150,6 +150,14 @@ def read_topic(s: Settings, name: str, *, until: int, timeout: float = 60.0) -> 
 # --- helpers for the fault-tolerance and scale-out tests -----------------------------------
 
 
+#: Social comments of each sentiment (positive, negative, neutral for VADER).
+COMMENT_TEXTS = (
+    "Great demo, exactly what we need!",
+    "Terrible onboarding, very disappointed.",
+    "Which regions do you support?",
+)
+
+
 def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0) -> list[dict]:
     """Shuffled event envelopes over the last three days (none late, none in the future).
 
@@ -176,6 +184,8 @@ def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0)
                 "company_size": rng.choice(["1-10", 500]),
                 "country": rng.choice(["DE", "US", "BR"]),
             }
+        elif typ == "comment":  # not from rng: a seed draws the same events as before texts
+            attrs = {"text": COMMENT_TEXTS[i % len(COMMENT_TEXTS)]}
         events.append(
             {
                 "event_id": f"{tag}-{i}",
@@ -206,9 +216,7 @@ def produce(
 
 def _input_partitions(s: Settings) -> list[TopicPartition]:
     return [
-        TopicPartition(s.topic(src), p)
-        for src in ("web", "email", "crm")
-        for p in range(s.topic_partitions)
+        TopicPartition(s.topic(src), p) for src in INPUT_TOPICS for p in range(s.topic_partitions)
     ]
 
 
@@ -297,17 +305,20 @@ def metric_total(worker: WorkerProcess, outcome: str | None = None) -> int:
 
 
 def as_events(events: list[dict]) -> list:
-    """Event envelopes (as produced) as the validated ``Event`` records the store takes."""
+    """Event envelopes (as produced) as the validated ``Event`` records the store takes
+    (a social comment's text replaced by its sentiment, as validation does)."""
+    from leadscore.schemas.sentiment import replace_text
     from leadscore.schemas.validation import Event, parse_ts_ms
 
     evs = []
     for e in events:
         ts_ms = parse_ts_ms(e["ts"])
         assert ts_ms is not None
+        attrs = dict(e["attributes"])
+        if e["source"] == "social":
+            assert replace_text(attrs) is None
         evs.append(
-            Event(
-                e["event_id"], e["lead_id"], e["source"], e["type"], e["ts"], ts_ms, e["attributes"]
-            )
+            Event(e["event_id"], e["lead_id"], e["source"], e["type"], e["ts"], ts_ms, attrs)
         )
     return evs
 

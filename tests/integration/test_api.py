@@ -46,6 +46,32 @@ def _keys() -> tuple[str, str, str]:
     return full, reader, entries
 
 
+def _social_events(events: list[dict]) -> list[dict]:
+    """Social events for every third lead, comments with their text: the API scores them from
+    the text as the worker does (the simulator makes none)."""
+    from leadscore.schemas.validation import format_ts_ms, parse_ts_ms
+
+    last: dict[str, int] = {}
+    for e in events:
+        last[e["lead_id"]] = max(last.get(e["lead_id"], 0), parse_ts_ms(e["ts"]) or 0)
+    texts = ("Brilliant product, we love it!", "Awful support, very slow.", "Any webinar soon?")
+    out = []
+    for n, (lead, ts) in enumerate(sorted(last.items())[::3]):
+        for k, typ in enumerate(("comment", "share", "comment")):
+            attrs = {"platform": "linkedin", "text": texts[(n + k) % 3]} if typ == "comment" else {}
+            out.append(
+                {
+                    "event_id": f"{lead}-social-{k}",
+                    "lead_id": lead,
+                    "source": "social",
+                    "type": typ,
+                    "ts": format_ts_ms(ts - (k + 1) * 3_600_000),
+                    "attributes": attrs,
+                }
+            )
+    return out
+
+
 def _request_events(events: list[dict]) -> list[dict]:
     return [
         {k: e[k] for k in ("event_id", "source", "type", "ts", "attributes") if k in e}
@@ -62,6 +88,7 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
     api = api_factory(s)
     auth = {"Authorization": f"Bearer {full}"}
     events = tagged(simulate(SimConfig(leads=40, events=1200, seed=72, days=20)), uuid.uuid4().hex)
+    events += _social_events(events)
     produce(s, events)
     wait_caught_up(s, [worker], timeout=120)
     latest: dict[str, dict] = {}
@@ -74,6 +101,7 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
     assert not latest[next(iter(latest))]["model_version"].startswith("rules")
 
     requests = []
+    sentiment_counts = 0
     for lead, evs in by_lead.items():
         body = {"lead_id": lead, "events": _request_events(evs)}
         requests.append(body)
@@ -81,6 +109,8 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
         assert status == 200, raw
         got, want = orjson.loads(raw), latest[lead]
         _assert_same_score(got, want)
+        sentiment_counts += got["features"]["social_positive_comments_30d"]
+        sentiment_counts += got["features"]["social_negative_comments_30d"]
         # The features it scored are the live store's for that lead.
         status, raw = api.request("GET", f"/leads/{quote(lead, safe='')}", None, auth)
         assert status == 200, raw
@@ -90,6 +120,7 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
         status, raw = api.request("GET", f"/leads/{quote(lead, safe='')}/score", None, auth)
         assert status == 200 and orjson.loads(raw) == want
 
+    assert sentiment_counts > 0  # comments were scored from their text on both sides
     # The batch endpoint answers the same, in order.
     status, raw = api.request("POST", "/score:batch", {"leads": requests}, auth)
     assert status == 200, raw

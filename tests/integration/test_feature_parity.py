@@ -15,7 +15,7 @@ from redis.cluster import key_slot
 
 from leadscore.features.definitions import DAY_MS
 from leadscore.features.lua import kind_codes
-from leadscore.features.offline import replay
+from leadscore.features.offline import history_parser, replay
 from leadscore.features.store import RedisFeatureStore, apply_in_batches, lead_keys
 from leadscore.infra.producer import EventProducer
 from leadscore.schemas import EVENT_TYPES
@@ -32,13 +32,24 @@ def slot_db(redis_url: str, per_slot: bool) -> str:
     return redis_url.rsplit("/", 1)[0] + "/15" if per_slot else redis_url
 
 
-def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
-    """Events over 45 days ending yesterday, shuffled (out of order, late, duplicated)."""
+#: Social comments: positive, negative and neutral for VADER (scored at validation).
+COMMENTS = (
+    "Great webinar, really useful for our team!",
+    "This looks awful, the worst tool we have tried.",
+    "We are evaluating options next quarter.",
+    "Love it :)",
+    "Not good. Support never answered.",
+)
+
+
+def shuffled_envelopes(n_leads: int, n_events: int, seed: int) -> list[dict]:
+    """Events over 45 days ending yesterday, from every source, shuffled (out of order,
+    late, duplicated), as producers send them (social comments with their text)."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - 46 * DAY_MS
     tag = uuid.uuid4().hex[:6]
     kinds = [(s, t) for s, ts in EVENT_TYPES.items() for t in ts]
-    events = []
+    events: list[dict] = []
     for i in range(n_events):
         src, typ = rng.choice(kinds)
         ts = start + rng.randint(0, 45 * DAY_MS)
@@ -49,20 +60,35 @@ def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
                 "company_size": rng.choice(["1-10", 500]),
                 "country": rng.choice(["DE", "US"]),
             }
+        elif src == "social":
+            attrs = {"platform": rng.choice(["linkedin", "x"])}
+            if typ == "comment" and rng.random() < 0.9:
+                attrs["text"] = rng.choice(COMMENTS)
         events.append(
-            Event(
-                f"{tag}-{i}",
-                f"P-{tag}-{rng.randint(0, n_leads - 1)}",
-                src,
-                typ,
-                format_ts_ms(ts),
-                ts,
-                attrs,
-            )
+            {
+                "event_id": f"{tag}-{i}",
+                "lead_id": f"P-{tag}-{rng.randint(0, n_leads - 1)}",
+                "source": src,
+                "type": typ,
+                "ts": format_ts_ms(ts),
+                "attributes": attrs,
+            }
         )
     events += rng.sample(events, n_events // 20)
     rng.shuffle(events)
     return events
+
+
+def as_validated(envelopes: list[dict]) -> list[Event]:
+    """The envelopes as the worker's validation gives them (comment text -> sentiment)."""
+    parse = history_parser()
+    events = [parse(orjson.dumps(e)) for e in envelopes]
+    assert all(isinstance(e, Event) for e in events)
+    return events  # type: ignore[return-value]
+
+
+def shuffled_history(n_leads: int, n_events: int, seed: int) -> list[Event]:
+    return as_validated(shuffled_envelopes(n_leads, n_events, seed))
 
 
 # Every counter bucket and engagement day in a lead's stored state, flattened.
@@ -74,8 +100,10 @@ for cr, buckets in pairs(st.c) do
     out[#out + 1] = cr; out[#out + 1] = tostring(b); out[#out + 1] = tostring(n)
   end
 end
-for day, pts in pairs(st.e) do
-  out[#out + 1] = 'e'; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
+for _, pool in ipairs({'e', 'es'}) do
+  for day, pts in pairs(st[pool] or {}) do
+    out[#out + 1] = pool; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
+  end
 end
 return out
 """
@@ -86,6 +114,11 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
     """Also with batches split by cluster slot, as the worker does on Redis Cluster."""
     events = shuffled_history(40, 4000, seed=5)
     expected = replay(events)
+    # Every source and both sentiment kinds are in the history (and so in the comparison).
+    finals_offline = [s.features() or {} for s in expected.values()]
+    assert {e.source for e in events} == set(EVENT_TYPES)
+    for name in ("social_positive_comments_30d", "social_negative_comments_30d"):
+        assert sum(f[name] for f in finals_offline) > 0, name  # type: ignore[misc]
 
     async def run() -> tuple[list, dict]:
         client = aioredis.Redis.from_url(slot_db(redis_url, per_slot))
@@ -121,6 +154,9 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
         }
         replayed = {(codes[kind] + res, b): n for (kind, res, b), n in state.counters.items()}
         replayed |= {("e", day): pts for day, pts in state.engagement.items()}
+        replayed |= {
+            (pool, day): pts for pool, days in state.pools.items() for day, pts in days.items()
+        }
         assert stored == replayed, lead
     lead = next(iter(expected))
     keys = [lead_keys(lead).state, lead_keys(lead).ids]
@@ -133,22 +169,15 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
 def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, worker_factory):
     s = settings_factory()
     worker = worker_factory(s)
-    events = shuffled_history(60, 2500, seed=9)
+    envelopes = shuffled_envelopes(60, 2500, seed=9)
     producer = EventProducer(s)
-    for e in events:
-        producer.send(
-            {
-                "event_id": e.event_id,
-                "lead_id": e.lead_id,
-                "source": e.source,
-                "type": e.type,
-                "ts": e.ts,
-                "attributes": e.attributes,
-            }
-        )
+    for e in envelopes:
+        producer.send(e)
     producer.flush()
+    # The worker scores comments from their text; the replay from the validated events.
+    events = as_validated(envelopes)
     offline = replay(events)
-    # Events of one lead arrive through three topics, so the worker's interleaving differs
+    # Events of one lead arrive through four topics, so the worker's interleaving differs
     # from the produced order; the final state must not depend on it.
     deadline = time.monotonic() + 120
     while metric_total(worker) < len(events):

@@ -181,16 +181,19 @@ def _check_prometheus(tmp_path: Path, worker_url: str, monitor_url: str) -> None
     }
     rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
     with start_prometheus(tmp_path, targets, rules) as prom:
-        # rate() over a range needs two scrapes of every series.
         prom.wait_for('count(up{job=~"worker|monitor"} == 1) == 2', timeout=30)
-        time.sleep(3)
+        # rate() over a range needs two scrapes of every series: asked until every panel has
+        # data (a scrape a second), for as long as the fixed 3 s wait this replaces gave.
+        queries = dashboard_queries(ROOT / "deploy/grafana/dashboards/leadscore.json")
+        deadline = time.monotonic() + 3.0
+        while True:
+            empty = [f"{title}: {expr}" for title, expr in queries if not prom.query(expr)]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
         live = set()
         for url in (f"{worker_url}/metrics", monitor_url):
             live |= {name for name, _labels in scrape(url)}
-        empty = []
-        for title, expr in dashboard_queries(ROOT / "deploy/grafana/dashboards/leadscore.json"):
-            if not prom.query(expr):
-                empty.append(f"{title}: {expr}")
         assert empty == [], "dashboard queries without data:\n" + "\n".join(empty)
         used: set[str] = set()
         for _title, expr in dashboard_queries(ROOT / "deploy/grafana/dashboards/leadscore.json"):

@@ -91,7 +91,22 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
         if n == 3:
             big.produce(web, value=huge, key=huge_id.encode())
         assert big.flush(30) == 0
-    expected_codes = Counter(code for *_, code in poison) + Counter({"oversized": 1})
+    # Invalid social comments: dead-lettered without their text, whatever the reason.
+    secret = f"SECRET-{tag} what a wonderful product"
+    comment = dict(base, source="social", type="comment", attributes={"text": secret})
+    social_poison = [
+        (dict(comment, event_id=f"{tag}-s0", ts="yesterday"), "bad_timestamp"),
+        (dict(comment, event_id=f"{tag}-s1", type="rant"), "unknown_type"),
+        (dict(comment, event_id=f"{tag}-s2", attributes={"text": [secret]}), "wrong_type"),
+    ]
+    for bad, _code in social_poison:
+        big.produce(s.topic("social"), value=orjson.dumps(bad), key=bad["lead_id"].encode())
+    assert big.flush(30) == 0
+    expected_codes = (
+        Counter(code for *_, code in poison)
+        + Counter(code for _, code in social_poison)
+        + Counter({"oversized": 1})
+    )
 
     wait_caught_up(s, [worker], timeout=120)
     assert worker.proc.poll() is None, worker.log_tail()
@@ -105,6 +120,8 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
         check(rec)
         assert len(orjson.dumps(rec)) < 200_000
     assert Counter(r["error_code"] for r in dlq) == expected_codes
+    assert not [r for r in dlq if f"SECRET-{tag}" in orjson.dumps(r).decode()]
+    assert sum(1 for r in dlq if r["topic"] == s.topic("social")) == len(social_poison)
     [huge_rec] = [r for r in dlq if r["error_code"] == "oversized"]
     assert huge_rec["value_length"] == len(huge) and huge_rec["value_truncated"]
     assert huge_rec["value_sha256"] == hashlib.sha256(huge).hexdigest()
@@ -116,7 +133,7 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
         assert status == 200, (lead, body)
         assert json.loads(body)["features"]["web_pricing_views_7d"] == n
     metrics = worker.get("/metrics")[1].decode()
-    assert 'leadscore_dlq_total{code="wrong_type"} 15.0' in metrics
+    assert f'leadscore_dlq_total{{code="wrong_type"}} {expected_codes["wrong_type"]}.0' in metrics
     assert 'leadscore_dlq_total{code="oversized"} 1.0' in metrics
 
 

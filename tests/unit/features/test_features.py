@@ -11,12 +11,15 @@ import pytest
 from leadscore.features.definitions import (
     BUCKET_MS,
     DAY_MS,
+    DECAY_POOLS,
     FEATURE_NAMES,
     RETENTION_MS,
     SPECS,
     Count,
+    Decayed,
     by_name,
     decay_factors,
+    event_kind,
 )
 from leadscore.features.lua import render_script
 from leadscore.features.offline import LeadState, replay
@@ -117,15 +120,81 @@ def test_as_of_an_earlier_moment_uses_only_earlier_events():
     assert f is not None and f["web_page_views_24h"] == 5
 
 
+#: Comment sentiments on both sides of each cut-off (0.05 and -0.05), and none at all.
+SENTIMENTS = (None, -0.6, -0.05, -0.0499, 0.0, 0.0499, 0.05, 0.7)
+
+
 def _random_stream(seed: int, n: int) -> list[Event]:
     rng = random.Random(seed)
     kinds = [f"{s}:{t}" for s, ts in EVENT_TYPES.items() for t in ts]
     out = []
     for i in range(n):
         ts = T0 + rng.randint(0, 45 * DAY_MS)
-        out.append(ev(i, rng.choice(kinds), ts, lead=f"L{rng.randint(0, 2)}"))
+        kind = rng.choice(kinds)
+        sentiment = rng.choice(SENTIMENTS) if kind == "social:comment" else None
+        attrs = {} if sentiment is None else {"sentiment": sentiment}
+        out.append(ev(i, kind, ts, lead=f"L{rng.randint(0, 2)}", **attrs))
     out.sort(key=lambda e: e.ts_ms)
     return out
+
+
+def test_social_counts_sentiment_recency_and_decay_by_hand():
+    st = LeadState()
+    h = 3_600_000
+    st.apply(ev(1, "social:follow", T0))
+    st.apply(ev(2, "social:mention", T0 + 1 * h, platform="linkedin"))
+    st.apply(ev(3, "social:comment", T0 + 2 * h, sentiment=0.6696))
+    st.apply(ev(4, "social:comment", T0 + 26 * h, sentiment=-0.5))
+    st.apply(ev(5, "social:comment", T0 + 26 * h))  # no text: neither positive nor negative
+    st.apply(ev(6, "web:page_view", T0 + 27 * h))
+    f = st.features()
+    assert f is not None
+    assert f["social_comments_30d"] == 3 and f["social_comments_7d"] == 3
+    assert f["social_positive_comments_30d"] == 1
+    assert f["social_negative_comments_30d"] == 1
+    assert f["social_positive_comment_rate_30d"] == 1 / 3
+    assert f["social_mentions_7d"] == 1 and f["social_follows_30d"] == 1
+    assert f["social_shares_30d"] == 0
+    assert f["days_since_last_social"] == 1 * h / DAY_MS
+    d = decay_factors(7.0, 30)
+    # day 0: follow 2, mention 3, positive comment 5; day 1: negative 1, neutral 3
+    assert f["social_engagement_decayed"] == 0.0 + 10 * d[1] + 4 * d[0]
+    # The old features don't see the new source: one page view of engagement, no activity
+    # but the page view's.
+    assert f["engagement_decayed"] == 1.0
+    assert f["days_since_last_activity"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_decayed_pool_matches_numpy_on_every_prefix(seed):
+    """Oracle: each decayed feature is its pool's points per day weighted by the decay of
+    the day's age, summed in day order, over the retention before the latest event."""
+    events = _random_stream(seed, 300)
+    decayed = [s for s in SPECS if isinstance(s, Decayed)]
+    assert {s.pool for s in decayed} == set(DECAY_POOLS)
+    factors = np.array(decay_factors(7.0, RETENTION_MS // DAY_MS))
+    states: dict[str, LeadState] = {}
+    seen: dict[str, list[Event]] = {}
+    for e in events:
+        st = states.setdefault(e.lead_id, LeadState())
+        st.apply(e)
+        mine = seen.setdefault(e.lead_id, [])
+        mine.append(e)
+        feats = st.features()
+        assert feats is not None
+        ref_day = max(x.ts_ms for x in mine) // DAY_MS
+        for spec in decayed:
+            points = DECAY_POOLS[spec.pool]
+            per_day: dict[int, int] = {}
+            for x in mine:
+                day = x.ts_ms // DAY_MS
+                if ref_day - day < len(factors):
+                    pts = points.get(event_kind(x.source, x.type, x.attributes), 0)
+                    per_day[day] = per_day.get(day, 0) + pts
+            total = 0.0
+            for day in sorted(per_day):
+                total = total + per_day[day] * factors[ref_day - day]
+            assert feats[spec.name] == total, spec.name
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -135,7 +204,7 @@ def test_every_window_count_matches_pandas_on_every_prefix(seed):
     df = pd.DataFrame(
         {
             "lead": [e.lead_id for e in events],
-            "kind": [f"{e.source}:{e.type}" for e in events],
+            "kind": [event_kind(e.source, e.type, e.attributes) for e in events],
             "ts": [e.ts_ms for e in events],
         }
     )
@@ -154,7 +223,7 @@ def test_every_window_count_matches_pandas_on_every_prefix(seed):
             rb = ref // b
             bucket = mine.ts // b
             want = int(
-                ((mine.kind == spec.kind) & (bucket > rb - spec.n_buckets) & (bucket <= rb)).sum()
+                (mine.kind.isin(spec.kinds) & (bucket > rb - spec.n_buckets) & (bucket <= rb)).sum()
             )
             assert feats[spec.name] == want, (i, spec.name)
 

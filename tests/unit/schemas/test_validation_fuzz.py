@@ -16,7 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadscore.schemas import load_schema
+from leadscore.schemas import SOURCES, load_schema
 from leadscore.schemas.privacy import DEFAULT_PII_ATTRIBUTES, DEFAULT_PII_PATTERNS, Redactor
 from leadscore.schemas.validation import (
     DLQ_MAX_KEY_BYTES,
@@ -85,7 +85,7 @@ def test_any_bytes_give_an_event_or_an_error_code(raw: bytes) -> None:
     field=st.sampled_from(FIELDS),
     value=json_values,
     key=st.one_of(st.none(), st.binary(max_size=20)),
-    topic=st.sampled_from(["web", "email", "crm", None]),
+    topic=st.sampled_from([*SOURCES, None]),
 )
 def test_any_json_value_in_any_field_gives_an_event_or_an_error_code(field, value, key, topic):
     check(json.dumps({**GOOD, field: value}).encode(), key=key, topic=topic)
