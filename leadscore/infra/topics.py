@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -89,16 +90,21 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create the leads.* topics that don't exist yet, with :func:`topic_configs`; return
-    the ones created."""
-    admin = AdminClient(settings.kafka_client_config())
+def _list_topics(admin: AdminClient, settings: Settings, timeout: float) -> Any:
+    """The cluster's metadata, or :class:`KafkaUnavailableError` saying the broker is away."""
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise KafkaUnavailableError(
             f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
         ) from exc
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the leads.* topics that don't exist yet, with :func:`topic_configs`; return
+    the ones created."""
+    admin = AdminClient(settings.kafka_client_config())
+    existing = set(_list_topics(admin, settings, timeout).topics)
     configs = topic_configs(settings)
     wanted = [t for t in configs if t not in existing]
     if not wanted:
@@ -202,12 +208,7 @@ def committed_offsets(
 def input_partitions(settings: Settings, timeout: float = 30.0) -> list[tuple[str, int]]:
     """Every partition of the input topics that exist."""
     admin = AdminClient(settings.kafka_client_config())
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaUnavailableError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
-        ) from exc
+    meta = _list_topics(admin, settings, timeout)
     out = []
     for name in INPUT_TOPICS:
         topic = settings.topic(name)
@@ -240,12 +241,7 @@ def broker_topic_configs(
     topic; ``None`` for a topic that does not exist. Raises :class:`KafkaUnavailableError`
     when the broker does not answer."""
     admin = AdminClient(settings.kafka_client_config())
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as exc:
-        raise KafkaUnavailableError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s: {exc}"
-        ) from exc
+    existing = set(_list_topics(admin, settings, timeout).topics)
     names = list(topics)
     out: dict[str, dict[str, str] | None] = dict.fromkeys(names)
     present = [ConfigResource(ResourceType.TOPIC, t) for t in names if t in existing]
