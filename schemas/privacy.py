@@ -364,16 +364,22 @@ class Redactor:
 
         Always serialized again, even with nothing to redact: the parser keeps the last of
         two equal keys, and the bytes as sent would still hold the first."""
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
+        obj = json_object(raw)
+        if obj is None:
             return None
         try:
             return orjson.dumps(self.redact_envelope(obj))
         except orjson.JSONEncodeError:  # an integer beyond 64 bits read as a Python int
             return None
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` decoded, if it is a JSON object; else None."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 _DROP: Any = object()

@@ -22,7 +22,7 @@ import orjson
 
 from leadscore.errors import LeadscoreError
 from leadscore.schemas import MAX_EVENT_BYTES, SOURCES, Source, load_schema
-from leadscore.schemas.privacy import Redactor
+from leadscore.schemas.privacy import Redactor, json_object
 from leadscore.schemas.sentiment import drop_text, replace_text
 
 ErrorCode = Literal[
@@ -358,11 +358,8 @@ def dlq_record(
 
 def _without_text(raw: bytes) -> bytes:
     """``raw`` serialized again without its attributes' text, if it is a JSON object."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw
-    if not isinstance(obj, dict):
+    obj = json_object(raw)
+    if obj is None:
         return raw
     stripped = drop_text(obj)
     if stripped is obj:
@@ -378,11 +375,8 @@ def stored_value(raw: bytes, redactor: Redactor | None) -> bytes | None:
     as the worker redacts it, a social comment's text replaced by its sentiment, so reading
     it back validates into the same event. None if it isn't a JSON object."""
     active = redactor is not None and redactor.active
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
+    obj = json_object(raw)
+    if obj is None:
         return None
     social = obj.get("source") == "social"
     if not active and not social:

@@ -19,6 +19,20 @@ from confluent_kafka import Consumer, TopicPartition
 from leadscore.infra.topics import INPUT_TOPICS, end_offsets
 from leadscore.settings import Settings
 
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+"""The local PostgreSQL the sink tests write to (trust auth, database ``test``)."""
+
+
+def pg_available() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
 BUCKET = "tansu"
 """The bucket the ``object_store`` fixture creates in moto's S3 server."""
 

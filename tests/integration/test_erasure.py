@@ -37,8 +37,10 @@ from leadscore.settings import Settings
 from leadscore.tooling.embedded import settings_env, spawn_command
 
 from .helpers import (
+    PG_DSN,
     assert_features_match_replay,
     metric_total,
+    pg_available,
     produce,
     recent_events,
     store_features,
@@ -47,16 +49,7 @@ from .helpers import (
 
 pytestmark = pytest.mark.integration
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "erasure-test-privacy-key"
-
-
-def _pg_available() -> bool:
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=2).close()
-        return True
-    except psycopg.Error:
-        return False
 
 
 def _lag(s: Settings, group: str, topics: list[str]) -> int:
@@ -127,7 +120,7 @@ def _later_events(leads: list[str], n: int, seed: int, *, each: bool = False) ->
 def test_erasure_removes_leads_everywhere_while_streaming(
     settings_factory, worker_factory, api_factory, tmp_path
 ):
-    if not _pg_available():
+    if not pg_available():
         pytest.skip(f"no PostgreSQL at {PG_DSN}: the sink this test checks")
     root = tmp_path / "archive"
     s = settings_factory(archive_root=str(root), privacy_key=KEY)

@@ -9,9 +9,9 @@ from confluent_kafka import Producer
 
 from leadscore.integrations.sync import JsonlSink, PostgresSink, run_sync
 
-pytestmark = pytest.mark.integration
+from .helpers import PG_DSN, pg_available
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+pytestmark = pytest.mark.integration
 
 
 def record(lead: str, score: float, scored_at: str) -> dict:
@@ -37,16 +37,8 @@ def produce(s, items) -> None:
     assert p.flush(15) == 0
 
 
-def _pg_available() -> bool:
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=2).close()
-        return True
-    except psycopg.Error:
-        return False
-
-
 def test_sync_upserts_latest_score_and_deletes_erased_leads(settings_factory, tmp_path):
-    if not _pg_available():
+    if not pg_available():
         pytest.skip(f"no PostgreSQL at {PG_DSN} (the JSONL sink test still runs)")
     s = settings_factory()
     lead_a, lead_b = f"{s.app_id}-a", f"{s.app_id}-b"
@@ -249,7 +241,7 @@ class _CrashAfter:
 
 
 def test_postgres_holds_the_latest_score_after_a_crash_mid_stream(settings_factory):
-    if not _pg_available():
+    if not pg_available():
         pytest.skip(f"no PostgreSQL at {PG_DSN} (the JSONL sink test still runs)")
     from leadscore.integrations.sync_metrics import SyncMetrics
 
