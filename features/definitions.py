@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 Resolution = Literal["m", "h", "d"]
 BUCKET_MS: dict[Resolution, int] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -57,10 +57,49 @@ EMAIL_ENGAGEMENT_KINDS = frozenset({"email:email_open", "email:email_click"})
 #: the order events arrive in.
 POSITIVE_SENTIMENT = 0.05
 NEGATIVE_SENTIMENT = -0.05
+#: leads.enrichment intent: the research topics the features name, a bounded list (each
+#: gets a windowed surge count; a topic outside it counts as ``other``). Editing it changes
+#: the feature set: models trained before must be retrained. A provider's topic matches
+#: case- and separator-insensitively (:func:`intent_topic`).
+INTENT_TOPICS: tuple[str, ...] = (
+    "lead_scoring",
+    "marketing_automation",
+    "crm_software",
+    "sales_intelligence",
+    "revenue_operations",
+)
+#: An intent score (0-100) at or above this is a surge (Bombora-style); below, a weak signal.
+INTENT_SURGE_SCORE = 60.0
+#: leads.enrichment technographics: the technologies the features name, a bounded multi-hot
+#: encoding (one 0/1 feature each; ``tech_count`` counts every listed technology, these or
+#: not). Same rule as the topics: editing it changes the feature set.
+TECHNOLOGIES: tuple[str, ...] = (
+    "salesforce",
+    "hubspot",
+    "marketo",
+    "pardot",
+    "segment",
+    "snowflake",
+    "bigquery",
+    "tableau",
+    "looker",
+    "zendesk",
+    "intercom",
+    "shopify",
+)
 #: Event kinds that are not ``source:type`` of a schema but derived from an event's
-#: attributes (:func:`event_kind`); they come after the schema's kinds in the store's kind
-#: codes, so adding one renumbers nothing.
-DERIVED_KINDS: tuple[str, ...] = ("social:comment_positive", "social:comment_negative")
+#: attributes (:func:`event_kind`). In the store's kind codes each source's derived kinds
+#: follow its schema's kinds (features/lua.py), so adding one to the last source, or a new
+#: source, renumbers nothing.
+SENTIMENT_KINDS: tuple[str, ...] = ("social:comment_positive", "social:comment_negative")
+DERIVED_KINDS: tuple[str, ...] = (
+    *SENTIMENT_KINDS,
+    *(f"enrichment:intent_surge_{t}" for t in (*INTENT_TOPICS, "other")),
+    "enrichment:intent_weak",
+)
+INTENT_SURGE_KINDS: tuple[str, ...] = tuple(
+    k for k in DERIVED_KINDS if k.startswith("enrichment:intent_surge_")
+)
 
 # Points per event kind for the decayed engagement score (integers, so the per-day sums are exact).
 ENGAGEMENT_POINTS: dict[str, int] = {
@@ -83,14 +122,20 @@ SOCIAL_ENGAGEMENT_POINTS: dict[str, int] = {
     "social:comment_positive": 5,
     "social:comment_negative": 1,
 }
+#: Points per intent kind for ``intent_decayed``: a surge on any topic 3, a weak signal 1.
+INTENT_POINTS: dict[str, int] = {
+    **dict.fromkeys(INTENT_SURGE_KINDS, 3),
+    "enrichment:intent_weak": 1,
+}
 #: Each decayed pool: its field in a lead's state and its points per kind.
 DECAY_POOLS: dict[str, Mapping[str, int]] = {
     "e": ENGAGEMENT_POINTS,
     "es": SOCIAL_ENGAGEMENT_POINTS,
+    "ei": INTENT_POINTS,
 }
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
-RecencyGroup = Literal["web", "email", "activity", "created", "social"]
+RecencyGroup = Literal["web", "email", "activity", "created", "social", "intent"]
 #: The field of a lead's state that holds each recency group's timestamp (short: it is
 #: stored per lead).
 RECENCY_FIELD: dict[RecencyGroup, str] = {
@@ -99,6 +144,7 @@ RECENCY_FIELD: dict[RecencyGroup, str] = {
     "activity": "la",
     "created": "cr",
     "social": "ls",
+    "intent": "li",
 }
 
 
@@ -113,12 +159,53 @@ def event_kind(source: str, event_type: str, attributes: Mapping[str, Any]) -> s
     """
     if source == "social" and event_type == "comment":
         s = attributes.get("sentiment")
-        if isinstance(s, int | float) and not isinstance(s, bool):
+        if _is_number(s):
             if s >= POSITIVE_SENTIMENT:
                 return "social:comment_positive"
             if s <= NEGATIVE_SENTIMENT:
                 return "social:comment_negative"
+    if source == "enrichment" and event_type == "intent":
+        score = attributes.get("score")
+        if _is_number(score) and score >= INTENT_SURGE_SCORE:
+            return f"enrichment:intent_surge_{intent_topic(attributes.get('topic'))}"
+        return "enrichment:intent_weak"
     return f"{source}:{event_type}"
+
+
+def _is_number(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _normal(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.strip().lower()).strip("_")
+
+
+def intent_topic(topic: Any) -> str:
+    """The :data:`INTENT_TOPICS` entry a provider's topic names, else ``other``.
+
+    >>> intent_topic("Marketing Automation"), intent_topic("lead-scoring"), intent_topic("ERP")
+    ('marketing_automation', 'lead_scoring', 'other')
+    """
+    if isinstance(topic, str):
+        t = _normal(topic)
+        while "__" in t:
+            t = t.replace("__", "_")
+        if t in INTENT_TOPICS:
+            return t
+    return "other"
+
+
+def technology_bits(technologies: Any) -> tuple[str, int]:
+    """A technographics list as the store keeps it: one ``0``/``1`` per :data:`TECHNOLOGIES`
+    entry (matched case- and separator-insensitively), and how many distinct technologies
+    the list names in all.
+
+    >>> technology_bits(["HubSpot", "Snowflake", "SAP", "hubspot"])
+    ('010001000000', 3)
+    """
+    names = {_normal(t).replace("_", "") for t in technologies if isinstance(t, str)}
+    names.discard("")
+    return "".join("1" if t in names else "0" for t in TECHNOLOGIES), len(names)
 
 
 def kind_groups(kind: str) -> list[str]:
@@ -138,6 +225,8 @@ def kind_groups(kind: str) -> list[str]:
         groups.append(RECENCY_FIELD["created"])
     if kind.startswith("social:"):
         groups.append(RECENCY_FIELD["social"])
+    if kind in INTENT_SURGE_KINDS:
+        groups.append(RECENCY_FIELD["intent"])
     return groups
 
 
@@ -154,6 +243,18 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "country",
     "lead_source",
 )
+#: The attributes an enrichment event sets in a lead's profile (features/wire.py
+#: ``profile_updates`` derives them), stamped like the CRM's: the newer observation of each
+#: wins by event time. ``tech`` is :func:`technology_bits`' string, one event's whole list.
+ENRICHMENT_FIELDS: tuple[str, ...] = (
+    "employees",
+    "revenue_band",
+    "industry_sector",
+    "tech",
+    "tech_count",
+)
+#: Every attribute the store keeps per lead with a stamp: the script's profile table.
+STAMPED_FIELDS: tuple[str, ...] = (*PROFILE_FIELDS, *ENRICHMENT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +319,25 @@ class Profile:
         return self.attribute or self.name
 
 
-Spec = Count | Rate | Recency | Decayed | Profile
+@dataclass(frozen=True, slots=True)
+class Number:
+    """Latest numeric value of a stamped attribute (an enrichment's head count)."""
+
+    name: str
+    attribute: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """1 or 0: character ``index`` of a stamped attribute's bit string (the technographics
+    multi-hot); missing until the attribute is first set."""
+
+    name: str
+    attribute: str
+    index: int
+
+
+Spec = Count | Rate | Recency | Decayed | Profile | Number | Flag
 
 
 def _count(
@@ -254,7 +373,7 @@ def build_specs(half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> tuple[Spec, .
         *_count("social", "replies", "reply", ("30d",)),
         *_count("social", "shares", "share", ("30d",)),
         *_count("social", "follows", "follow", ("30d",)),
-        *_count("social", "comments", "comment", ("7d", "30d"), DERIVED_KINDS),
+        *_count("social", "comments", "comment", ("7d", "30d"), SENTIMENT_KINDS),
         *_count("social", "positive_comments", "comment_positive", ("30d",)),
         *_count("social", "negative_comments", "comment_negative", ("30d",)),
         Rate(
@@ -264,6 +383,22 @@ def build_specs(half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> tuple[Spec, .
         ),
         Recency("days_since_last_social", "social"),
         Decayed("social_engagement_decayed", half_life_days, pool="es"),
+        # leads.enrichment: firmographics and technographics are the latest observation of
+        # each field; intent is windowed and decayed.
+        Number("firmo_employees", "employees"),
+        Profile("firmo_revenue_band", "revenue_band"),
+        Profile("firmo_industry_sector", "industry_sector"),
+        Number("tech_count", "tech_count"),
+        *[Flag(f"tech_{t}", "tech", i) for i, t in enumerate(TECHNOLOGIES)],
+        Count("intent_signals_30d", "enrichment:intent_weak", "30d", INTENT_SURGE_KINDS),
+        Count("intent_surges_7d", INTENT_SURGE_KINDS[0], "7d", INTENT_SURGE_KINDS[1:]),
+        Count("intent_surges_30d", INTENT_SURGE_KINDS[0], "30d", INTENT_SURGE_KINDS[1:]),
+        *[
+            Count(f"intent_{t}_surges_30d", f"enrichment:intent_surge_{t}", "30d")
+            for t in INTENT_TOPICS
+        ],
+        Recency("days_since_last_intent_surge", "intent"),
+        Decayed("intent_decayed", half_life_days, pool="ei"),
     ]
     return tuple(specs)
 
@@ -283,6 +418,45 @@ def feature_set_id(specs: tuple[Spec, ...] = SPECS) -> str:
         f"{s.name}:{'categorical' if isinstance(s, Profile) else 'numeric'}" for s in specs
     )
     return "events-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+#: The sources whose events set each recency group.
+_RECENCY_SOURCES: dict[RecencyGroup, frozenset[str]] = {
+    "web": frozenset({"web"}),
+    "email": frozenset({"email"}),
+    "activity": frozenset({"web", "email"}),
+    "created": frozenset({"crm"}),
+    "social": frozenset({"social"}),
+    "intent": frozenset({"enrichment"}),
+}
+
+
+def feature_sources(specs: tuple[Spec, ...] = SPECS) -> dict[str, frozenset[str]]:
+    """For each feature, the sources whose events it reads (training can leave a source's
+    features out, to measure what the source adds: ``leadscore train --compare-without``).
+
+    >>> feature_sources()["email_open_rate_30d"], feature_sources()["tech_hubspot"]
+    (frozenset({'email'}), frozenset({'enrichment'}))
+    """
+
+    def of_kinds(kinds: Any) -> frozenset[str]:
+        return frozenset(k.split(":", 1)[0] for k in kinds)
+
+    out: dict[str, frozenset[str]] = {}
+    for s in specs:
+        if isinstance(s, Count):
+            out[s.name] = of_kinds(s.kinds)
+        elif isinstance(s, Rate):
+            out[s.name] = out[s.numerator] | out[s.denominator]
+        elif isinstance(s, Recency):
+            out[s.name] = _RECENCY_SOURCES[s.group]
+        elif isinstance(s, Decayed):
+            out[s.name] = of_kinds(DECAY_POOLS[s.pool])
+        elif isinstance(s, Profile):
+            out[s.name] = frozenset({"crm" if s.key in PROFILE_FIELDS else "enrichment"})
+        else:
+            out[s.name] = frozenset({"enrichment"})
+    return out
 
 
 def by_name(name: str, specs: tuple[Spec, ...] = SPECS) -> Spec:

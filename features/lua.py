@@ -14,11 +14,13 @@ from leadscore.features.definitions import (
     DECAY_POOLS,
     DERIVED_KINDS,
     OPT_OUT_FIELD,
-    PROFILE_FIELDS,
     RECENCY_FIELD,
     RETENTION_MS,
+    STAMPED_FIELDS,
     Count,
     Decayed,
+    Flag,
+    Number,
     Profile,
     Rate,
     Recency,
@@ -34,8 +36,13 @@ from leadscore.schemas import EVENT_TYPES
 
 
 def all_kinds() -> list[str]:
-    """Every event kind: the schemas' ``source:type`` in source order, then the derived ones."""
-    return [f"{src}:{t}" for src, types in EVENT_TYPES.items() for t in types] + list(DERIVED_KINDS)
+    """Every event kind, source by source in source order: the schema's ``source:type``, then
+    the source's derived ones (so a new source, appended last, renumbers no stored kind)."""
+    out: list[str] = []
+    for src, types in EVENT_TYPES.items():
+        out += [f"{src}:{t}" for t in types]
+        out += [k for k in DERIVED_KINDS if k.split(":", 1)[0] == src]
+    return out
 
 
 def kind_codes() -> dict[str, str]:
@@ -70,7 +77,7 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
         f"local RETENTION_MS = {RETENTION_MS}",
         f"local TTL_S = {ttl_s}",
         f"local PENDING_TTL_S = {min(ttl_s, PENDING_TTL_S)}",
-        "local PROFILE = { " + ", ".join(_lua_str(p) for p in PROFILE_FIELDS) + " }",
+        "local PROFILE = { " + ", ".join(_lua_str(p) for p in STAMPED_FIELDS) + " }",
         f"local OPT_OUT = {_lua_str(OPT_OUT_FIELD)}",
         "local KINDS = {",
     ]
@@ -110,6 +117,12 @@ def render_spec(specs: tuple[Spec, ...], ttl_s: int, layout: int = STATE_LAYOUT)
             half_life = s.half_life_days
         elif isinstance(s, Profile):
             features.append(f"{{ t = 'prof', a = {_lua_str(s.key)} }}")
+        elif isinstance(s, Number):
+            # Python sends the value as its canonical text (features/wire.py), so both
+            # sides parse the very same digits.
+            features.append(f"{{ t = 'prof', a = {_lua_str(s.attribute)} }}")
+        elif isinstance(s, Flag):
+            features.append(f"{{ t = 'flag', a = {_lua_str(s.attribute)}, k = {s.index + 1} }}")
     lines.append("local FEATURES = { " + ", ".join(features) + " }")
     lines.append("local POOLS = { " + ", ".join(_lua_str(p) for p in DECAY_POOLS) + " }")
     lines.append("local COUNT_FEATURES = { " + ", ".join(count_idx) + " }")

@@ -21,6 +21,8 @@ from leadscore.features.definitions import (
     SPECS,
     Count,
     Decayed,
+    Flag,
+    Number,
     Profile,
     Rate,
     Recency,
@@ -202,6 +204,12 @@ class LeadState:
                 out[s.name] = total
             elif isinstance(s, Profile):
                 out[s.name] = self.profile.get(s.key)
+            elif isinstance(s, Number):
+                v = self.profile.get(s.attribute)
+                out[s.name] = None if v is None else float(v)
+            elif isinstance(s, Flag):
+                bits = self.profile.get(s.attribute)
+                out[s.name] = None if bits is None else int(bits[s.index])
         return out
 
 

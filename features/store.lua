@@ -9,11 +9,13 @@
 --                of hash commands and field-name parsing (measured here: server time per
 --                event down from ~130 to ~80 us).
 --                m: latest event ts; o: 1 while the lead opts out of scoring;
---                g: {lw, le, la, cr} (last web, last email engagement,
---                last activity, created); p: {attr = profile value}; s: {attr = "ts|event_id"
+--                g: {lw, le, la, cr, ls, li} (last web, last email engagement,
+--                last activity, created, last social, last intent surge);
+--                p: {attr = profile or enrichment value}; s: {attr = "ts|event_id"
 --                stamp}; c: {"<code><res>" = {bucket = count}}; e: {day = engagement points};
---                es: {day = social engagement points} (each decay pool's field: POOLS, made
---                on a lead's first point of it, so a lead without one stores as before)
+--                es: {day = social engagement points}, ei: {day = intent points} (each
+--                decay pool's field: POOLS, made on a lead's first point of it, so a lead
+--                without one stores as before)
 --   ls:{id}:i    sorted set: event_id scored by ts, for duplicate suppression
 --   ls:{id}:r    string: the lead's latest score record (JSON), written by mode 's' or 'a'
 --   ls:{id}:a    string: the lead's announced tier "tier|ms|model version" (mode 'a';
@@ -136,6 +138,9 @@ local function compute(st, ref)
       out[i] = format('%.17g', total)
     elseif t == 'prof' then
       out[i] = p[f.a] or ''
+    elseif t == 'flag' then
+      local bits = p[f.a]
+      if bits then out[i] = string.sub(bits, f.k, f.k) else out[i] = '' end
     end
   end
   return table.concat(out, SEP, 1, #FEATURES)

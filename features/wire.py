@@ -28,8 +28,11 @@ from leadscore.features.definitions import (
     PROFILE_FIELDS,
     SPECS,
     Count,
+    Flag,
+    Number,
     Profile,
     Spec,
+    technology_bits,
 )
 from leadscore.schemas import FeatureValue
 from leadscore.schemas.validation import Event
@@ -61,8 +64,18 @@ def scrub(text: str) -> str:
 
 
 def profile_updates(event: Event) -> dict[str, str | None]:
-    """The profile attributes a CRM event sets, as the script receives them: strings (None
-    clears one), scrubbed of control characters."""
+    """The stamped attributes a CRM or enrichment event sets, as the script receives them:
+    strings (None clears one), scrubbed of control characters; numbers as their canonical
+    text, which both the script and the offline replay return as is.
+
+    >>> from leadscore.schemas.validation import Event
+    >>> ev = Event("e1", "L1", "enrichment", "firmographics", "1970-01-01T00:00:00Z", 0,
+    ...            {"employees": 250, "industry_code": "541511"})
+    >>> profile_updates(ev)
+    {'employees': '250', 'industry_sector': '54'}
+    """
+    if event.source == "enrichment":
+        return _enrichment_updates(event)
     if event.source != "crm" or event.type not in PROFILE_EVENT_TYPES:
         return {}
     out: dict[str, str | None] = {}
@@ -73,6 +86,25 @@ def profile_updates(event: Event) -> dict[str, str | None]:
             out[attr] = None if v is None else scrub(str(v))
     if OPT_OUT_FIELD in attrs:
         out[OPT_OUT_FIELD] = "1" if opted_out(attrs[OPT_OUT_FIELD]) else None
+    return out
+
+
+def _enrichment_updates(event: Event) -> dict[str, str | None]:
+    attrs = event.attributes
+    out: dict[str, str | None] = {}
+    if event.type == "firmographics":
+        if "employees" in attrs:
+            n = attrs["employees"]
+            out["employees"] = str(int(n)) if isinstance(n, int | float) else None
+        if "revenue_band" in attrs:
+            band = attrs["revenue_band"]
+            out["revenue_band"] = None if band is None else scrub(str(band))
+        if "industry_code" in attrs:
+            code = attrs["industry_code"]
+            out["industry_sector"] = None if code is None else scrub(str(code))[:2]
+    elif event.type == "technographics":
+        bits, n = technology_bits(attrs.get("technologies") or ())
+        out["tech"], out["tech_count"] = bits, str(n)
     return out
 
 
@@ -92,10 +124,12 @@ def parse_value(raw: str, spec: Spec) -> FeatureValue:
     """One field of a vector as its Python value."""
     if raw == "":
         return None
-    if isinstance(spec, Count):
+    if isinstance(spec, Count | Flag):
         return int(raw)
     if isinstance(spec, Profile):
         return raw
+    if isinstance(spec, Number):
+        return float(raw)
     value = float(raw)
     return value if math.isfinite(value) else None
 

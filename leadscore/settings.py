@@ -313,9 +313,10 @@ class Settings(BaseSettings):
         description="family-wise false-alarm rate of a window's drift tests (all features)",
     )
     monitor_segments: str = Field(
-        default="company_size,country,industry,lead_source",
-        description="comma-separated lead attributes (from CRM events) that fairness is "
-        "reported for",
+        default="company_size,country,industry,lead_source,firmo_revenue_band",
+        description="comma-separated lead attributes that fairness is reported for: CRM "
+        "profile attributes, and firmo_revenue_band, firmo_industry_sector (from enrichment "
+        "firmographics, as the features hold them)",
     )
     monitor_min_group: int = Field(
         default=50, ge=1, description="fairness: the fewest matured moments a segment needs"
@@ -337,7 +338,8 @@ class Settings(BaseSettings):
     input_retention_days: int = Field(
         default=35,
         ge=0,
-        description="retention of the input topics leadscore creates (leads.web/email/crm/social): "
+        description="retention of the input topics leadscore creates "
+        "(leads.web/email/crm/social/enrichment): "
         "`leadscore rebuild` replays them and needs the 30 days a feature window reaches, "
         "plus 5 days to notice a lost Redis and run it; 0 keeps them forever",
     )

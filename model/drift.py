@@ -86,6 +86,10 @@ class Bins:
         missing = self.size - 1
         nan = np.isnan(column)
         if self.kind == "categorical":
+            if not self.lut:
+                # No level in the reference (a training history without that source, say
+                # no enrichment yet): every value is unseen, and there is no table to index.
+                return np.full(column.shape, missing, dtype=np.int64)
             lut = np.asarray(self.lut, dtype=np.int64)
             codes = np.where(nan, 0, column).astype(np.int64)
             inside = (codes >= 0) & (codes < len(lut))

@@ -19,8 +19,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 TIERS = ("hot", "warm", "cold")
-SEGMENTS = ("company_size", "country", "industry", "lead_source")
-"""The lead attributes fairness is reported for by default (LEADSCORE_MONITOR_SEGMENTS)."""
+SEGMENTS = ("company_size", "country", "industry", "lead_source", "firmo_revenue_band")
+"""The lead attributes fairness is reported for by default (LEADSCORE_MONITOR_SEGMENTS):
+categorical profile features with few levels (a segment needs enough moments to be reported),
+the CRM's and the enrichment revenue band. Training reports them from its feature columns,
+the monitor from the events that set them (leadscore.monitor.service)."""
 ECE_BINS = 10
 
 

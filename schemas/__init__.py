@@ -11,10 +11,10 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-Source = Literal["web", "email", "crm", "social"]
+Source = Literal["web", "email", "crm", "social", "enrichment"]
 # Order matters: the feature store numbers event kinds in this order (features/lua.py), so
 # a new source goes at the end and the stored state of the others keeps its meaning.
-SOURCES: tuple[Source, ...] = ("web", "email", "crm", "social")
+SOURCES: tuple[Source, ...] = ("web", "email", "crm", "social", "enrichment")
 MAX_EVENT_BYTES = 64 * 1024
 
 FeatureValue = int | float | str | None
@@ -24,8 +24,8 @@ FeatureValue = int | float | str | None
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema ``name``: ``event.web``, ``event.email``, ``event.crm``,
-    ``event.social``, ``score``, ``alert`` or ``dlq`` (the files of this package; README.md
-    in it maps them to topics)."""
+    ``event.social``, ``event.enrichment``, ``score``, ``alert`` or ``dlq`` (the files of
+    this package; README.md in it maps them to topics)."""
     text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -126,6 +126,11 @@ def _schema_error(source: str, exc: fastjsonschema.JsonSchemaValueException) -> 
     rule = exc.rule or ""
     if rule == "required":
         return Invalid("missing_field", f"{exc.message}")
+    if rule == "anyOf" and _alternatives(exc.rule_definition):
+        # An enrichment firmographics event needs one of its fields: it lacks them all, so
+        # name them (fastjsonschema's "cannot be validated by any definition" doesn't).
+        names = ", ".join(_alternatives(exc.rule_definition))
+        return Invalid("missing_field", f"{field} must contain at least one of {names}")
     if rule == "type":
         return Invalid("wrong_type", f"{field}: {exc.message}")
     if rule == "enum" and field == "type":
@@ -135,6 +140,19 @@ def _schema_error(source: str, exc: fastjsonschema.JsonSchemaValueException) -> 
             "bad_timestamp", f"ts must be an RFC 3339 timestamp with offset ({exc.message})"
         )
     return Invalid("invalid_value", f"{field}: {exc.message}")
+
+
+def _alternatives(branches: Any) -> list[str]:
+    """The names of an ``anyOf`` whose every branch only requires properties (one of them
+    must be present), else none."""
+    if not isinstance(branches, list) or not branches:
+        return []
+    names: list[str] = []
+    for branch in branches:
+        if not isinstance(branch, dict) or set(branch) != {"required"}:
+            return []
+        names += branch["required"]
+    return names
 
 
 def validate_event(

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from leadscore.schemas import SOURCES, Source
+
 #: Exit codes: 0 done; 1 the command failed (a message says why); 2 the command line was
 #: wrong (argparse's usage error). 130 after Ctrl-C.
 EXIT_OK = 0
@@ -67,6 +69,22 @@ def count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count (a whole number, 0 or more)")
     return n
+
+
+def source_list(text: str) -> tuple[Source, ...]:
+    """argparse type: comma-separated event sources -> those sources, in ``SOURCES`` order.
+
+    >>> source_list("crm, web")
+    ('web', 'crm')
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        what = f"unknown source(s) {', '.join(unknown)}" if unknown else "no source"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names {what}: give a comma-separated list of {', '.join(SOURCES)}"
+        )
+    return tuple(s for s in SOURCES if s in names)
 
 
 def say(msg: str) -> None:

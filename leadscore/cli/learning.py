@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     a = sub.add_parser(
         "archive",
         help="keep every valid input event as date-partitioned Parquet (for retraining)",
-        description="A consumer of leads.web/email/crm/social in its own group "
+        description="A consumer of leads.web/email/crm/social/enrichment in its own group "
         "that writes every valid event to ROOT/source=<source>/date=<day>/part-*.parquet "
         "(ROOT: a directory or an fsspec URL such as s3://bucket/events). Offsets are "
         "committed after the files are durable, so a crash loses nothing; readers keep one "

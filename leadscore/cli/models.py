@@ -43,6 +43,13 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--segment", help="report metrics per value of this column")
     t.add_argument(
+        "--compare-without",
+        metavar="SOURCES",
+        help="--events: also train the same pipeline without these sources' features (comma "
+        "separated, e.g. social,enrichment) on the same moments, and report whether they "
+        "help by the promotion gate's paired test (the report's compare_without)",
+    )
+    t.add_argument(
         "--time-budget",
         type=float,
         default=60.0,
@@ -138,6 +145,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             progress=say,
             sensitive=Settings.names(settings.sensitive),
             redactor=settings.redactor,
+            compare_without=Settings.names(args.compare_without or ""),
         )
     else:
         if not args.data or not args.target:

@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         "monitor",
         help="online performance, drift and fairness of the models in production",
         description="Reads leads.scores (and leads.scores.shadow) with the CRM outcomes on "
-        "leads.crm, samples scoring moments as training from events does (up to 6 per lead), "
+        "leads.crm (and, for segments, the firmographics on leads.enrichment), samples "
+        "scoring moments as training from events does (up to 6 per lead), "
         "labels them once the model's horizon has passed (converted within it or not), and "
         "every LEADSCORE_MONITOR_INTERVAL_S computes per model version: ROC AUC, PR AUC, "
         "Brier score, calibration error, conversion per tier and top-decile lift of the "

@@ -34,8 +34,9 @@ def register(sub: Any) -> None:
         "rebuild",
         help="rebuild the Redis feature state from the input topics",
         description="After Redis lost its data (restarted empty, flushed, replaced) the "
-        "workers stop scoring and /ready answers 503. This replays leads.web/email/crm/social "
-        "through the same Lua code, restores each lead's latest score from leads.scores, "
+        "workers stop scoring and /ready answers 503. This replays the input topics "
+        "(leads.web/email/crm/social/enrichment) through the same Lua code, restores each "
+        "lead's latest score from leads.scores, "
         "and lets the workers resume where they stopped; events they had not scored yet "
         "are scored then. The input topics must still hold the events a feature window "
         "can reach (30 days). Prints a JSON summary.",

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from leadscore.cli.common import emit, say
+from leadscore.cli.common import emit, say, source_list
+from leadscore.schemas import SOURCES
 from leadscore.settings import Settings
 
 
@@ -40,7 +41,10 @@ def register(sub: Any) -> None:
     u.add_argument("--api-port", type=int, help="the API's port (default LEADSCORE_API_PORT)")
     u.add_argument("--json", action="store_true", help="print the addresses as one JSON line")
     u.set_defaults(func=cmd_up)
+    _register_bench(sub)
 
+
+def _register_bench(sub: Any) -> None:
     b = sub.add_parser(
         "bench",
         help="end-to-end benchmark against a real broker and Redis",
@@ -81,6 +85,14 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--throughput-only", action="store_true", help="measure the burst throughput only"
     )
+    b.add_argument(
+        "--sources",
+        type=source_list,
+        default=SOURCES,
+        metavar="LIST",
+        help=f"traffic of these sources only, comma separated (default all: {','.join(SOURCES)}); "
+        "--events are still sent, and the result's traffic_sources gives the mix",
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON line")
     b.set_defaults(func=cmd_bench)
 
@@ -111,6 +123,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         soak_batched=args.soak_batched,
         shadow=args.shadow,
         throughput_only=args.throughput_only,
+        sources=args.sources,
         say=say,
     )
     if args.json:

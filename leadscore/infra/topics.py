@@ -25,7 +25,7 @@ from leadscore.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = ("web", "email", "crm", "social")
+INPUT_TOPICS = ("web", "email", "crm", "social", "enrichment")
 OUTPUT_TOPICS = ("scores", "alerts", "dlq", "scores.shadow")
 #: Erasure requests (``leadscore erasure`` consumes them) and the erasure audit log.
 ERASURE_TOPICS = ("erasure", "erasure.audit")

@@ -1,8 +1,9 @@
 """``leadscore archive``: every valid input event, kept as Parquet for retraining.
 
 A consumer of the input topics (``leads.web``, ``leads.email``, ``leads.crm``,
-``leads.social``) in its own group. It validates each message as the worker does (invalid
-ones are the worker's to dead-letter: they are counted here, not archived), buffers valid
+``leads.social``, ``leads.enrichment``) in its own group. It validates each message as the
+worker does (invalid ones are the worker's to dead-letter: they are counted here, not
+archived), buffers valid
 events, and flushes them to the archive (:mod:`leadscore.infra.archive`) when the buffer
 holds ``flush_events`` events or ``flush_bytes`` bytes, or is ``flush_seconds`` old, and
 when partitions are revoked or the process stops. Offsets are committed only after the

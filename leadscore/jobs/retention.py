@@ -37,6 +37,7 @@ HOLDS = {
     "email": "email events (input; `rebuild` replays it)",
     "crm": "CRM events (input; `rebuild` replays it)",
     "social": "social engagement events, comments as sentiment (input; `rebuild` replays it)",
+    "enrichment": "firmographics, technographics, intent (input; `rebuild` replays it)",
     "scores": "each lead's latest score (tombstone on erasure)",
     "alerts": "tier-change alerts",
     "dlq": "rejected messages, redacted, with the error",

@@ -127,6 +127,15 @@ class LeadBook:
         return int(c is not None and t_ms < c <= t_ms + horizon_ms)
 
 
+def _stamp(book: LeadBook, t_ms: int, attributes: dict[str, Any]) -> None:
+    for name, value in attributes.items():
+        if value in (None, ""):
+            continue
+        seen = book.segments.get(name)
+        if seen is None or seen[0] <= t_ms:
+            book.segments[name] = (t_ms, str(value))
+
+
 class Book:
     """Every lead's moments and outcomes, and the watermark."""
 
@@ -173,12 +182,14 @@ class Book:
                 book.closed_ms = t_ms
             if kind == "converted" and (book.converted_ms is None or t_ms < book.converted_ms):
                 book.converted_ms = t_ms
-        for name, value in attributes.items():
-            if value in (None, ""):
-                continue
-            seen = book.segments.get(name)
-            if seen is None or seen[0] <= t_ms:
-                book.segments[name] = (t_ms, str(value))
+        _stamp(book, t_ms, attributes)
+
+    def profile(self, lead_id: str, t_ms: int, attributes: dict[str, Any]) -> None:
+        """Segment values from a source other than the CRM (enrichment firmographics): the
+        newest by event time wins, as the CRM's do. Not an outcome: the watermark does not
+        wait for that source."""
+        if attributes:
+            _stamp(self.lead(lead_id), t_ms, attributes)
 
     def versions(self) -> set[str]:
         return {v for b in self.leads.values() for v in b.moments}

@@ -1,5 +1,6 @@
-"""``leadscore monitor``: one process that reads the scores and the CRM outcomes, keeps the
-labelled sample (:mod:`leadscore.monitor.book`), scrapes the workers' bin counters, and every
+"""``leadscore monitor``: one process that reads the scores and the CRM outcomes (and the
+enrichment firmographics, for segments), keeps the labelled sample
+(:mod:`leadscore.monitor.book`), scrapes the workers' bin counters, and every
 ``monitor_interval_s`` computes online performance, the estimate for pending moments, drift
 and fairness per model version. Figures go to its ``/metrics`` and to a report file
 (``leadscore monitor report``).
@@ -29,14 +30,15 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from leadscore.features.definitions import DAY_MS
+from leadscore.features.definitions import DAY_MS, ENRICHMENT_FIELDS, SPECS, Profile
+from leadscore.features.wire import profile_updates
 from leadscore.infra.topics import INPUT_TOPICS
 from leadscore.model.drift import Reference, compare
 from leadscore.model.performance import FAIRNESS_METRICS, estimated, fairness, performance
 from leadscore.model.registry import Registry
 from leadscore.monitor.book import Book, Labelled
 from leadscore.monitor.scrape import Scraper, Window
-from leadscore.schemas.validation import parse_ts_ms
+from leadscore.schemas.validation import Event, parse_ts_ms, validate_event
 from leadscore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,12 @@ HISTORY_MAX = 2000
 STATE_FILE = "state.json"
 REPORT_FILE = "report.json"
 INPUTS = INPUT_TOPICS
+#: The segments an enrichment firmographics event sets: the model's profile features of
+#: leads.enrichment (``firmo_revenue_band``, ``firmo_industry_sector``), by the stamped
+#: attribute each reads. A CRM segment is named by its attribute, which its feature shares.
+ENRICHMENT_SEGMENTS: dict[str, str] = {
+    s.name: s.key for s in SPECS if isinstance(s, Profile) and s.key in ENRICHMENT_FIELDS
+}
 
 
 def _iso(ms: int | float) -> str:
@@ -295,10 +303,14 @@ class Monitor:
     ) -> None:
         self.offsets[(topic, partition)] = offset + 1
         self.records.labels(topic=topic).inc()
+        enrichment = self.settings.topic("enrichment")
         if value is None:
             # A tombstone: the lead was erased (`leadscore forget`); so is what we hold on it.
-            if key is not None and topic != self.settings.topic("crm"):
+            if key is not None and topic not in (self.settings.topic("crm"), enrichment):
                 self.book.leads.pop(key.decode("utf-8", "replace"), None)
+            return
+        if topic == enrichment:
+            self._enrichment(key, value)
             return
         try:
             rec = orjson.loads(value)
@@ -343,6 +355,27 @@ class Monitor:
         )
         # Kept in the monitor's state: redacted as the worker redacts what it keeps.
         self.book.crm(lead, kind, t, self.settings.redactor.redact_value(seg) if seg else seg)
+
+    def _enrichment(self, key: bytes | None, value: bytes) -> None:
+        """Segments from a firmographics event, valued as the worker's features are: only
+        an event the worker takes (validated, redacted as it redacts), through the same
+        ``profile_updates`` (an industry code becomes its sector)."""
+        wanted = set(Settings.names(self.settings.monitor_segments)) & set(ENRICHMENT_SEGMENTS)
+        if not wanted:
+            return
+        ev = validate_event(
+            value,
+            topic_source="enrichment",
+            key=key,
+            now_ms=int(self.clock() * 1000),
+            max_future_ms=self.settings.max_future_skew_s * 1000,
+            redactor=self.settings.redactor,
+        )
+        if not isinstance(ev, Event) or ev.type != "firmographics":
+            return
+        updates = profile_updates(ev)
+        seg = {name: updates.get(ENRICHMENT_SEGMENTS[name]) for name in wanted}
+        self.book.profile(ev.lead_id, ev.ts_ms, {k: v for k, v in seg.items() if v})
 
     # ---------------------------------------------------------------------- models
     def meta(self, version: str) -> dict[str, Any] | None:
@@ -616,6 +649,9 @@ def run_monitor(
     probe = _consumer(settings, settings.app_id)  # reads the workers' committed offsets
     crm = settings.topic("crm")
     score_topics = [settings.topic("scores"), settings.topic("scores.shadow")]
+    # Firmographics set segments (ENRICHMENT_SEGMENTS); read only when one is wanted.
+    wanted = set(Settings.names(settings.monitor_segments)) & set(ENRICHMENT_SEGMENTS)
+    segment_topics = [settings.topic("enrichment")] if wanted else []
     assigned: set[tuple[str, int]] = set()
     at_end: set[tuple[str, int]] = set()
     started = time.monotonic()
@@ -624,7 +660,7 @@ def run_monitor(
         while not mon.stop.is_set():
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 break
-            parts = set(_partitions(consumer, [*score_topics, crm]))
+            parts = set(_partitions(consumer, [*score_topics, crm, *segment_topics]))
             if parts - assigned:
                 assigned |= parts
                 consumer.assign(

@@ -22,7 +22,8 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from leadscore.infra.producer import EventProducer
 from leadscore.infra.progress import Progress
 from leadscore.infra.topics import ensure_topics
 from leadscore.model.registry import Registry
+from leadscore.schemas import SOURCES, Source
 from leadscore.schemas.validation import Event, format_ts_ms, parse_ts_ms
 from leadscore.settings import Settings
 from leadscore.tooling.broker_watch import histogram_buckets
@@ -54,7 +56,7 @@ from leadscore.tooling.embedded import (
     spawn_worker,
     wait_worker_ready,
 )
-from leadscore.tooling.exceptions import ServiceStartError
+from leadscore.tooling.exceptions import BenchConfigError, ServiceStartError
 
 RSS_SAMPLE_S = 10.0
 """Seconds between samples of the worker's resident memory during the fixed-rate run."""
@@ -288,6 +290,29 @@ def _event_at(template: list[dict[str, Any]], i: int, tag: str, ts_ms: int) -> d
         "lead_id": f"{tag}{i // len(template)}-{ev['lead_id']}",
         "ts": format_ts_ms(ts_ms),
     }
+
+
+def only_sources(template: list[dict[str, Any]], sources: Sequence[str]) -> list[dict[str, Any]]:
+    """The events of ``template`` from ``sources`` only, in order: the bench's traffic is
+    then those sources alone, however many events it sends (the stream cycles through it)."""
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise BenchConfigError(
+            f"unknown source(s) {', '.join(unknown)}: choose from {', '.join(SOURCES)}"
+        )
+    kept = [e for e in template if e["source"] in sources]
+    if not kept:
+        raise BenchConfigError(
+            f"the simulated traffic has no events of {', '.join(sources) or 'no source'}: "
+            "name at least one source it generates"
+        )
+    return kept
+
+
+def source_mix(events: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Events per source, every source named (0 for one the traffic leaves out)."""
+    counts = Counter(str(e["source"]) for e in events)
+    return {s: counts[s] for s in SOURCES}
 
 
 def _events_now(template: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:
@@ -532,9 +557,14 @@ def run_bench(
     soak_batched: bool = False,
     shadow: bool = False,
     throughput_only: bool = False,
+    sources: Sequence[Source] = SOURCES,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Throughput, then latency (and the soak), each on its own topics with its own worker.
+
+    ``sources``: the traffic holds events of these sources only (the simulated template is
+    filtered before it is replicated, so ``events`` are still sent); the result's
+    ``traffic_sources`` gives the burst's events per source.
 
     ``shadow``: a second model scores every event beside the champion (its records go to
     ``leads.scores.shadow``), as ``leadscore models shadow`` makes workers do.
@@ -549,11 +579,12 @@ def run_bench(
         services(settings.kafka_bootstrap, redis_env) as svc,
         tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp,
     ):
-        setup = _prepare(settings, svc, Path(tmp), events, say, shadow=shadow)
+        setup = _prepare(settings, svc, Path(tmp), events, say, shadow=shadow, sources=sources)
         burst = _throughput(setup, events, say)
         if throughput_only:
             return {
                 "events": events,
+                "traffic_sources": burst["mix"],
                 "throughput_eps": round(burst["steady"], 1),
                 "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
                 "per_event_costs": burst["costs"],
@@ -586,6 +617,7 @@ def _result(
     n_stage = max(burst["stages"].pop("events", 1.0), 1.0)
     return {
         "events": events,
+        "traffic_sources": burst["mix"],
         "throughput_eps": round(burst["steady"], 1),
         "worker_cpu_us_per_event": round(burst["cpu_us"], 1),
         "per_event_costs": {
@@ -635,10 +667,12 @@ def _prepare(
     say: Callable[[str], None],
     *,
     shadow: bool = False,
+    sources: Sequence[Source] = SOURCES,
 ) -> _Setup:
-    """Train a model on a simulated history; make the template of the benchmark's events."""
+    """Train a model on a simulated history (every source, as production's model would be);
+    make the template of the benchmark's events, of ``sources`` only."""
     from leadscore.jobs.train_events import train_from_event_list
-    from leadscore.tooling.simulator import SimConfig, simulate, simulated_events
+    from leadscore.tooling.simulator import SimConfig, simulated_events
 
     base = settings.model_copy(
         update={
@@ -661,9 +695,18 @@ def _prepare(
         )
         shadow_version = other["version"]
         Registry(base.model_dir).set_shadow(shadow_version)
-    template = simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12))
+    template = traffic_template(events, sources)
     return _Setup(
         svc, base, uuid.uuid4().hex[:8], tmp, evs, template, report["version"], shadow_version
+    )
+
+
+def traffic_template(events: int, sources: Sequence[Source] = SOURCES) -> list[dict[str, Any]]:
+    """The simulated events the bench's traffic cycles through, of ``sources`` only."""
+    from leadscore.tooling.simulator import SimConfig, simulate
+
+    return only_sources(
+        simulate(SimConfig(leads=2000, events=max(20_000, events // 5), seed=12)), sources
     )
 
 
@@ -671,8 +714,13 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
     """Pre-filled topics, one worker, first to last score record."""
     s = _phase_settings(setup.base, setup.uid, "t")
     ensure_topics(s)
-    say(f"pre-filling the input topics with {events:,} events ...")
     evs = _events_now(setup.template, events, f"t{setup.uid}")
+    mix = source_mix(evs)
+    say(
+        f"pre-filling the input topics with {events:,} events ("
+        + ", ".join(f"{k} {v:,}" for k, v in mix.items() if v)
+        + ") ..."
+    )
     producer = EventProducer(s, linger_ms=20)
     filled = Progress("pre-filled", total=events)
     broker_in = BrokerCpu(_child_pid(setup.svc, "broker"))
@@ -715,6 +763,7 @@ def _throughput(setup: _Setup, events: int, say: Callable[[str], None]) -> dict[
             "rss": rss_mb(worker.pid),
             "stages": _metric_sums(s.web_port),
             "batches": _histogram_count_sum(s.web_port, "leadscore_batch_events"),
+            "mix": mix,
         }
     finally:
         reader.stop()

@@ -13,6 +13,11 @@ class SimulationConfigError(ToolingError, ValueError):
     """Raised when a simulation is asked for impossible sizes (no leads, negative events)."""
 
 
+class BenchConfigError(ToolingError, ValueError):
+    """Raised when a benchmark is asked for traffic it can't make (an unknown source, or
+    sources the simulated template has no events of)."""
+
+
 class MeterNotStartedError(ToolingError, RuntimeError):
     """Raised when a CPU meter is read before it was started (a bug in the caller)."""
 

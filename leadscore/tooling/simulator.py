@@ -52,6 +52,7 @@ import orjson
 from leadscore.schemas.validation import Event, format_ts_ms, validate_event
 from leadscore.settings import Settings
 from leadscore.tooling.exceptions import SimulationConfigError
+from leadscore.tooling.sim_sources import Extra, day_events, draw_extra, expected_events, poisson
 
 __all__ = [
     "SimConfig",
@@ -278,6 +279,11 @@ class SimConfig:
     data_drift_day: float | None = None
     """Leads created from this day on come from another mix: the weights of industries,
     countries and lead sources are reversed."""
+    new_source_signal: bool = True
+    """Whether the social and enrichment sources carry signal (intent surges, an advocate's
+    goodwill and a marketing-automation stack raise the conversion odds; firmographics are
+    the company's own). False gives a control world: the same kinds and volumes of those
+    events, independent of who converts (:mod:`leadscore.tooling.sim_sources`)."""
 
     def __post_init__(self) -> None:
         if self.leads < 1:
@@ -322,6 +328,7 @@ class _Lead:
     close_ms: int | None = None
     close_kind: str = ""
     pending: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # crm events
+    extra: Extra | None = None  # social and enrichment traits (sim_sources)
     unsubscribed: bool = False
     email_dead: bool = False
     demo_done: int = 0
@@ -334,21 +341,6 @@ def _sigmoid(x: float) -> float:
 def _sat(intent: float) -> float:
     """Saturating transform of intent to [0, 1): behaviour can't grow without bound."""
     return intent / (intent + 0.8)
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    """A Poisson draw; Knuth's product method is fast for the small rates used here."""
-    if lam <= 0.0:
-        return 0
-    if lam > 30.0:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit = math.exp(-lam)
-    k = 0
-    p = rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 def _pick(
@@ -416,6 +408,10 @@ class _World:
         self._pop = random.Random(f"leadscore-sim/{config.seed}/population")  # noqa: S311
         self._lat = random.Random(f"leadscore-sim/{config.seed}/latent")  # noqa: S311
         self._ev = random.Random(f"leadscore-sim/{config.seed}/events")  # noqa: S311
+        # The social and enrichment sources draw from streams of their own, so the web,
+        # email and CRM events keep their draws whatever those sources do.
+        self._xpop = random.Random(f"leadscore-sim/{config.seed}/sources-population")  # noqa: S311
+        self._xev = random.Random(f"leadscore-sim/{config.seed}/sources-events")  # noqa: S311
         self._heap: list[tuple[int, int, str, str, str, dict[str, Any]]] = []
         self._seq = 0
         self._hour_cum: dict[int, tuple[list[float], float]] = {}
@@ -517,6 +513,7 @@ class _World:
             bad_dq_day=rng.randint(2, 15) if bad_email and rng.random() < 0.5 else -1,
             pending=pending,
         )
+        lead.extra = draw_extra(self._xpop, profile, created_ms, signal=self.cfg.new_source_signal)
         self.leads.append(lead)
         return lead
 
@@ -564,6 +561,8 @@ class _World:
                 logit = _CONV_INTERCEPT + _CONV_FIT * lead.fit + coef * min(intent, 4.0)
             if lead.source.sales_led:
                 logit += 0.4
+            if lead.extra is not None:
+                logit += lead.extra.logit(day_ms)
             if lead.researcher:
                 logit -= 3.0
             if rng.random() < _sigmoid(logit):
@@ -642,6 +641,15 @@ class _World:
         return 1.0 if status in ("open", "opp") else 0.0
 
     # --------------------------------------------------------------------------- calibration
+    def _sources_expect(self, lead: _Lead) -> float:
+        """Expected social and enrichment events of ``lead`` in the history."""
+        if lead.extra is None:
+            return 0.0
+        retired: float = math.inf
+        if lead.close_ms is not None and lead.close_kind:
+            retired = lead.close_ms + _RETIRE_AFTER_MS
+        return expected_events(lead.extra, lead.created_ms, self.hist_end, retired)
+
     def _calibrate(self) -> tuple[float, float]:
         """Web-session scale and campaign send probability that hit the requested volume.
 
@@ -654,6 +662,7 @@ class _World:
         mail = 0.0
         for lead in self.leads:
             fixed += 1.0 + sum(1.0 for ms, _, _ in lead.pending if ms < end)
+            fixed += self._sources_expect(lead)
             if lead.source.creation:
                 fixed += 1.0
             fixed += _email_expect(lead, lead.intents[0])  # welcome email
@@ -723,7 +732,7 @@ class _World:
         extra, p_pr, p_cd, p_fs, p_dr = _session_plan(
             intent, lead.researcher, lead.demo_done, bool(landing)
         )
-        middle = ["page_view"] * _poisson(rng, extra)
+        middle = ["page_view"] * poisson(rng, extra)
         if rng.random() < p_pr:
             middle.append("pricing_view")
             if rng.random() < 0.3:
@@ -798,7 +807,7 @@ class _World:
     def _live_day(self, day: int) -> None:
         """Beyond the history: new arrivals and one step of the hidden process for everyone."""
         rate = self.cfg.leads / self.cfg.days
-        for _ in range(_poisson(self._pop, rate)):
+        for _ in range(poisson(self._pop, rate)):
             # Arrival times follow US office hours, where most of the market sits.
             created = self._time_in_day(self._pop, -5, day, day * DAY_MS)
             self._arrivals.setdefault(day, []).append(self._new_lead(created))
@@ -847,7 +856,7 @@ class _World:
         after = max(day_ms, lead.created_ms)
         frac = (day_end - after) / DAY_MS
         lam = self.web_scale * self._session_rate(lead, intent, status) * wk * frac
-        for _ in range(_poisson(rng, lam)):
+        for _ in range(poisson(rng, lam)):
             if after > day_ms:
                 start = after + 1 + int(rng.random() * (day_end - after - 1))
             else:
@@ -858,6 +867,9 @@ class _World:
             send = day_ms + _CAMPAIGN_HOUR_UTC * HOUR_MS + rng.randint(0, 1_800_000)
             if w and lead.created_ms < send and rng.random() < w * self.send_prob:
                 self._send_email(lead, send, campaign, intent)
+        if lead.extra is not None:
+            for ts, source, etype, attrs in day_events(self._xev, lead.extra, day, after):
+                self._push(ts, lead, source, etype, attrs)
 
     def run(self, since_ms: int, until_ms: int | None, tag: str) -> Iterator[dict[str, Any]]:
         """Events with ``since_ms <= ts < until_ms`` (no upper bound if None), in time order."""

@@ -110,8 +110,9 @@ def _announce(addresses: dict[str, str], say: Callable[[str], None], as_json: bo
     say(
         f"up: worker {addresses['worker']}"
         + (f", API {addresses['api']}" if "api" in addresses else "")
-        + "; produce events to leads.web/email/crm/social (keyed by lead_id) at the broker above; "
-        "scores on leads.scores. Ctrl-C stops everything (the data is in memory only)."
+        + "; produce events to leads.web/email/crm/social/enrichment (keyed by lead_id) at "
+        "the broker above; scores on leads.scores. Ctrl-C stops everything (the data is in "
+        "memory only)."
     )
     say(
         "the embedded broker is for trying things: it slows with every batch it holds and "

@@ -15,6 +15,7 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
+    from leadscore.schemas import SOURCES as INPUT_SOURCES
     from leadscore.schemas.validation import (
         DLQ_MAX_VALUE_BYTES,
         ERROR_CODES,
@@ -26,7 +27,7 @@ with atheris.instrument_imports():
 
 NOW = 1_796_000_000_000
 DAY = 86_400_000
-SOURCES = ("web", "email", "crm", None)
+SOURCES = (*INPUT_SOURCES, None)  # None: a file, any source allowed
 FIELDS = ("event_id", "lead_id", "source", "type", "ts", "attributes")
 
 
@@ -64,7 +65,7 @@ def _check(raw: bytes, key: bytes | None, topic: str | None) -> None:
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    topic = SOURCES[fdp.ConsumeIntInRange(0, 3)]
+    topic = SOURCES[fdp.ConsumeIntInRange(0, len(SOURCES) - 1)]
     key = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 20)) if fdp.ConsumeBool() else None
     if fdp.ConsumeBool():
         _check(fdp.ConsumeBytes(fdp.remaining_bytes()), key, topic)

@@ -172,6 +172,36 @@ COMMENT_TEXTS = (
 )
 
 
+#: What enrichment providers send: topics (configured, spelled otherwise, not configured),
+#: scores around the surge cut-off, technology lists, firmographics with and without values.
+INTENT_TOPICS_SENT = ("Lead Scoring", "marketing automation", "CRM-Software", "ERP", "payroll")
+INTENT_SCORES_SENT = (12, 45.5, 59.99, 60, 71.25, 88, 100)
+TECH_LISTS_SENT: tuple[list[str], ...] = (
+    ["Salesforce", "Snowflake", "Looker"],
+    ["HubSpot", "Intercom", "Shopify", "Stripe"],
+    [],
+    ["Marketo", "salesforce", "Tableau", "Zendesk", "SAP"],
+)
+
+
+def enrichment_attributes(typ: str, k: int) -> dict[str, object]:
+    """Attributes of an enrichment event of type ``typ``, varied by ``k``."""
+    if typ == "intent":
+        return {
+            "topic": INTENT_TOPICS_SENT[k % len(INTENT_TOPICS_SENT)],
+            "score": INTENT_SCORES_SENT[k % len(INTENT_SCORES_SENT)],
+            "provider": "bombora",
+        }
+    if typ == "technographics":
+        return {"technologies": TECH_LISTS_SENT[k % len(TECH_LISTS_SENT)]}
+    out: dict[str, object] = {"employees": [12, 250, 4_800, None][k % 4]}
+    if k % 3:
+        out["revenue_band"] = ["1M-10M", "50M-250M", None][k % 3]
+    if k % 5:
+        out["industry_code"] = ["541511", "52", "611310", None][k % 4]
+    return out
+
+
 def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0) -> list[dict]:
     """Shuffled event envelopes over the last three days (none late, none in the future).
 
@@ -200,6 +230,8 @@ def recent_events(n_leads: int, n_events: int, seed: int, *, dup_every: int = 0)
             }
         elif typ == "comment":  # not from rng: a seed draws the same events as before texts
             attrs = {"text": COMMENT_TEXTS[i % len(COMMENT_TEXTS)]}
+        elif src == "enrichment":
+            attrs = enrichment_attributes(typ, i)
         events.append(
             {
                 "event_id": f"{tag}-{i}",

@@ -19,7 +19,7 @@ from leadscore.api.auth import hash_key, new_key
 from leadscore.features.definitions import DAY_MS
 from leadscore.jobs.train_events import train_from_event_list
 from leadscore.tooling.simulator import SimConfig, simulate, simulated_events
-from tests.integration.helpers import produce, read_to_end, wait_caught_up
+from tests.integration.helpers import enrichment_attributes, produce, read_to_end, wait_caught_up
 from tests.integration.monitoring import tagged
 
 pytestmark = pytest.mark.integration
@@ -72,6 +72,30 @@ def _social_events(events: list[dict]) -> list[dict]:
     return out
 
 
+def _enrichment_events(events: list[dict]) -> list[dict]:
+    """Enrichment events for every other lead: firmographics, technographics and intent
+    signals around the surge cut-off, before the lead's last event (the simulator makes
+    none)."""
+    from leadscore.schemas.validation import format_ts_ms, parse_ts_ms
+
+    last: dict[str, int] = {}
+    for e in events:
+        last[e["lead_id"]] = max(last.get(e["lead_id"], 0), parse_ts_ms(e["ts"]) or 0)
+    types = ("firmographics", "technographics", "intent", "intent", "intent")
+    return [
+        {
+            "event_id": f"{lead}-enrichment-{k}",
+            "lead_id": lead,
+            "source": "enrichment",
+            "type": typ,
+            "ts": format_ts_ms(ts - (k + 1) * 5_400_000),
+            "attributes": enrichment_attributes(typ, n + k),
+        }
+        for n, (lead, ts) in enumerate(sorted(last.items())[::2])
+        for k, typ in enumerate(types)
+    ]
+
+
 def _request_events(events: list[dict]) -> list[dict]:
     return [
         {k: e[k] for k in ("event_id", "source", "type", "ts", "attributes") if k in e}
@@ -88,7 +112,7 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
     api = api_factory(s)
     auth = {"Authorization": f"Bearer {full}"}
     events = tagged(simulate(SimConfig(leads=40, events=1200, seed=72, days=20)), uuid.uuid4().hex)
-    events += _social_events(events)
+    events += _social_events(events) + _enrichment_events(events)
     produce(s, events)
     wait_caught_up(s, [worker], timeout=120)
     latest: dict[str, dict] = {}
@@ -102,6 +126,7 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
 
     requests = []
     sentiment_counts = 0
+    enriched: defaultdict[str, int] = defaultdict(int)
     for lead, evs in by_lead.items():
         body = {"lead_id": lead, "events": _request_events(evs)}
         requests.append(body)
@@ -111,6 +136,9 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
         _assert_same_score(got, want)
         sentiment_counts += got["features"]["social_positive_comments_30d"]
         sentiment_counts += got["features"]["social_negative_comments_30d"]
+        for name in ("firmo_employees", "firmo_industry_sector", "tech_salesforce"):
+            enriched[name] += got["features"][name] is not None
+        enriched["intent_surges_30d"] += got["features"]["intent_surges_30d"]
         # The features it scored are the live store's for that lead.
         status, raw = api.request("GET", f"/leads/{quote(lead, safe='')}", None, auth)
         assert status == 200, raw
@@ -121,6 +149,8 @@ def test_post_score_equals_the_workers_record_for_the_same_events(
         assert status == 200 and orjson.loads(raw) == want
 
     assert sentiment_counts > 0  # comments were scored from their text on both sides
+    # Enrichment events were scored on both sides: profile fields, flags and surges.
+    assert min(enriched.values()) > 0 and len(enriched) == 4, dict(enriched)
     # The batch endpoint answers the same, in order.
     status, raw = api.request("POST", "/score:batch", {"leads": requests}, auth)
     assert status == 200, raw

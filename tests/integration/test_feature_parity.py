@@ -21,7 +21,7 @@ from leadscore.infra.producer import EventProducer
 from leadscore.schemas import EVENT_TYPES
 from leadscore.schemas.validation import Event, format_ts_ms
 
-from .helpers import metric_total, read_topic, store_features
+from .helpers import enrichment_attributes, metric_total, read_topic, store_features
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,8 @@ COMMENTS = (
 
 def shuffled_envelopes(n_leads: int, n_events: int, seed: int) -> list[dict]:
     """Events over 45 days ending yesterday, from every source, shuffled (out of order,
-    late, duplicated), as producers send them (social comments with their text)."""
+    late, duplicated), as producers send them (social comments with their text, enrichment
+    with the attributes providers send)."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - 46 * DAY_MS
     tag = uuid.uuid4().hex[:6]
@@ -64,6 +65,8 @@ def shuffled_envelopes(n_leads: int, n_events: int, seed: int) -> list[dict]:
             attrs = {"platform": rng.choice(["linkedin", "x"])}
             if typ == "comment" and rng.random() < 0.9:
                 attrs["text"] = rng.choice(COMMENTS)
+        elif src == "enrichment":
+            attrs = enrichment_attributes(typ, rng.randint(0, 10_000))
         events.append(
             {
                 "event_id": f"{tag}-{i}",
@@ -100,7 +103,7 @@ for cr, buckets in pairs(st.c) do
     out[#out + 1] = cr; out[#out + 1] = tostring(b); out[#out + 1] = tostring(n)
   end
 end
-for _, pool in ipairs({'e', 'es'}) do
+for _, pool in ipairs({'e', 'es', 'ei'}) do
   for day, pts in pairs(st[pool] or {}) do
     out[#out + 1] = pool; out[#out + 1] = tostring(day); out[#out + 1] = tostring(pts)
   end
@@ -117,8 +120,16 @@ def test_lua_store_matches_replay_event_by_event(redis_url, per_slot):
     # Every source and both sentiment kinds are in the history (and so in the comparison).
     finals_offline = [s.features() or {} for s in expected.values()]
     assert {e.source for e in events} == set(EVENT_TYPES)
-    for name in ("social_positive_comments_30d", "social_negative_comments_30d"):
-        assert sum(f[name] for f in finals_offline) > 0, name  # type: ignore[misc]
+    for name in (
+        "social_positive_comments_30d",
+        "social_negative_comments_30d",
+        "intent_surges_30d",
+        "intent_lead_scoring_surges_30d",
+        "tech_salesforce",
+        "firmo_employees",
+    ):
+        assert sum(f[name] or 0 for f in finals_offline) > 0, name  # type: ignore[misc]
+    assert any(f["firmo_industry_sector"] for f in finals_offline)
 
     async def run() -> tuple[list, dict]:
         client = aioredis.Redis.from_url(slot_db(redis_url, per_slot))
@@ -177,7 +188,7 @@ def test_worker_features_equal_offline_replay_for_every_lead(settings_factory, w
     # The worker scores comments from their text; the replay from the validated events.
     events = as_validated(envelopes)
     offline = replay(events)
-    # Events of one lead arrive through four topics, so the worker's interleaving differs
+    # Events of one lead arrive through five topics, so the worker's interleaving differs
     # from the produced order; the final state must not depend on it.
     deadline = time.monotonic() + 120
     while metric_total(worker) < len(events):

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from leadscore.cli import main
 from leadscore.features.training import build_training_set
 from leadscore.infra.archive import archive_files
-from leadscore.infra.topics import end_offsets, ensure_topics
+from leadscore.infra.topics import INPUT_TOPICS, end_offsets, ensure_topics
 from leadscore.jobs.history import load_events
 from leadscore.model.gate import delong_paired
 from leadscore.model.metrics import expected_calibration_error
@@ -68,11 +68,7 @@ def _archiver(s: Settings, root: Path, log: Path, *args: str) -> subprocess.Pope
 
 
 def _archive_lag(s: Settings) -> int:
-    tps = [
-        TopicPartition(s.topic(t), p)
-        for t in ("web", "email", "crm")
-        for p in range(s.topic_partitions)
-    ]
+    tps = [TopicPartition(s.topic(t), p) for t in INPUT_TOPICS for p in range(s.topic_partitions)]
     c = Consumer(
         {**s.kafka_client_config(), "group.id": f"{s.app_id}-archive", "enable.auto.commit": False}
     )

@@ -149,6 +149,18 @@ def test_online_auc_equals_offline_and_prometheus_reads_every_panel(
         est = value(m, "leadscore_estimated_roc_auc", model_version=version)
         assert est is not None and 0.5 < est < 1.0
         assert total(m, "leadscore_fairness_ratio", model_version=version, metric="hot_share") > 0
+        # The enrichment firmographics are read too: the revenue band is a default segment.
+        firmo = {"model_version": version, "attribute": "firmo_revenue_band"}
+        firmographics = sum(1 for e in replayed if e["type"] == "firmographics")
+        assert firmographics > 100, "the simulator's history has no firmographics to segment by"
+        m = mon.wait(
+            lambda m: (
+                total(m, "leadscore_monitor_records_total", topic=s.topic("enrichment"))
+                >= firmographics
+                and total(m, "leadscore_fairness_ratio", metric="hot_share", **firmo) > 0
+            ),
+            "fairness per revenue band, from leads.enrichment",
+        )
         assert value(m, "leadscore_drift_window_vectors", model_version=version)
 
         _check_report_commands(s, tmp_path, expected)

@@ -44,6 +44,69 @@ def _event(i: int, lead: str, tag: str) -> dict:
     }
 
 
+def _enrichment_edges(tag: str) -> list[dict]:
+    """Enrichment events at the edges of their schema: all valid, all to be scored."""
+    now = int(time.time() * 1000) - 90_000
+    edges = [
+        ("firmographics", {"employees": None, "revenue_band": None}),  # nulls clear fields
+        ("firmographics", {"industry_code": "54", "provider": "clearbit"}),
+        ("technographics", {"technologies": []}),
+        ("technographics", {"technologies": ["SALESFORCE", "snow flake", "x" * 64]}),
+        ("intent", {"topic": "Lead Scoring", "score": 100}),
+        ("intent", {"topic": "ERP", "score": 0}),
+    ]
+    return [
+        {
+            "event_id": f"{tag}-enr-{i}",
+            "lead_id": f"enr-{tag}",
+            "source": "enrichment",
+            "type": typ,
+            "ts": format_ts_ms(now + i),
+            "attributes": attrs,
+        }
+        for i, (typ, attrs) in enumerate(edges)
+    ]
+
+
+def _enrichment_poison(valid: dict) -> list[tuple[dict, str]]:
+    """Invalid enrichment events (variants of ``valid``, same lead) and the code of each:
+    what it lacks or breaks."""
+    tag = valid["event_id"]
+    firmo = dict(valid, type="firmographics", attributes={"employees": 10})
+    intent = dict(firmo, type="intent")
+    tech = dict(firmo, type="technographics")
+    return [
+        (dict(intent, event_id=f"{tag}-e0", attributes={"topic": "CRM"}), "missing_field"),
+        (
+            dict(intent, event_id=f"{tag}-e1", attributes={"topic": "CRM", "score": 150}),
+            "invalid_value",
+        ),
+        (dict(tech, event_id=f"{tag}-e2", attributes={"provider": "g2"}), "missing_field"),
+        (dict(firmo, event_id=f"{tag}-e3", attributes={"provider": "clearbit"}), "missing_field"),
+        (dict(firmo, event_id=f"{tag}-e4", attributes={"industry_code": "54-11"}), "invalid_value"),
+        (dict(firmo, event_id=f"{tag}-e5", type="news"), "unknown_type"),
+        (dict(firmo, event_id=f"{tag}-e6", source="crm"), "source_mismatch"),
+    ]
+
+
+def _produce_poison(producer: Producer, topic: str, poison: list[tuple[dict, str]]) -> None:
+    for bad, _code in poison:
+        producer.produce(topic, value=orjson.dumps(bad), key=bad["lead_id"].encode())
+    assert producer.flush(30) == 0
+
+
+def _check_enrichment_dlq(records: list[dict], poison: list[tuple[dict, str]]) -> None:
+    """The DLQ records of leads.enrichment: one per poison message, in the order sent (one
+    lead, one partition), each with its code and a message naming what is wrong."""
+    got = sorted((r["offset"], r["error_code"], r["error_message"]) for r in records)
+    assert [code for _, code, _ in got] == [code for _, code in poison], got
+    messages = [message for *_, message in got]
+    assert "score" in messages[0] and "score" in messages[1]
+    assert "technologies" in messages[2]
+    assert "at least one of employees, revenue_band, industry_code" in messages[3]
+    assert "industry_code" in messages[4]
+
+
 def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
     settings_factory, worker_factory, api_factory
 ):
@@ -58,7 +121,9 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
     aliased = [_event(i, evil, tag) for i in range(5)] + [
         _event(5 + i, alias, tag) for i in range(3)
     ]
-    valid = events + aliased
+    # recent_events draws every source's kinds (a few hundred enrichment events among them).
+    enriched = _enrichment_edges(tag)
+    valid = events + aliased + enriched
 
     web = s.topic("web")
     base = dict(recent_events(1, 1, seed=62)[0], source="web", type="page_view")
@@ -99,12 +164,12 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
         (dict(comment, event_id=f"{tag}-s1", type="rant"), "unknown_type"),
         (dict(comment, event_id=f"{tag}-s2", attributes={"text": [secret]}), "wrong_type"),
     ]
-    for bad, _code in social_poison:
-        big.produce(s.topic("social"), value=orjson.dumps(bad), key=bad["lead_id"].encode())
-    assert big.flush(30) == 0
+    enrichment_poison = _enrichment_poison(enriched[0])
+    _produce_poison(big, s.topic("social"), social_poison)
+    _produce_poison(big, s.topic("enrichment"), enrichment_poison)
     expected_codes = (
         Counter(code for *_, code in poison)
-        + Counter(code for _, code in social_poison)
+        + Counter(code for _, code in [*social_poison, *enrichment_poison])
         + Counter({"oversized": 1})
     )
 
@@ -122,6 +187,9 @@ def test_poison_messages_go_to_the_dlq_and_every_valid_event_is_scored_once(
     assert Counter(r["error_code"] for r in dlq) == expected_codes
     assert not [r for r in dlq if f"SECRET-{tag}" in orjson.dumps(r).decode()]
     assert sum(1 for r in dlq if r["topic"] == s.topic("social")) == len(social_poison)
+    _check_enrichment_dlq(
+        [r for r in dlq if r["topic"] == s.topic("enrichment")], enrichment_poison
+    )
     [huge_rec] = [r for r in dlq if r["error_code"] == "oversized"]
     assert huge_rec["value_length"] == len(huge) and huge_rec["value_truncated"]
     assert huge_rec["value_sha256"] == hashlib.sha256(huge).hexdigest()

@@ -20,6 +20,7 @@ from leadscore.features.definitions import FEATURE_NAMES, SPECS
 from leadscore.features.exceptions import FeatureStateLostError, StateLayoutError
 from leadscore.features.state import STATE_LAYOUT, layout_of, status_key, wait_for_ready
 from leadscore.features.store import RedisFeatureStore, lead_keys
+from leadscore.schemas import SOURCES
 from leadscore.schemas.validation import Event
 from leadscore.tooling.embedded import start_redis
 
@@ -28,8 +29,11 @@ from .helpers import as_events, offline_features, recent_events
 pytestmark = pytest.mark.integration
 
 PREVIOUS_RELEASE_SCRIPT = Path(__file__).parents[1] / "fixtures" / "store_layout1_789dc2f.lua"
-#: That release's feature set: this one's without those of leads.social (issue 29, last).
+#: That release's feature set: this one's without those of leads.social (issue 29) and of the
+#: sources after it (leads.enrichment, issue 13), whose features come last.
 PREVIOUS_SPECS = SPECS[: FEATURE_NAMES.index("social_mentions_7d")]
+#: The sources that release doesn't consume: its sources were the ones before social.
+NEWER_SOURCES = SOURCES[SOURCES.index("social") :]
 
 
 def _batches(events: list[Event], size: int) -> list[list[Event]]:
@@ -59,17 +63,17 @@ async def _rolling_upgrade(url: str) -> None:
 
         # Side by side, as during a rollout: batches alternate between the two releases, the
         # same lead's events going through both; the state equals the offline replay. Social
-        # events go to this release only: the previous one doesn't consume leads.social, and
-        # keeps the state this release writes for them.
+        # and enrichment events go to this release only: the previous one consumes neither
+        # topic, and keeps the state this release writes for them.
         raw = recent_events(60, 1_200, seed=27, dup_every=40)
         events = as_events(raw)
         stores = (previous, current)
         outcomes = []
         for i, batch in enumerate(_batches(events, 50)):
-            social = [e for e in batch if e.source == "social"]
-            if i % 2 == 0 and social:
-                batch = [e for e in batch if e.source != "social"]
-                outcomes += [u.outcome for u in await current.apply_batch(social)]
+            newer = [e for e in batch if e.source in NEWER_SOURCES]
+            if i % 2 == 0 and newer:
+                batch = [e for e in batch if e.source not in NEWER_SOURCES]
+                outcomes += [u.outcome for u in await current.apply_batch(newer)]
             outcomes += [u.outcome for u in await stores[i % 2].apply_batch(batch)]
         # A repeated id is recognised whichever release applied the first copy (no score was
         # confirmed here, so a repeat in a later call counts as a redelivery).

@@ -17,9 +17,12 @@ from leadscore.features.definitions import (
     SPECS,
     Count,
     Decayed,
+    Flag,
+    Profile,
     by_name,
     decay_factors,
     event_kind,
+    feature_sources,
 )
 from leadscore.features.lua import render_script
 from leadscore.features.offline import LeadState, replay
@@ -124,6 +127,12 @@ def test_as_of_an_earlier_moment_uses_only_earlier_events():
 SENTIMENTS = (None, -0.6, -0.05, -0.0499, 0.0, 0.0499, 0.05, 0.7)
 
 
+#: Intent topics as providers spell them: configured ones, and one that is not.
+TOPICS = ("Lead Scoring", "marketing-automation", "CRM software", "ERP", "revenue_operations")
+#: Intent scores on both sides of the surge cut-off (60).
+SCORES = (0, 35.5, 59.99, 60, 60.01, 88, 100)
+
+
 def _random_stream(seed: int, n: int) -> list[Event]:
     rng = random.Random(seed)
     kinds = [f"{s}:{t}" for s, ts in EVENT_TYPES.items() for t in ts]
@@ -131,11 +140,48 @@ def _random_stream(seed: int, n: int) -> list[Event]:
     for i in range(n):
         ts = T0 + rng.randint(0, 45 * DAY_MS)
         kind = rng.choice(kinds)
-        sentiment = rng.choice(SENTIMENTS) if kind == "social:comment" else None
-        attrs = {} if sentiment is None else {"sentiment": sentiment}
+        attrs: dict[str, object] = {}
+        if kind == "social:comment":
+            sentiment = rng.choice(SENTIMENTS)
+            if sentiment is not None:
+                attrs["sentiment"] = sentiment
+        elif kind == "enrichment:intent":
+            attrs = {"topic": rng.choice(TOPICS), "score": rng.choice(SCORES)}
         out.append(ev(i, kind, ts, lead=f"L{rng.randint(0, 2)}", **attrs))
     out.sort(key=lambda e: e.ts_ms)
     return out
+
+
+def test_enrichment_latest_values_multi_hot_and_intent_by_hand():
+    st = LeadState()
+    h = 3_600_000
+    st.apply(ev(1, "enrichment:firmographics", T0 + 5 * h, employees=250, revenue_band="10M-50M"))
+    # An older observation arriving later loses; a newer one wins field by field.
+    st.apply(ev(2, "enrichment:firmographics", T0 + 1 * h, employees=40, industry_code="541511"))
+    st.apply(ev(3, "enrichment:technographics", T0, technologies=["Salesforce", "ERP-X"]))
+    st.apply(ev(4, "enrichment:technographics", T0 + 2 * h, technologies=["hub spot", "Looker"]))
+    st.apply(ev(5, "enrichment:intent", T0 + 3 * h, topic="Lead Scoring", score=72))
+    st.apply(ev(6, "enrichment:intent", T0 + 26 * h, topic="ERP", score=90))
+    st.apply(ev(7, "enrichment:intent", T0 + 27 * h, topic="lead_scoring", score=59.9))
+    f = st.features()
+    assert f is not None
+    assert f["firmo_employees"] == 250.0 and f["firmo_revenue_band"] == "10M-50M"
+    assert f["firmo_industry_sector"] == "54"
+    assert f["tech_hubspot"] == 1 and f["tech_looker"] == 1 and f["tech_salesforce"] == 0
+    assert f["tech_count"] == 2.0
+    assert f["intent_signals_30d"] == 3 and f["intent_surges_30d"] == 2
+    assert f["intent_surges_7d"] == 2 and f["intent_lead_scoring_surges_30d"] == 1
+    assert f["intent_crm_software_surges_30d"] == 0
+    assert f["days_since_last_intent_surge"] == 1 * h / DAY_MS
+    d = decay_factors(7.0, 30)
+    assert f["intent_decayed"] == 0.0 + 3 * d[1] + (3 + 1) * d[0]
+    # Enrichment is not the lead's own activity: no activity recency, no engagement.
+    assert f["days_since_last_activity"] is None and f["engagement_decayed"] == 0.0
+    # Before any technographics the flags are missing, not 0.
+    fresh = LeadState()
+    fresh.apply(ev(8, "enrichment:intent", T0, topic="x", score=1))
+    g = fresh.features()
+    assert g is not None and g["tech_hubspot"] is None and g["firmo_employees"] is None
 
 
 def test_social_counts_sentiment_recency_and_decay_by_hand():
@@ -240,7 +286,9 @@ def test_vector_parsing_round_trips_types():
     for s in SPECS:
         if isinstance(s, Count):
             values.append("3")
-        elif s.name in ("industry", "company_size", "job_title", "country", "lead_source"):
+        elif isinstance(s, Flag):
+            values.append("1")
+        elif isinstance(s, Profile):
             values.append("")
         else:
             values.append(format(0.1 + 0.2, ".17g"))
@@ -248,6 +296,21 @@ def test_vector_parsing_round_trips_types():
     assert list(parsed) == list(FEATURE_NAMES)
     assert parsed["web_page_views_1h"] == 3
     assert parsed["email_open_rate_30d"] == 0.1 + 0.2
-    assert parsed["industry"] is None
+    assert parsed["industry"] is None and parsed["firmo_revenue_band"] is None
+    assert parsed["tech_hubspot"] == 1 and parsed["firmo_employees"] == 0.1 + 0.2
     assert by_name("engagement_decayed").name == "engagement_decayed"
     assert np.isclose(decay_factors(7.0, 8)[7], 0.5)
+
+
+def test_each_sources_features_read_only_its_own_events():
+    """A source's features stay its own (what `train --compare-without` leaves out): a
+    derived kind counted by another source's feature would be a silent mix-up."""
+    reads = feature_sources()
+    assert set(reads) == set(FEATURE_NAMES)
+    for name, sources in reads.items():
+        if name.startswith(("social_", "days_since_last_social")):
+            assert sources == {"social"}, name
+        elif name.startswith(("firmo_", "tech_", "intent_", "days_since_last_intent")):
+            assert sources == {"enrichment"}, name
+        else:
+            assert sources <= {"web", "email", "crm"}, name

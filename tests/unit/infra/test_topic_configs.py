@@ -8,6 +8,7 @@ import pytest
 from leadscore.errors import ConfigError
 from leadscore.features.store import DEFAULT_TTL_S
 from leadscore.infra.topics import (
+    INPUT_TOPICS,
     ConfigDrift,
     all_topics,
     config_drift,
@@ -44,9 +45,7 @@ def test_score_topics_are_compacted_the_rest_deleted_after_their_settings() -> N
         assert int(cfg[name]["delete.retention.ms"]) > 0
         assert int(cfg[name]["max.compaction.lag.ms"]) > 0
     want = {
-        "t.leads.web": 40,
-        "t.leads.email": 40,
-        "t.leads.crm": 40,
+        **{f"t.leads.{name}": 40 for name in INPUT_TOPICS},
         "t.leads.dlq": 3,
         "t.leads.alerts": 2,
         "t.leads.erasure": 5,

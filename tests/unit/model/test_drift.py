@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from leadscore.features.definitions import CATEGORICAL_FEATURES, DAY_MS, FEATURE_NAMES
+from leadscore.features.training import build_training_set
+from leadscore.model.artifact import FeatureInfo
 from leadscore.model.drift import (
     MISSING,
     Bins,
@@ -14,6 +18,9 @@ from leadscore.model.drift import (
     psi,
     psi_threshold,
 )
+from leadscore.model.train import category_levels, encode_frame
+from leadscore.schemas import Source
+from leadscore.schemas.validation import Event, format_ts_ms
 
 
 def _reference(x: np.ndarray, scores: np.ndarray) -> Reference:
@@ -106,3 +113,125 @@ def test_small_windows_never_alarm():
     live = np.zeros((3, 12))
     live[0, 0] = 50  # 50 vectors, all in one bin
     assert not any(r.alarm for r in compare(ref, live, min_window=200))
+
+
+def _history(leads: int, seed: int, *, enrichment: bool = True) -> list[Event]:
+    """Events of every source for ``leads`` leads over 40 days; every third lead gets no
+    enrichment (its firmographics and flags stay missing), nor does any without
+    ``enrichment``."""
+    rng = np.random.default_rng(seed)
+    t0 = 1_795_000_000_000
+    bands = ("<1M", "1M-10M", "50M-250M", "1B+")
+    stacks: tuple[list[str], ...] = (
+        ["Salesforce", "Looker"],
+        ["HubSpot"],
+        ["Marketo", "snowflake", "SAP"],
+        [],
+    )
+    kinds: list[tuple[Source, str, dict[str, object]]] = [
+        ("web", "page_view", {}),
+        ("social", "mention", {}),
+        ("social", "comment", {"sentiment": 0.6}),
+        ("social", "comment", {"sentiment": -0.4}),
+        ("enrichment", "firmographics", {}),
+        ("enrichment", "technographics", {}),
+        ("enrichment", "intent", {}),
+    ]
+    events: list[Event] = []
+    for lead in range(leads):
+        lid = f"L{lead}"
+        start = t0 + int(rng.integers(0, 10 * DAY_MS))
+        profile = {"company_size": "11-50", "industry": "saas", "country": "DE"}
+        events.append(
+            Event(f"{lid}-c", lid, "crm", "lead_created", format_ts_ms(start), start, profile)
+        )
+        for k in range(int(rng.integers(8, 20))):
+            src, typ, attrs = kinds[int(rng.integers(0, len(kinds)))]
+            if src == "enrichment" and (lead % 3 == 0 or not enrichment):
+                src, typ, attrs = "web", "page_view", {}
+            if typ == "firmographics":
+                attrs = {
+                    "employees": int(rng.integers(1, 5000)),
+                    "revenue_band": bands[int(rng.integers(0, len(bands)))],
+                    "industry_code": ("541511", "52", "611310")[lead // 3 % 3],
+                }
+            elif typ == "technographics":
+                attrs = {"technologies": stacks[int(rng.integers(0, len(stacks)))]}
+            elif typ == "intent":
+                attrs = {"topic": "Lead Scoring", "score": float(rng.integers(0, 101))}
+            ts = start + int(rng.integers(1, 30 * DAY_MS))
+            events.append(Event(f"{lid}-{k}", lid, src, typ, format_ts_ms(ts), ts, attrs))
+        if lead % 4 == 0:
+            ts = start + 31 * DAY_MS
+            events.append(Event(f"{lid}-w", lid, "crm", "converted", format_ts_ms(ts), ts, {}))
+    return sorted(events, key=lambda e: e.ts_ms)
+
+
+def _event_reference(events: list[Event]) -> tuple[Reference, np.ndarray, np.ndarray]:
+    """The drift reference of an event history's feature vectors as a model trained on it
+    builds one (its feature kinds and levels from the training set, the rows encoded), with
+    the encoded rows and their (made-up) scores."""
+    ts = build_training_set(events, horizon_ms=7 * DAY_MS, reference_max=5000)
+    rows = pd.DataFrame(ts.reference, columns=list(FEATURE_NAMES))
+    infos = [
+        FeatureInfo(c, "categorical", category_levels(rows[c]))
+        if c in ts.categorical
+        else FeatureInfo(c, "numeric")
+        for c in FEATURE_NAMES
+    ]
+    x = encode_frame(rows, infos)
+    scores = np.random.default_rng(6).uniform(size=len(x))
+    names, kinds, levels = ([getattr(f, a) for f in infos] for a in ("name", "kind", "levels"))
+    return build_reference(x, names, kinds, levels, scores, source="events"), x, scores
+
+
+def test_every_social_and_enrichment_feature_gets_reference_bins():
+    """The features of leads.social and leads.enrichment (counts, recency, decay, Number,
+    Profile and Flag specs) get histograms from an event history that holds them, as the
+    model's reference is built (its feature kinds, the rows encoded, the counts taken live)."""
+    ref, x, scores = _event_reference(_history(200, seed=5))
+    bins = {b.name: b for b in ref.features}
+    new = FEATURE_NAMES[FEATURE_NAMES.index("social_mentions_7d") :]
+    assert {"firmo_employees", "tech_salesforce", "intent_decayed"} <= set(new)
+    for name in new:
+        b = bins[name]
+        present = sum(b.counts[:-1])
+        assert present > 0, f"{name}: no value in its reference"
+        if name in CATEGORICAL_FEATURES:
+            assert b.kind == "categorical" and len(b.labels) > 2, b
+    for name in ("firmo_employees", "social_engagement_decayed", "intent_decayed"):
+        assert len(bins[name].edges) >= 3, bins[name]  # quantile bins, not one lump
+    assert set(bins["firmo_revenue_band"].labels) == {"<1M", "1M-10M", "50M-250M", "1B+", MISSING}
+    assert set(bins["firmo_industry_sector"].labels) == {"54", "52", "61", MISSING}
+    named = {f"tech_{t}" for t in ("salesforce", "looker", "hubspot", "marketo", "snowflake")}
+    for name in [n for n in new if n.startswith("tech_") and n != "tech_count"]:
+        b = bins[name]
+        zero, one = b.index(np.array([0.0, 1.0])).tolist()
+        # 0 and 1 in bins apart, even for a technology no lead had (all 0 in the reference);
+        # missing (no technographics yet) a bin of its own, filled by leads without them.
+        assert zero != one and b.size - 1 not in (zero, one), b
+        assert b.counts[-1] > 0
+        assert b.counts[zero] > 0 and (b.counts[one] > 0) == (name in named), b
+    live = LiveBins(ref)
+    live.add(x, scores)
+    for j, b in enumerate(ref.features):
+        assert live.counts[j][: b.size].tolist() == list(b.counts), b.name
+
+
+def test_a_history_without_enrichment_gives_its_features_a_missing_bin_only():
+    """Trained before any enrichment flowed (or on a CRM that never sets a field): the
+    features it never saw get one bin, missing, and a value live counts as unseen there
+    (an empty level table used to fail the whole training run with an IndexError)."""
+    ref, x, scores = _event_reference(_history(60, seed=7, enrichment=False))
+    bins = {b.name: b for b in ref.features}
+    for name in ("firmo_revenue_band", "firmo_industry_sector"):
+        assert bins[name].labels == (MISSING,) and bins[name].counts == (len(x),)
+    assert bins["firmo_employees"].labels == ("(-inf, inf)", MISSING)
+    assert bins["firmo_employees"].counts == (0, len(x))
+    j = [b.name for b in ref.features].index("firmo_revenue_band")
+    seen = x[:5].copy()
+    seen[:, j] = [0.0, 1.0, 7.0, -1.0, np.nan]  # level codes a newer model would send
+    live = LiveBins(ref)
+    live.add(seen, scores[:5])
+    assert live.counts[j].tolist()[:1] == [5]
+    assert compare(ref, live.counts, min_window=1)[j].psi < 1e-9

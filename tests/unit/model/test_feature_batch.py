@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from leadscore.features.definitions import SPECS, Count, Profile
+from leadscore.features.definitions import SPECS, Count, Flag, Profile
 from leadscore.features.wire import VECTOR_SEP, parse_vector
 from leadscore.model.artifact import Calibrator, FeatureInfo, LightGBMScorer, ModelMeta
 from leadscore.model.rules import RuleScorer
@@ -22,6 +22,8 @@ def _field(spec: object, rng: np.random.Generator) -> str:
         return "" if r < 0.2 else ("unseen" if r < 0.3 else str(rng.choice(LEVELS)))
     if isinstance(spec, Count):
         return str(int(rng.integers(0, 20)))
+    if isinstance(spec, Flag):
+        return "" if r < 0.25 else str(int(rng.integers(0, 2)))
     return "" if r < 0.25 else f"{rng.random() * 30:.17g}"
 
 

@@ -8,6 +8,7 @@ import orjson
 from prometheus_client import generate_latest
 from sklearn.metrics import roc_auc_score
 
+from leadscore.model.performance import SEGMENTS
 from leadscore.monitor.book import moment_key
 from leadscore.monitor.report import load_report, text, to_html
 from leadscore.monitor.service import Monitor
@@ -165,3 +166,60 @@ def test_an_erased_lead_leaves_the_sample(tmp_path):
     assert "L3" in mon.book.leads
     mon.handle(s.topic("scores"), 1, 99, b"L3", None)  # the tombstone `forget` writes
     assert "L3" not in mon.book.leads
+
+
+def _firmographics(i: int, t: int, **attributes: object) -> bytes:
+    return orjson.dumps(
+        {"event_id": f"f{i}-{t}", "lead_id": f"L{i}", "source": "enrichment",
+         "type": "firmographics", "ts": format_ts_ms(t), "attributes": attributes}
+    )  # fmt: skip
+
+
+def test_enrichment_firmographics_are_segments_valued_as_the_features(tmp_path):
+    """firmo_revenue_band (a default segment) and firmo_industry_sector come from the
+    enrichment firmographics the worker takes: the newest by event time, an industry code as
+    its sector; intent, invalid events and the topic's own tombstones change nothing, nor does
+    the watermark wait for them."""
+    assert Settings.names(Settings.model_fields["monitor_segments"].default) == list(SEGMENTS)
+    assert "firmo_revenue_band" in SEGMENTS
+    wanted = f"{','.join(SEGMENTS)},firmo_industry_sector"
+    s = _settings(tmp_path).model_copy(update={"monitor_segments": wanted})
+    start = 1_780_000_000_000
+    mon = Monitor(s, clock=lambda: start / 1000 + 90 * 86_400)
+    _feed(mon, s)
+    crm_ms = mon.book.crm_ms
+    topic = s.topic("enrichment")
+    for i in range(200):
+        key, t = f"L{i}".encode(), start + i
+        band, code = ("1M-10M", "541511") if i % 2 else ("50M-250M", "5221")
+        mon.handle(topic, 0, 0, key, _firmographics(i, t + DAY, revenue_band=band))
+        mon.handle(topic, 0, 1, key, _firmographics(i, t, revenue_band="<1M", industry_code=code))
+        mon.handle(topic, 0, 2, key, _firmographics(i, t + 2 * DAY, revenue_band="huge"))
+        mon.handle(topic, 0, 3, key, _firmographics(i, t + 3 * DAY, provider="none"))
+        intent = {"event_id": f"i{i}", "lead_id": f"L{i}", "source": "enrichment",
+                  "type": "intent", "ts": format_ts_ms(t), "attributes": {"topic": "x",
+                  "score": 90, "revenue_band": "1B+"}}  # fmt: skip
+        mon.handle(topic, 1, 4, key, orjson.dumps(intent))
+        mon.handle(topic, 1, 5, key, None)  # not an erasure: those come on the score topics
+    assert mon.book.crm_ms == crm_ms and len(mon.book.leads) == 200
+    assert mon.book.leads["L1"].segments["firmo_revenue_band"] == (start + 1 + DAY, "1M-10M")
+    assert mon.book.leads["L2"].segments["firmo_industry_sector"] == (start + 2, "52")
+    mon.book.crm_caught_up = True
+    fair = mon.evaluate()["versions"]["rules-v1"]["fairness"]
+    got = {(f["attribute"], f["segment"]) for f in fair if f["attribute"].startswith("firmo_")}
+    assert got == {
+        ("firmo_revenue_band", "1M-10M"),
+        ("firmo_revenue_band", "50M-250M"),
+        ("firmo_industry_sector", "54"),
+        ("firmo_industry_sector", "52"),
+    }
+    scrape = generate_latest(mon.registry).decode()
+    assert 'attribute="firmo_revenue_band",metric="hot_share",model_version="rules-v1"' in scrape
+
+
+def test_the_enrichment_topic_is_not_parsed_without_an_enrichment_segment(tmp_path):
+    s = _settings(tmp_path).model_copy(update={"monitor_segments": "industry"})
+    mon = Monitor(s, clock=lambda: 1_780_000_000)
+    raw = _firmographics(1, 1_779_000_000_000, revenue_band="1B+")
+    mon.handle(s.topic("enrichment"), 0, 0, b"L1", raw)
+    assert mon.book.leads == {} and mon.offsets == {(s.topic("enrichment"), 0): 1}

@@ -101,6 +101,43 @@ def test_file_reading_accepts_any_source_without_key():
     assert isinstance(ev, Event) and ev.source == "email"
 
 
+def _enrichment(typ: str, **attributes: object) -> bytes:
+    return with_(source="enrichment", type=typ, attributes=attributes)
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "says"),
+    [
+        (_enrichment("intent", topic="CRM"), "missing_field", "score"),
+        (_enrichment("intent", topic="CRM", score=150), "invalid_value", "attributes.score"),
+        (_enrichment("intent", topic="CRM", score="high"), "wrong_type", "attributes.score"),
+        (with_(source="enrichment", type="intent"), "missing_field", "attributes"),
+        (_enrichment("technographics", provider="g2"), "missing_field", "technologies"),
+        (_enrichment("technographics", technologies="SAP"), "wrong_type", "technologies"),
+        (
+            _enrichment("firmographics", provider="clearbit"),
+            "missing_field",
+            "at least one of employees, revenue_band, industry_code",
+        ),
+        (_enrichment("firmographics", industry_code="54A1"), "invalid_value", "industry_code"),
+        (_enrichment("firmographics", industry_code=54), "wrong_type", "industry_code"),
+        (_enrichment("firmographics", revenue_band="huge"), "invalid_value", "revenue_band"),
+        (_enrichment("firmographics", employees=-1), "invalid_value", "employees"),
+        (with_(source="enrichment", type="news"), "unknown_type", "enrichment event type"),
+        (_enrichment("intent", topic="CRM", score=60), None, ""),
+        (_enrichment("firmographics", employees=None), None, ""),  # null clears a field
+        (_enrichment("technographics", technologies=[]), None, ""),
+    ],
+)
+def test_each_bad_enrichment_event_gets_a_code_that_names_the_field(value, code, says):
+    res = check(value, topic="enrichment")
+    if code is None:
+        assert isinstance(res, Event), res
+    else:
+        assert isinstance(res, Invalid), res
+        assert (res.code, says in res.message) == (code, True), res
+
+
 def test_schema_event_types_match_design():
     assert "pricing_view" in EVENT_TYPES["web"]
     assert "email_click" in EVENT_TYPES["email"]

@@ -11,7 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from leadscore.schemas.validation import parse_ts_ms
+from leadscore.cli import build_parser
+from leadscore.schemas import SOURCES
+from leadscore.schemas.validation import Event, parse_ts_ms, validate_event
 from leadscore.settings import Settings
 from leadscore.tooling.bench import (
     RSS_SAMPLE_S,
@@ -19,10 +21,15 @@ from leadscore.tooling.bench import (
     _by_period,
     _cpu_text,
     _event_at,
+    _events_now,
     _percentiles,
     _rss_summary,
+    only_sources,
+    source_mix,
+    traffic_template,
 )
 from leadscore.tooling.cpu import CpuMeter, Target, machine_cpu_seconds, process_cpu_seconds
+from leadscore.tooling.exceptions import BenchConfigError
 
 
 def test_flat_memory_has_no_growth() -> None:
@@ -154,3 +161,53 @@ def test_the_score_reader_splits_each_latency_at_the_workers_scored_at() -> None
     assert [round(lat, 3) for _, lat in reader.latencies] == [0.05, 0.04]
     # 30 and 20 ms to the score; the rest (20 ms each) after it.
     assert [round(x, 3) for x in reader.to_scored] == [0.03, 0.02]
+
+
+def test_five_source_traffic_holds_scorable_comments_and_enrichment_events() -> None:
+    events = _events_now(traffic_template(30_000), 30_000, "t1")
+    mix = source_mix(events)
+    assert sum(mix.values()) == 30_000 and list(mix) == list(SOURCES)
+    assert all(mix[s] > 0 for s in SOURCES), mix
+    comment = next(e for e in events if e["source"] == "social" and e["type"] == "comment")
+    assert comment["attributes"]["text"]
+    # The worker validates it as production does: the text becomes a sentiment score.
+    ev = validate_event(
+        orjson.dumps(comment),
+        topic_source="social",
+        key=comment["lead_id"].encode(),
+        now_ms=parse_ts_ms(comment["ts"]) or 0,  # the stream's times are "now"
+        max_future_ms=60_000,
+    )
+    assert isinstance(ev, Event), ev
+    assert "text" not in ev.attributes and isinstance(ev.attributes["sentiment"], float)
+
+
+def test_traffic_of_some_sources_still_sends_every_event() -> None:
+    template = traffic_template(30_000)
+    three = only_sources(template, ("web", "email", "crm"))
+    assert [e for e in template if e["source"] in ("web", "email", "crm")] == three
+    mix = source_mix(_events_now(three, 30_000, "t1"))
+    assert mix["social"] == mix["enrichment"] == 0
+    assert mix["web"] > 0 and mix["email"] > 0 and mix["crm"] > 0
+    assert sum(mix.values()) == 30_000
+
+
+def test_unknown_or_absent_sources_are_refused() -> None:
+    template = [{"event_id": "a", "lead_id": "L1", "source": "web", "type": "page_view"}]
+    with pytest.raises(BenchConfigError, match="unknown source"):
+        only_sources(template, ("web", "fax"))
+    with pytest.raises(BenchConfigError, match="no events of crm"):
+        only_sources(template, ("crm",))
+
+
+def test_bench_sources_option_defaults_to_all_and_names_the_valid_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert build_parser().parse_args(["bench"]).sources == SOURCES
+    args = build_parser().parse_args(["bench", "--sources", "crm,web, email"])
+    assert args.sources == ("web", "email", "crm")
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bench", "--sources", "web,tiktok"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown source(s) tiktok" in err and ", ".join(SOURCES) in err
