@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leadscore.cli.common import emit, say
+from leadscore.cli.common import emit, say, timestamp_ms
 from leadscore.errors import LeadscoreError
 from leadscore.infra.progress import Progress
 from leadscore.settings import Settings
@@ -20,6 +20,12 @@ def register(sub: Any) -> None:
     s.add_argument("--rate", type=float, default=None, help="events/s when producing to Kafka")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--days", type=float, default=90.0, help="length of the history (default 90)")
+    s.add_argument(
+        "--start",
+        type=timestamp_ms,
+        help="start of the history, RFC 3339 or a date (default: now minus --days); with "
+        "--seed it makes the history reproducible to the byte",
+    )
     s.add_argument(
         "--concept-drift-day",
         type=float,
@@ -80,6 +86,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             leads=args.leads,
             events=args.events,
             seed=args.seed,
+            start_ms=args.start,
             days=args.days,
             concept_drift_day=args.concept_drift_day,
             data_drift_day=args.data_drift_day,

@@ -47,8 +47,9 @@ def _keys() -> tuple[str, str, str]:
 
 
 def _social_events(events: list[dict]) -> list[dict]:
-    """Social events for every third lead, comments with their text: the API scores them from
-    the text as the worker does (the simulator makes none)."""
+    """Social events for every third lead, comments with their text (of each sentiment, more
+    than this small simulated history has): the API scores them from the text as the
+    worker does."""
     from leadscore.schemas.validation import format_ts_ms, parse_ts_ms
 
     last: dict[str, int] = {}
@@ -74,8 +75,8 @@ def _social_events(events: list[dict]) -> list[dict]:
 
 def _enrichment_events(events: list[dict]) -> list[dict]:
     """Enrichment events for every other lead: firmographics, technographics and intent
-    signals around the surge cut-off, before the lead's last event (the simulator makes
-    none)."""
+    signals around the surge cut-off, before the lead's last event (more kinds and edge
+    values than this small simulated history has)."""
     from leadscore.schemas.validation import format_ts_ms, parse_ts_ms
 
     last: dict[str, int] = {}

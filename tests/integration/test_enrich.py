@@ -42,7 +42,7 @@ def export(tmp_path: Path, tag: str) -> tuple[Path, list[str]]:
     for i, lead in enumerate(leads):
         when = now - timedelta(hours=5 + 7 * i)
         observed, day = (when.isoformat(), "") if i % 2 else ("", when.date().isoformat())
-        techs = ["Salesforce;Snowflake", "HubSpot|Looker|SAP", ""][i % 3]
+        techs = ["Salesforce;Snowflake", "HubSpot|Looker|SAP", "none"][i % 3]
         topic = ["Lead Scoring", "marketing automation", "ERP"][i % 3]
         lines.append(
             f"{lead},{observed},{day},{50 * (i + 1)},1M-10M,5415{i % 10},{techs},{topic},"

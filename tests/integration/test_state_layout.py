@@ -29,8 +29,8 @@ from .helpers import as_events, offline_features, recent_events
 pytestmark = pytest.mark.integration
 
 PREVIOUS_RELEASE_SCRIPT = Path(__file__).parents[1] / "fixtures" / "store_layout1_789dc2f.lua"
-#: That release's feature set: this one's without those of leads.social (issue 29) and of the
-#: sources after it (leads.enrichment, issue 13), whose features come last.
+#: That release's feature set: this one's without those of leads.social and leads.enrichment
+#: (issue 29), whose features come last.
 PREVIOUS_SPECS = SPECS[: FEATURE_NAMES.index("social_mentions_7d")]
 #: The sources that release doesn't consume: its sources were the ones before social.
 NEWER_SOURCES = SOURCES[SOURCES.index("social") :]
