@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
+from leadscore.schemas.privacy import normalize_name
+
 Resolution = Literal["m", "h", "d"]
 BUCKET_MS: dict[Resolution, int] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DAY_MS = 86_400_000
@@ -176,8 +178,9 @@ def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _normal(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.strip().lower()).strip("_")
+#: Each configured topic by its normalised name (:func:`normalize_name`: case and
+#: separators ignored, as PII attribute names are matched).
+_TOPIC_BY_NAME: dict[str, str] = {normalize_name(t): t for t in INTENT_TOPICS}
 
 
 def intent_topic(topic: Any) -> str:
@@ -187,11 +190,7 @@ def intent_topic(topic: Any) -> str:
     ('marketing_automation', 'lead_scoring', 'other')
     """
     if isinstance(topic, str):
-        t = _normal(topic)
-        while "__" in t:
-            t = t.replace("__", "_")
-        if t in INTENT_TOPICS:
-            return t
+        return _TOPIC_BY_NAME.get(normalize_name(topic), "other")
     return "other"
 
 
@@ -203,7 +202,7 @@ def technology_bits(technologies: Any) -> tuple[str, int]:
     >>> technology_bits(["HubSpot", "Snowflake", "SAP", "hubspot"])
     ('010001000000', 3)
     """
-    names = {_normal(t).replace("_", "") for t in technologies if isinstance(t, str)}
+    names = {normalize_name(t) for t in technologies if isinstance(t, str)}
     names.discard("")
     return "".join("1" if t in names else "0" for t in TECHNOLOGIES), len(names)
 

@@ -56,6 +56,11 @@ ENRICHMENT_SEGMENTS: dict[str, str] = {
 }
 
 
+def enrichment_segments(settings: Settings) -> set[str]:
+    """The configured segments an enrichment event sets (none: leads.enrichment unread)."""
+    return set(Settings.names(settings.monitor_segments)) & set(ENRICHMENT_SEGMENTS)
+
+
 def _iso(ms: int | float) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
@@ -360,7 +365,7 @@ class Monitor:
         """Segments from a firmographics event, valued as the worker's features are: only
         an event the worker takes (validated, redacted as it redacts), through the same
         ``profile_updates`` (an industry code becomes its sector)."""
-        wanted = set(Settings.names(self.settings.monitor_segments)) & set(ENRICHMENT_SEGMENTS)
+        wanted = enrichment_segments(self.settings)
         if not wanted:
             return
         ev = validate_event(
@@ -650,8 +655,7 @@ def run_monitor(
     crm = settings.topic("crm")
     score_topics = [settings.topic("scores"), settings.topic("scores.shadow")]
     # Firmographics set segments (ENRICHMENT_SEGMENTS); read only when one is wanted.
-    wanted = set(Settings.names(settings.monitor_segments)) & set(ENRICHMENT_SEGMENTS)
-    segment_topics = [settings.topic("enrichment")] if wanted else []
+    segment_topics = [settings.topic("enrichment")] if enrichment_segments(settings) else []
     assigned: set[tuple[str, int]] = set()
     at_end: set[tuple[str, int]] = set()
     started = time.monotonic()
